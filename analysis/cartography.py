@@ -1,0 +1,335 @@
+"""Import and export the training-dynamics logs of the original Dataset Cartography code.
+
+The original code (Swayamdipta et al., 2020) writes one file per epoch,
+``training_dynamics/dynamics_epoch_N.jsonl``, one JSON object per line::
+
+    {"guid": 50325, "logits_epoch_0": [2.94, -2.28], "gold": 0}
+
+``guid`` may be an int or a string and is kept as the run's ``example_id``; ``gold`` is the
+integer label. The importer parses with Arrow's multithreaded JSON reader and falls back to a
+line-by-line parser only to name the offending line when a file is malformed. Logits are kept
+as float64 in the ``logits`` column so that an export reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from analysis import runstore
+from analysis import schema as S
+from analysis.dynamics import per_epoch_from_logits
+from analysis.schema import SchemaError
+
+__all__ = ["import_cartography", "export_cartography", "read_epoch_file", "EpochLog"]
+
+_FILE_RE = re.compile(r"^dynamics_epoch_(\d+)\.jsonl$")
+
+
+@dataclass
+class EpochLog:
+    """One parsed epoch file."""
+
+    epoch: int
+    guids: np.ndarray
+    gold: np.ndarray
+    logits: np.ndarray  # (n_rows, n_classes) float64
+
+
+def _find_epoch_files(log_dir: Path) -> list[tuple[int, Path]]:
+    if not log_dir.is_dir():
+        raise FileNotFoundError(f"Log directory {str(log_dir)!r} does not exist.")
+    found = []
+    for p in log_dir.iterdir():
+        m = _FILE_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    if not found and (log_dir / "training_dynamics").is_dir():
+        return _find_epoch_files(log_dir / "training_dynamics")
+    if not found:
+        raise SchemaError(
+            f"No `dynamics_epoch_N.jsonl` files in {str(log_dir)!r}. Point LOG_DIR at the "
+            "`training_dynamics/` folder the cartography code wrote."
+        )
+    return sorted(found)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _slow_parse(path: Path, epoch: int) -> EpochLog:
+    """Line-by-line parse that names the first bad line; used when Arrow's reader fails."""
+    key = f"logits_epoch_{epoch}"
+    guids: list[Any] = []
+    gold: list[int] = []
+    logits: list[list[float]] = []
+    n_classes: int | None = None
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line, parse_constant=_reject_constant)
+            except ValueError as exc:
+                if "non-finite" in str(exc):
+                    raise SchemaError(
+                        f"{where}: logits contain NaN or Infinity; the model diverged. Re-run "
+                        "training or drop that epoch's file."
+                    ) from exc
+                raise SchemaError(f"{where}: malformed JSON line ({exc}).") from exc
+            if not isinstance(rec, dict):
+                raise SchemaError(f"{where}: expected a JSON object, got {type(rec).__name__}.")
+            for k in ("guid", "gold", key):
+                if k not in rec or rec[k] is None:
+                    raise SchemaError(f"{where}: field `{k}` is missing. Each line needs guid, gold and {key}.")
+            z = rec[key]
+            if not isinstance(z, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z):
+                raise SchemaError(f"{where}: `{key}` must be a list of numbers, got {str(z)[:80]}.")
+            if n_classes is None:
+                n_classes = len(z)
+            elif len(z) != n_classes:
+                raise SchemaError(
+                    f"{where}: `{key}` has {len(z)} values but earlier lines have {n_classes}; "
+                    "every line must have one logit per class."
+                )
+            g = rec["gold"]
+            if isinstance(g, bool) or not isinstance(g, int):
+                raise SchemaError(f"{where}: `gold` must be an integer class index, got {g!r}.")
+            guid = rec["guid"]
+            if not isinstance(guid, (int, str)) or isinstance(guid, bool):
+                raise SchemaError(f"{where}: `guid` must be an int or a string, got {guid!r}.")
+            guids.append(guid)
+            gold.append(g)
+            logits.append(z)
+    if not guids:
+        raise SchemaError(f"{str(path)!r} is empty.")
+    kinds = {type(g) for g in guids}
+    g_arr = np.array([str(g) for g in guids], dtype=object) if len(kinds) > 1 else (
+        np.array(guids, dtype=np.int64) if kinds == {int} else np.array(guids, dtype=object)
+    )
+    return EpochLog(epoch, g_arr, np.array(gold, dtype=np.int64), np.array(logits, dtype=np.float64))
+
+
+def read_epoch_file(path: str | os.PathLike[str], epoch: int) -> EpochLog:
+    """Parse one ``dynamics_epoch_N.jsonl`` file.
+
+    Raises
+    ------
+    SchemaError
+        Malformed line, missing field, NaN/inf logits, or varying class count (naming file:line).
+    """
+    p = Path(path)
+    key = f"logits_epoch_{epoch}"
+    if p.stat().st_size == 0:
+        raise SchemaError(f"{str(p)!r} is empty.")
+    try:
+        tbl = pajson.read_json(p, read_options=pajson.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _slow_parse(p, epoch)
+    names = tbl.column_names
+    if any(k not in names for k in ("guid", "gold", key)):
+        return _slow_parse(p, epoch)  # names the line and the missing field
+    z_col = tbl.column(key)
+    g_col = tbl.column("gold")
+    id_col = tbl.column("guid")
+    if (z_col.null_count or g_col.null_count or id_col.null_count
+            or not pa.types.is_integer(g_col.type)
+            or not (pa.types.is_list(z_col.type) or pa.types.is_large_list(z_col.type))
+            or not (pa.types.is_integer(id_col.type) or pa.types.is_string(id_col.type))):
+        return _slow_parse(p, epoch)
+    z_arr = z_col.combine_chunks()
+    lengths = pa.compute.list_value_length(z_arr).to_numpy(zero_copy_only=False)
+    if len(lengths) == 0 or lengths.min() != lengths.max() or z_arr.values.null_count:
+        return _slow_parse(p, epoch)
+    values = z_arr.flatten().to_numpy(zero_copy_only=False)
+    if values.dtype.kind not in "fi":
+        return _slow_parse(p, epoch)
+    logits = values.astype(np.float64, copy=False).reshape(len(z_arr), int(lengths[0]))
+    guids = id_col.to_numpy()
+    if guids.dtype.kind in "OUS":
+        guids = guids.astype(object)
+    return EpochLog(epoch, guids, g_col.to_numpy().astype(np.int64), logits)
+
+
+def import_cartography(
+    log_dir: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    keep_logits: bool = True,
+    overwrite: bool = False,
+    task: str = "",
+) -> Path:
+    """Convert a cartography ``training_dynamics/`` folder into a datamap run.
+
+    Parameters
+    ----------
+    log_dir : path
+        Folder with ``dynamics_epoch_N.jsonl`` files (or its parent).
+    run_dir : path
+        Run directory to create. It is built in a temporary folder and renamed into place, so a
+        failed import leaves nothing behind.
+    keep_logits : bool, default True
+        Keep the full logits (needed by :func:`export_cartography`).
+    overwrite : bool, default False
+        Replace an existing non-empty ``run_dir``.
+
+    Raises
+    ------
+    SchemaError
+        Empty directory, malformed or NaN lines, missing ``gold``, class counts differing between
+        epochs, duplicate guids within an epoch, a guid whose gold label changes between epochs,
+        or labels outside ``[0, n_classes)``.
+    """
+    target = Path(run_dir)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
+        )
+    files = _find_epoch_files(Path(log_dir))
+    logs = [read_epoch_file(p, e) for e, p in files]
+    n_classes = logs[0].logits.shape[1]
+    for log, (_, p) in zip(logs, files, strict=True):
+        if log.logits.shape[1] != n_classes:
+            raise SchemaError(
+                f"{str(p)!r} has {log.logits.shape[1]} logits per line but {str(files[0][1])!r} has "
+                f"{n_classes}: all epochs must share one class count."
+            )
+        if not np.isfinite(log.logits).all():
+            row = int(np.flatnonzero(~np.isfinite(log.logits).all(axis=1))[0])
+            raise SchemaError(f"{str(p)!r} line {row + 1}: logits contain NaN or inf.")
+        bad = (log.gold < 0) | (log.gold >= n_classes)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise SchemaError(
+                f"{str(p)!r} line {row + 1}: gold label {int(log.gold[row])} is outside "
+                f"[0, {n_classes}) for {n_classes} logits."
+            )
+        ser = pd.Series(log.guids)
+        dup = ser.duplicated()
+        if dup.any():
+            raise SchemaError(
+                f"{str(p)!r}: guid {ser[dup].iloc[0]!r} appears more than once "
+                f"({int(dup.sum())} duplicate lines). Each example may be logged once per epoch."
+            )
+    kinds = {log.guids.dtype.kind for log in logs}
+    if len(kinds) > 1:
+        for log in logs:
+            log.guids = log.guids.astype(str).astype(object)
+
+    all_ids = pd.unique(np.concatenate([log.guids for log in logs]))
+    ex_ids = np.sort(all_ids) if all_ids.dtype.kind in "iu" else np.array(sorted(all_ids, key=str), dtype=object)
+    index = pd.Index(ex_ids)
+    gold = np.full(len(ex_ids), -1, dtype=np.int64)
+    parts: list[pa.Table] = []
+    for log, (_, p) in zip(logs, files, strict=True):
+        pos = index.get_indexer(log.guids)
+        order = np.argsort(pos, kind="stable")
+        pos, g = pos[order], log.gold[order]
+        seen = gold[pos]
+        clash = (seen >= 0) & (seen != g)
+        if clash.any():
+            i = int(np.flatnonzero(clash)[0])
+            raise SchemaError(
+                f"{str(p)!r}: guid {ex_ids[pos[i]]!r} has gold {int(g[i])} but {int(seen[i])} in an "
+                "earlier epoch; a guid must keep its label."
+            )
+        gold[pos] = g
+        z = log.logits[order]
+        vals = per_epoch_from_logits(z, g)
+        cols: dict[str, Any] = {
+            S.EXAMPLE_ID: pa.array(ex_ids[pos] if ex_ids.dtype != object else ex_ids[pos].tolist()),
+            S.EPOCH: pa.array(np.full(len(pos), log.epoch, dtype=np.int32)),
+            S.GOLD_PROB: pa.array(vals[S.GOLD_PROB].astype(np.float32)),
+            S.MARGIN: pa.array(vals[S.MARGIN].astype(np.float32)),
+            S.PRED: pa.array(vals[S.PRED]),
+            S.LOSS: pa.array(vals[S.LOSS].astype(np.float32)),
+            S.EL2N: pa.array(vals[S.EL2N].astype(np.float32)),
+        }
+        if keep_logits:
+            cols[S.LOGITS] = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), n_classes)
+        parts.append(pa.table(cols))
+
+    names = class_names or [str(k) for k in range(n_classes)]
+    if len(names) != n_classes:
+        raise ValueError(f"Expected {n_classes} class names, got {len(names)}.")
+    examples = pd.DataFrame({
+        S.EXAMPLE_ID: ex_ids if ex_ids.dtype != object else ex_ids.tolist(),
+        S.SPLIT: S.TRAIN_SPLIT,
+        S.LABEL: pd.array(gold, dtype="Int64"),
+    })
+    examples[S.LABEL_NAME] = np.asarray(names, dtype=object)[gold]
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        runstore.save_run_meta(tmp, runstore.RunMeta(
+            class_names=names, n_epochs=len(logs), source=S.SOURCE_CARTOGRAPHY, task=task,
+            extra={"imported_from": str(Path(log_dir).resolve())},
+        ))
+        runstore.save_examples(tmp, examples)
+        runstore.save_dynamics(tmp, pa.concat_tables(parts), shard="cartography")
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def export_cartography(run_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write a run's dynamics back as ``dynamics_epoch_N.jsonl`` files (needs stored logits).
+
+    Floats are written with Python's shortest round-trip representation, so importing the
+    export reproduces the logits bit for bit.
+    """
+    dyn = runstore.load_dynamics(run_dir, columns=[S.LOGITS])
+    if S.LOGITS not in dyn.column_names:
+        raise SchemaError(
+            f"The run {str(run_dir)!r} stores no full logits (only compact dynamics), so it cannot be "
+            "exported to the cartography format. Record with `keep_logits=True`."
+        )
+    examples = runstore.load_examples(run_dir, columns=[S.LABEL])
+    label_of = pd.Series(examples[S.LABEL].to_numpy(dtype=np.int64, na_value=-1),
+                         index=examples[S.EXAMPLE_ID].to_numpy())
+    out = Path(log_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = dyn.column(S.EXAMPLE_ID).to_pylist()
+    epochs = dyn.column(S.EPOCH).to_numpy()
+    z_col = dyn.column(S.LOGITS).combine_chunks()
+    width = z_col.type.list_size if pa.types.is_fixed_size_list(z_col.type) else None
+    z = z_col.flatten().to_numpy().reshape(len(ids), -1) if width else np.array(z_col.to_pylist())
+    gold = label_of.reindex(ids).to_numpy()
+    written = []
+    for e in np.unique(epochs):
+        rows = np.flatnonzero(epochs == e)
+        key = f"logits_epoch_{int(e)}"
+        path = out / f"dynamics_epoch_{int(e)}.jsonl"
+        with runstore.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for r in rows:
+                guid = ids[r]
+                fh.write(json.dumps({"guid": guid, key: z[r].tolist(), "gold": int(gold[r])}) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,177 @@
+"""The ``datamap`` command line: analyse, import, export and serve runs.
+
+Every subcommand catches the project's input errors and prints one clear line
+(``datamap: error: ...``) with exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis import schema as S
+
+SAMPLE_RUN = Path(__file__).resolve().parents[1] / "sample_data" / "run"
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from analysis.dynamics import RegionThresholds
+    from analysis.pipeline import AnalyzeOptions, analyze_run
+
+    opts = AnalyzeOptions(
+        thresholds=RegionThresholds(confidence=args.confidence_threshold, variability=args.variability_threshold),
+        aum_skip_first_epoch=args.aum_skip_first_epoch,
+        ood=not args.no_ood,
+    )
+    t0 = time.perf_counter()
+    table = analyze_run(args.run_dir, opts)
+    dt = time.perf_counter() - t0
+    print(f"wrote {Path(args.run_dir) / S.TABLE_FILE}: {len(table):,} examples in {dt:.2f} s")
+    _print_summary(table)
+    return 0
+
+
+def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    with pd.option_context("display.width", 120):
+        print("\nregions:")
+        print(table[S.REGION].value_counts().to_string())
+        if S.DIAGNOSIS in table.columns:
+            print("\ndiagnosis:")
+            print(table[S.DIAGNOSIS].value_counts().to_string())
+        has = table[S.N_EPOCHS_SEEN] > 0
+        if has.any():
+            cols = [c for c in (S.EXAMPLE_ID, S.LABEL, S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS, S.AUM)
+                    if c in table.columns]
+            print("\nlowest-AUM training examples (likely mislabeled):")
+            print(table.loc[has, cols].nsmallest(10, S.AUM).to_string(index=False))
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from analysis.cartography import import_cartography
+
+    names = args.class_names.split(",") if args.class_names else None
+    t0 = time.perf_counter()
+    run = import_cartography(args.log_dir, args.run_dir, class_names=names,
+                             keep_logits=not args.no_logits, overwrite=args.overwrite)
+    print(f"imported {args.log_dir} into {run} in {time.perf_counter() - t0:.2f} s; "
+          f"next: datamap analyze {run}")
+    return 0
+
+
+def _cmd_export_cartography(args: argparse.Namespace) -> int:
+    from analysis.cartography import export_cartography
+
+    files = export_cartography(args.run_dir, args.log_dir)
+    print(f"wrote {len(files)} epoch files to {args.log_dir}")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from analysis.runstore import load_table
+
+    _print_summary(load_table(args.run_dir))
+    return 0
+
+
+def _serve(run_dir: Path, args: argparse.Namespace) -> int:
+    try:
+        from dashboard import server
+    except ImportError as exc:  # pragma: no cover - dashboard ships with the package
+        raise SystemExit(f"datamap: error: the dashboard is unavailable ({exc}).") from exc
+    return server.serve(run_dir, port=args.port, address=args.address, open_browser=not args.no_browser)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if not (run / S.TABLE_FILE).exists():
+        from analysis.pipeline import analyze_run
+
+        print(f"{run / S.TABLE_FILE} is missing; analysing the run first...")
+        analyze_run(run)
+    return _serve(run, args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir) if args.run_dir else SAMPLE_RUN
+    if not (run / S.RUN_JSON).exists():
+        from analysis import sample
+
+        print(f"building the sample run in {run} (about a minute)...")
+        sample.build_sample_run(run)
+    if not (run / S.TABLE_FILE).exists():
+        from analysis.pipeline import analyze_run
+
+        analyze_run(run)
+    return _serve(run, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="datamap", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="compute the per-example table (RUN_DIR/table.parquet)")
+    a.add_argument("run_dir")
+    a.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="confidence at or above which a low-variability example is easy (default 0.5)")
+    a.add_argument("--variability-threshold", type=float, default=0.2,
+                   help="variability at or above which an example is ambiguous (default 0.2)")
+    a.add_argument("--aum-skip-first-epoch", action="store_true", help="leave epoch 0 out of AUM")
+    a.add_argument("--no-ood", action="store_true", help="skip OOD scores and the projection")
+    a.set_defaults(func=_cmd_analyze)
+
+    i = sub.add_parser("import-cartography", help="import dynamics_epoch_N.jsonl logs into a run")
+    i.add_argument("log_dir")
+    i.add_argument("run_dir")
+    i.add_argument("--class-names", help="comma-separated class names, in label order")
+    i.add_argument("--no-logits", action="store_true", help="keep only compact dynamics (smaller)")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
+    i.set_defaults(func=_cmd_import)
+
+    e = sub.add_parser("export-cartography", help="write a run back as dynamics_epoch_N.jsonl")
+    e.add_argument("run_dir")
+    e.add_argument("log_dir")
+    e.set_defaults(func=_cmd_export_cartography)
+
+    s = sub.add_parser("summary", help="print region and diagnosis counts of an analysed run")
+    s.add_argument("run_dir")
+    s.set_defaults(func=_cmd_summary)
+
+    for name, func, helptext in (
+        ("serve", _cmd_serve, "open the dashboard on RUN_DIR"),
+        ("demo", _cmd_demo, "open the dashboard on the shipped sample run"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        if name == "serve":
+            sp.add_argument("run_dir")
+        else:
+            sp.add_argument("--run-dir", default=None, help="use another run instead of the sample")
+        sp.add_argument("--port", type=int, default=8501, help="port to listen on (default 8501)")
+        sp.add_argument("--address", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+        sp.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+        sp.set_defaults(func=func)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (S.SchemaError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"datamap: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,467 @@
+r"""Training-dynamics metrics over dense ``(n_epochs, n_examples)`` arrays.
+
+For example :math:`i` with gold label :math:`y`, epoch :math:`e`, logits :math:`z_e` and
+:math:`p_e = \mathrm{softmax}(z_e)`, over the epochs :math:`E_i` in which :math:`i` was observed:
+
+* ``confidence``  :math:`\hat\mu_i = \frac{1}{|E_i|}\sum_{e\in E_i} p_e[y]`
+  (Swayamdipta et al., 2020, "Dataset Cartography").
+* ``variability`` :math:`\hat\sigma_i = \sqrt{\frac{1}{|E_i|}\sum_{e\in E_i}(p_e[y]-\hat\mu_i)^2}`
+  (population std, ``ddof=0``, as ``np.std`` in the original code).
+* ``correctness`` fraction of observed epochs with :math:`\arg\max_k z_e[k] = y`;
+  ``correct_count`` the count the original code stores.
+* ``forgetting`` number of correct :math:`\to` incorrect transitions between consecutive observed
+  epochs (Toneva et al., 2019). Examples never predicted correctly have ``never_learned=True``
+  and ``forgetting`` missing (the original code writes the magic number 1000;
+  :func:`forgetting_reference` reproduces it).
+* ``aum`` mean over observed epochs of the margin :math:`z_e[y]-\max_{k\ne y} z_e[k]` on raw logits
+  (Pleiss et al., 2020), optionally skipping the first epoch.
+* ``el2n`` mean of :math:`\lVert p_e - \mathrm{onehot}(y)\rVert_2` (Paul et al., 2021).
+
+Missing epochs: an example absent from some epochs is scored over the epochs where it appears
+(``n_epochs_seen`` says how many); forgetting compares consecutive *observed* epochs. An example
+that appears in no epoch gets missing metrics and the region ``no-dynamics``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from analysis import schema as S
+from analysis.schema import SchemaError
+
+__all__ = [
+    "DenseDynamics",
+    "RegionThresholds",
+    "pivot_dynamics",
+    "per_epoch_from_logits",
+    "compute_dynamics_metrics",
+    "compute_confidence",
+    "compute_variability",
+    "compute_correctness",
+    "compute_forgetting",
+    "compute_aum",
+    "assign_regions",
+    "forgetting_reference",
+]
+
+
+@dataclass
+class DenseDynamics:
+    """Per-epoch measurements pivoted to dense arrays.
+
+    Attributes
+    ----------
+    example_ids : ndarray (n_examples,)
+    labels : ndarray of int64 (n_examples,)
+        Gold labels; -1 where unknown.
+    epochs : ndarray of int64 (n_epochs,)
+        Sorted epoch numbers present in the logs.
+    observed : ndarray of bool (n_epochs, n_examples)
+    gold_prob, margin : ndarray of float32 (n_epochs, n_examples)
+        NaN where not observed.
+    pred : ndarray of int32 (n_epochs, n_examples)
+        -1 where not observed.
+    loss, el2n : ndarray of float32 (n_epochs, n_examples) or None
+    """
+
+    example_ids: NDArray[Any]
+    labels: NDArray[np.int64]
+    epochs: NDArray[np.int64]
+    observed: NDArray[np.bool_]
+    gold_prob: NDArray[np.float32]
+    margin: NDArray[np.float32]
+    pred: NDArray[np.int32]
+    loss: NDArray[np.float32] | None = None
+    el2n: NDArray[np.float32] | None = None
+
+    @property
+    def correct(self) -> NDArray[np.bool_]:
+        """``(n_epochs, n_examples)``: predicted label equals gold label (False where unobserved)."""
+        return (self.pred == self.labels[None, :]) & self.observed
+
+
+@dataclass(frozen=True)
+class RegionThresholds:
+    """Explicit, adjustable data-map region boundaries.
+
+    Rule (applied in this order): ``variability >= variability`` → ambiguous; else
+    ``confidence >= confidence`` → easy-to-learn; else hard-to-learn.
+    """
+
+    confidence: float = 0.5
+    variability: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"Expected confidence threshold in [0, 1], got {self.confidence!r}.")
+        if not 0.0 <= self.variability <= 0.5:
+            raise ValueError(
+                f"Expected variability threshold in [0, 0.5] (the largest possible std of a "
+                f"probability), got {self.variability!r}."
+            )
+
+
+# ---- from logits -----------------------------------------------------------------------------------
+
+
+def per_epoch_from_logits(
+    logits: NDArray[np.floating[Any]], labels: NDArray[np.integer[Any]]
+) -> dict[str, NDArray[Any]]:
+    """Compact per-measurement values from raw logits, computed in float64.
+
+    Parameters
+    ----------
+    logits : ndarray (..., n_classes)
+    labels : ndarray of int (...)
+
+    Returns
+    -------
+    dict with ``gold_prob``, ``margin``, ``pred``, ``loss`` (cross-entropy), ``el2n``, each of
+    shape ``labels.shape``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if z.shape[:-1] != y.shape:
+        raise ValueError(
+            f"Expected `logits` of shape {y.shape + ('n_classes',)} to match `labels`, got {z.shape}."
+        )
+    n_classes = z.shape[-1]
+    if n_classes < 2:
+        raise ValueError(f"Expected at least 2 classes in `logits`, got {n_classes}.")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        bad = y[(y < 0) | (y >= n_classes)][0]
+        raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
+    if not np.isfinite(z).all():
+        raise ValueError("`logits` contain NaN or inf; check the model output (diverged training?).")
+    zmax = z.max(axis=-1, keepdims=True)
+    shifted = z - zmax
+    lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    logp = shifted - lse
+    p = np.exp(logp)
+    gold_z = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
+    gold_logp = np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+    gold_p = np.exp(gold_logp)
+    others = z.copy()
+    np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
+    margin = gold_z - others.max(axis=-1)
+    pred = z.argmax(axis=-1)
+    el2n = np.sqrt(np.maximum((p * p).sum(axis=-1) - 2.0 * gold_p + 1.0, 0.0))
+    return {
+        S.GOLD_PROB: gold_p,
+        S.MARGIN: margin,
+        S.PRED: pred.astype(np.int32),
+        S.LOSS: -gold_logp,
+        S.EL2N: el2n,
+    }
+
+
+# ---- pivot ---------------------------------------------------------------------------------------------
+
+
+def _index_of(ids: NDArray[Any], example_ids: NDArray[Any]) -> NDArray[np.intp]:
+    """Position of each of ``ids`` in ``example_ids`` (-1 if absent)."""
+    if ids.dtype.kind in "iu" and example_ids.dtype.kind in "iu":
+        if len(example_ids) > 1 and bool(np.all(example_ids[1:] > example_ids[:-1])):
+            pos = np.searchsorted(example_ids, ids)
+            pos_c = np.minimum(pos, len(example_ids) - 1)
+            return np.where(example_ids[pos_c] == ids, pos_c, -1).astype(np.intp)
+    return pd.Index(example_ids).get_indexer(ids).astype(np.intp)
+
+
+def _col(table: pa.Table, name: str, dtype: Any) -> NDArray[Any]:
+    col = table.column(name)
+    if col.null_count:
+        raise SchemaError(f"dynamics column `{name}` has {col.null_count} missing values.")
+    return np.asarray(col.to_numpy(), dtype=dtype)
+
+
+def pivot_dynamics(
+    dynamics: pa.Table,
+    example_ids: Sequence[Any] | NDArray[Any],
+    labels: Sequence[int] | NDArray[np.integer[Any]],
+    *,
+    on_duplicate: Literal["first", "error"] = "first",
+) -> DenseDynamics:
+    """Pivot the long dynamics table to dense ``(n_epochs, n_examples)`` arrays.
+
+    Parameters
+    ----------
+    dynamics : pyarrow.Table
+        Long table with at least ``example_id``, ``epoch``, ``gold_prob``, ``margin``, ``pred``.
+    example_ids : array (n_examples,)
+        Order of the output columns (typically ``examples.parquet``'s ids).
+    labels : array of int (n_examples,)
+        Gold label of each example, -1 where unknown.
+    on_duplicate : {"first", "error"}
+        Several rows for one (example, epoch) — e.g. padded distributed samplers — keep the first
+        row in shard order (with a warning), or raise.
+
+    Raises
+    ------
+    SchemaError
+        Ids in the dynamics that the examples table lacks, duplicate rows with
+        ``on_duplicate="error"``, non-finite values, or an example with dynamics but no label.
+    """
+    ex_ids = np.asarray(example_ids)
+    y = np.asarray(labels, dtype=np.int64)
+    n = len(ex_ids)
+    if y.shape != (n,):
+        raise ValueError(f"Expected `labels` of shape ({n},), got {y.shape}.")
+    ids = dynamics.column(S.EXAMPLE_ID).to_numpy(zero_copy_only=False)
+    epoch_col = _col(dynamics, S.EPOCH, np.int64)
+    if len(epoch_col) == 0:
+        raise SchemaError("The dynamics table is empty.")
+    if ids.dtype.kind != ex_ids.dtype.kind and {ids.dtype.kind, ex_ids.dtype.kind} <= {"i", "u"}:
+        ids = ids.astype(np.int64)
+    epochs = np.unique(epoch_col) if len(epoch_col) < 4096 else _small_unique(epoch_col)
+    n_epochs = len(epochs)
+
+    # Fast path: rows stored epoch by epoch in examples order (what our writers produce).
+    if len(ids) == n_epochs * n and n and _is_blocked(ids, epoch_col, ex_ids, epochs):
+        flat = None
+    else:
+        idx = _index_of(ids, ex_ids)
+        if (idx < 0).any():
+            missing = pd.unique(ids[idx < 0])
+            raise SchemaError(
+                f"{len(missing)} example ids in the dynamics are not in examples.parquet "
+                f"(e.g. {missing[:5].tolist()}). Add them to the examples table or drop those rows."
+            )
+        e_idx = np.searchsorted(epochs, epoch_col)
+        flat = e_idx * n + idx
+        counts = np.bincount(flat, minlength=n_epochs * n)
+        if (counts > 1).any():
+            n_dup = int((counts > 1).sum())
+            where = np.flatnonzero(counts > 1)[0]
+            msg = (
+                f"{n_dup} (example, epoch) pairs appear more than once in the dynamics, e.g. "
+                f"example {ex_ids[where % n]!r} at epoch {int(epochs[where // n])}."
+            )
+            if on_duplicate == "error":
+                raise SchemaError(msg + " Each example may be logged once per epoch.")
+            warnings.warn(msg + " Keeping the first row of each.", stacklevel=2)
+
+    def dense(name: str, dtype: Any, fill: Any) -> NDArray[Any]:
+        vals = _col(dynamics, name, dtype)
+        if flat is None:
+            return vals.reshape(n_epochs, n).copy() if not vals.flags.writeable else vals.reshape(n_epochs, n)
+        out = np.full(n_epochs * n, fill, dtype=dtype)
+        out[flat[::-1]] = vals[::-1]  # reversed so the first row of a duplicate wins
+        return out.reshape(n_epochs, n)
+
+    if flat is None:
+        observed = np.ones((n_epochs, n), dtype=bool)
+    else:
+        observed = np.zeros(n_epochs * n, dtype=bool)
+        observed[flat] = True
+        observed = observed.reshape(n_epochs, n)
+    gold_prob = dense(S.GOLD_PROB, np.float32, np.nan)
+    margin = dense(S.MARGIN, np.float32, np.nan)
+    pred = dense(S.PRED, np.int32, -1)
+    for name, arr in ((S.GOLD_PROB, gold_prob), (S.MARGIN, margin)):
+        bad = observed & ~np.isfinite(arr)
+        if bad.any():
+            e, i = np.argwhere(bad)[0]
+            raise SchemaError(
+                f"dynamics column `{name}` is NaN or inf for example {ex_ids[i]!r} at epoch "
+                f"{int(epochs[e])}; the logits were not finite (diverged training?)."
+            )
+    names = set(dynamics.column_names)
+    loss = dense(S.LOSS, np.float32, np.nan) if S.LOSS in names else None
+    el2n = dense(S.EL2N, np.float32, np.nan) if S.EL2N in names else None
+    has_dyn = observed.any(axis=0)
+    if (has_dyn & (y < 0)).any():
+        i = int(np.flatnonzero(has_dyn & (y < 0))[0])
+        raise SchemaError(
+            f"Example {ex_ids[i]!r} has training dynamics but no label in examples.parquet."
+        )
+    return DenseDynamics(ex_ids, y, epochs.astype(np.int64), observed, gold_prob, margin, pred, loss, el2n)
+
+
+def _small_unique(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo < 1_000_000:
+        present = np.bincount(values - lo, minlength=hi - lo + 1) > 0
+        return np.flatnonzero(present).astype(np.int64) + lo
+    return np.unique(values)
+
+
+def _is_blocked(ids: NDArray[Any], epoch_col: NDArray[np.int64], ex_ids: NDArray[Any], epochs: NDArray[np.int64]) -> bool:
+    n = len(ex_ids)
+    e2 = epoch_col.reshape(len(epochs), n)
+    if not bool(np.all(e2 == epochs[:, None])):
+        return False
+    try:
+        return bool(np.all(ids.reshape(len(epochs), n) == ex_ids[None, :]))
+    except (TypeError, ValueError):
+        return False
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------
+
+
+def _masked_mean(values: NDArray[Any], observed: NDArray[np.bool_], n_seen: NDArray[Any]) -> NDArray[np.float64]:
+    total = np.where(observed, values, 0).sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_seen > 0, total / np.maximum(n_seen, 1), np.nan)
+
+
+def compute_confidence(gold_prob: NDArray[Any], observed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+    """Mean gold-label probability over observed epochs; ``gold_prob (n_epochs, n_examples)``.
+
+    >>> compute_confidence(np.array([[0.2, 1.0], [0.6, 0.0]]))
+    array([0.4, 0.5])
+    """
+    gp = np.asarray(gold_prob)
+    obs = np.ones(gp.shape, bool) if observed is None else observed
+    return _masked_mean(gp, obs, obs.sum(axis=0))
+
+
+def compute_variability(gold_prob: NDArray[Any], observed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+    """Population std (``ddof=0``) of the gold-label probability over observed epochs.
+
+    >>> compute_variability(np.array([[0.2, 1.0], [0.6, 0.0]]))
+    array([0.2, 0.5])
+    """
+    gp = np.asarray(gold_prob, dtype=np.float64)
+    obs = np.ones(gp.shape, bool) if observed is None else observed
+    n_seen = obs.sum(axis=0)
+    mu = _masked_mean(gp, obs, n_seen)
+    dev = np.where(obs, gp - mu[None, :], 0.0)
+    return np.sqrt(_masked_mean(dev * dev, obs, n_seen))
+
+
+def compute_correctness(
+    correct: NDArray[np.bool_], observed: NDArray[np.bool_] | None = None, *, as_count: bool = False
+) -> NDArray[Any]:
+    """Fraction (default) or count (``as_count=True``, the original code) of correct epochs.
+
+    >>> compute_correctness(np.array([[True, False], [True, True]]))
+    array([1. , 0.5])
+    """
+    c = np.asarray(correct, dtype=bool)
+    obs = np.ones(c.shape, bool) if observed is None else observed
+    count = (c & obs).sum(axis=0)
+    if as_count:
+        return count
+    n_seen = obs.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_seen > 0, count / np.maximum(n_seen, 1), np.nan)
+
+
+def compute_forgetting(
+    correct: NDArray[np.bool_], observed: NDArray[np.bool_] | None = None
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """Count correct→incorrect transitions between consecutive observed epochs.
+
+    Returns
+    -------
+    forgetting : ndarray of int64 (n_examples,)
+        Number of forgetting events (0 for never-learned examples; see ``never_learned``).
+    never_learned : ndarray of bool (n_examples,)
+        True where the example was observed but never predicted correctly.
+
+    >>> f, nl = compute_forgetting(np.array([[1, 0, 0], [0, 0, 0], [1, 0, 0]], bool).T)
+    >>> f.tolist(), nl.tolist()
+    ([1, 0, 0], [False, True, True])
+    """
+    c = np.asarray(correct, dtype=bool)
+    obs = np.ones(c.shape, bool) if observed is None else np.asarray(observed, bool)
+    learnt = np.zeros(c.shape[1], dtype=bool)
+    forgot = np.zeros(c.shape[1], dtype=np.int64)
+    for e in range(c.shape[0]):
+        o, ce = obs[e], c[e]
+        forgot += learnt & o & ~ce
+        learnt = np.where(o, ce, learnt)
+    never = obs.any(axis=0) & ~(c & obs).any(axis=0)
+    return forgot, never
+
+
+def forgetting_reference(correct: NDArray[np.bool_], observed: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
+    """Forgetting as the original cartography code stores it: 1000 for never-learned examples."""
+    f, never = compute_forgetting(correct, observed)
+    return np.where(never, 1000, f)
+
+
+def compute_aum(
+    margin: NDArray[Any], observed: NDArray[np.bool_] | None = None, *, skip_first_epoch: bool = False
+) -> NDArray[np.float64]:
+    """Area Under the Margin: mean raw-logit margin ``z[y] - max_{k!=y} z[k]`` over epochs.
+
+    ``skip_first_epoch`` drops the first recorded epoch (row 0), whose margins mostly reflect
+    the initialisation.
+    """
+    m = np.asarray(margin)
+    obs = np.ones(m.shape, bool) if observed is None else observed
+    if skip_first_epoch and m.shape[0] > 1:
+        m, obs = m[1:], obs[1:]
+    return _masked_mean(m, obs, obs.sum(axis=0))
+
+
+def _last_observed(values: NDArray[Any], observed: NDArray[np.bool_], fill: Any) -> NDArray[Any]:
+    out = np.full(values.shape[1], fill, dtype=values.dtype)
+    for e in range(values.shape[0]):
+        out = np.where(observed[e], values[e], out)
+    return out
+
+
+def assign_regions(
+    confidence: NDArray[np.floating[Any]],
+    variability: NDArray[np.floating[Any]],
+    thresholds: RegionThresholds = RegionThresholds(),
+) -> NDArray[np.object_]:
+    """Label each example easy-to-learn / ambiguous / hard-to-learn (see :class:`RegionThresholds`).
+
+    Examples without dynamics (NaN confidence) get ``no-dynamics``.
+
+    >>> assign_regions(np.array([0.9, 0.5, 0.1, np.nan]), np.array([0.05, 0.3, 0.05, np.nan])).tolist()
+    ['easy-to-learn', 'ambiguous', 'hard-to-learn', 'no-dynamics']
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    var = np.asarray(variability, dtype=np.float64)
+    if conf.shape != var.shape:
+        raise ValueError(f"Expected matching shapes, got {conf.shape} and {var.shape}.")
+    choices = np.array([S.AMBIGUOUS, S.EASY, S.HARD, S.NO_DYNAMICS], dtype=object)
+    code = np.where(
+        np.isnan(conf), 3, np.where(var >= thresholds.variability, 0, np.where(conf >= thresholds.confidence, 1, 2))
+    )
+    return choices[code]
+
+
+def compute_dynamics_metrics(dense: DenseDynamics, *, aum_skip_first_epoch: bool = False) -> pd.DataFrame:
+    """All per-example dynamics metrics as a frame indexed like ``dense.example_ids``.
+
+    Columns: ``confidence``, ``variability``, ``correctness`` (fraction), ``correct_count``,
+    ``forgetting`` (nullable Int64, missing for never-learned), ``never_learned``, ``aum``,
+    ``el2n``, ``loss_mean``, ``n_epochs_seen``, ``final_pred``.
+    """
+    obs = dense.observed
+    n_seen = obs.sum(axis=0)
+    correct = dense.correct
+    forgot, never = compute_forgetting(correct, obs)
+    has = n_seen > 0
+    forgetting = pd.array(np.where(has & ~never, forgot, 0), dtype="Int64")
+    forgetting[~has | never] = pd.NA
+    out: dict[str, Any] = {
+        S.CONFIDENCE: compute_confidence(dense.gold_prob, obs),
+        S.VARIABILITY: compute_variability(dense.gold_prob, obs),
+        S.CORRECTNESS: compute_correctness(correct, obs),
+        S.CORRECT_COUNT: np.where(has, compute_correctness(correct, obs, as_count=True), 0).astype(np.int32),
+        S.FORGETTING: forgetting,
+        S.NEVER_LEARNED: never,
+        S.AUM: compute_aum(dense.margin, obs, skip_first_epoch=aum_skip_first_epoch),
+        S.EL2N_MEAN: _masked_mean(dense.el2n, obs, n_seen) if dense.el2n is not None else np.full(len(n_seen), np.nan),
+        S.LOSS_MEAN: _masked_mean(dense.loss, obs, n_seen) if dense.loss is not None else np.full(len(n_seen), np.nan),
+        S.N_EPOCHS_SEEN: n_seen.astype(np.int32),
+        S.FINAL_PRED: pd.array(np.where(has, _last_observed(dense.pred, obs, -1), 0), dtype="Int32"),
+    }
+    out[S.FINAL_PRED][~has] = pd.NA
+    return pd.DataFrame(out)

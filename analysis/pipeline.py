@@ -1,0 +1,99 @@
+"""``datamap analyze``: from a stored run to the per-example ``table.parquet``.
+
+Steps: read ``run.json`` and ``examples.parquet``; read the compact dynamics columns; pivot to
+dense arrays; compute the metrics of :mod:`analysis.dynamics`; assign regions; add OOD scores,
+the projection and the diagnosis (:mod:`analysis.ood_stage`); write the table atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import runstore
+from analysis import schema as S
+from analysis.dynamics import (
+    RegionThresholds,
+    assign_regions,
+    compute_dynamics_metrics,
+    pivot_dynamics,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table"]
+
+_COMPACT = (S.GOLD_PROB, S.MARGIN, S.PRED, S.LOSS, S.EL2N)
+
+
+@dataclass
+class AnalyzeOptions:
+    """Options of :func:`analyze_run` (all have working defaults)."""
+
+    thresholds: RegionThresholds = field(default_factory=RegionThresholds)
+    aum_skip_first_epoch: bool = False
+    ood: bool = True
+    """Compute OOD scores, projection and diagnosis where features/logits are stored."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Options passed through to the OOD/projection stage."""
+
+
+def build_dynamics_table(
+    run_dir: str | os.PathLike[str], options: AnalyzeOptions | None = None
+) -> tuple[pd.DataFrame, runstore.RunMeta]:
+    """Examples joined with their dynamics metrics and region (no OOD stage)."""
+    opts = options or AnalyzeOptions()
+    meta = runstore.load_run_meta(run_dir)
+    examples = runstore.load_examples(run_dir)
+    dyn = runstore.load_dynamics(run_dir, columns=_COMPACT)
+    labels = examples[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
+    dense = pivot_dynamics(dyn, examples[S.EXAMPLE_ID].to_numpy(), labels)
+    del dyn
+    bad_pred = dense.observed & ((dense.pred < 0) | (dense.pred >= meta.n_classes))
+    if bad_pred.any():
+        raise S.SchemaError(
+            f"dynamics column `pred` holds class {int(dense.pred[bad_pred][0])}, outside the "
+            f"{meta.n_classes} classes of run.json."
+        )
+    metrics = compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    table = examples.reset_index(drop=True)
+    for col in metrics.columns:
+        table[col] = metrics[col].to_numpy() if not isinstance(metrics[col].dtype, pd.api.extensions.ExtensionDtype) else metrics[col].array
+    table[S.REGION] = pd.Categorical(
+        assign_regions(metrics[S.CONFIDENCE].to_numpy(), metrics[S.VARIABILITY].to_numpy(), opts.thresholds),
+        categories=list(S.REGIONS),
+    )
+    if S.LABEL_NAME not in table.columns:
+        names = np.asarray(meta.class_names, dtype=object)
+        lab = table[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
+        table[S.LABEL_NAME] = np.where(lab >= 0, names[np.clip(lab, 0, None)], None)
+    return table, meta
+
+
+def analyze_run(
+    run_dir: str | os.PathLike[str], options: AnalyzeOptions | None = None, *, write: bool = True
+) -> pd.DataFrame:
+    """Analyse a run and (by default) write ``RUN_DIR/table.parquet``.
+
+    Returns
+    -------
+    DataFrame
+        One row per example: ids, split, label, payload, the dynamics metrics, ``region`` and,
+        where the run stores features/logits, ``ood_*`` scores, ``umap_x``/``umap_y`` and
+        ``diagnosis``.
+    """
+    opts = options or AnalyzeOptions()
+    table, meta = build_dynamics_table(run_dir, opts)
+    if opts.ood:
+        from analysis import ood_stage
+
+        table = ood_stage.add_ood_columns(Path(run_dir), table, meta, opts)
+    if write:
+        runstore.save_table(run_dir, table)
+    return table

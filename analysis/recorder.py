@@ -1,0 +1,289 @@
+"""Record per-example training dynamics from any training loop.
+
+>>> rec = DynamicsRecorder()                                  # doctest: +SKIP
+>>> for epoch in range(n_epochs):                            # doctest: +SKIP
+...     for ids, x, y in loader:
+...         logits = model(x)
+...         rec.update(ids, logits.detach(), y, epoch=epoch)
+>>> rec.save("runs/my-run", class_names=[...])                 # doctest: +SKIP
+
+Only compact scalars are kept per (example, epoch): ``gold_prob``, ``margin``, ``pred``, ``loss``,
+``el2n`` (and the full logits when ``keep_logits=True``). They are computed on the logits' own
+device (torch tensors stay on the GPU until reduced to five numbers per example) and in float64
+for NumPy input. Batch order, shuffling and batch size do not matter: ids travel with the batch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from analysis import runstore
+from analysis import schema as S
+from analysis.dynamics import per_epoch_from_logits
+
+__all__ = ["DynamicsRecorder"]
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _ids_to_numpy(example_ids: Any) -> NDArray[Any]:
+    if _is_torch(example_ids):
+        example_ids = example_ids.detach().cpu().numpy()
+    arr = np.asarray(example_ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"Expected `example_ids` to be 1-D, got shape {arr.shape}.")
+    if arr.dtype.kind == "f":
+        raise TypeError("Expected integer or string `example_ids`, got floats.")
+    if arr.dtype.kind in "US":
+        arr = arr.astype(object)
+    return arr
+
+
+def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
+    import torch
+
+    with torch.no_grad():
+        z = logits.detach()
+        if z.dtype in (torch.float16, torch.bfloat16):
+            z = z.float()
+        y = labels.to(device=z.device, dtype=torch.long)
+        logp = torch.log_softmax(z, dim=-1)
+        gold_logp = logp.gather(1, y[:, None])[:, 0]
+        gold_z = z.gather(1, y[:, None])[:, 0]
+        others = z.scatter(1, y[:, None], float("-inf"))
+        margin = gold_z - others.max(dim=1).values
+        p = logp.exp()
+        gold_p = gold_logp.exp()
+        el2n = ((p * p).sum(dim=1) - 2 * gold_p + 1).clamp_min(0).sqrt()
+        pred = z.argmax(dim=1)
+        stacked = torch.stack([gold_p, margin, -gold_logp, el2n]).cpu().numpy()
+        pred_np = pred.cpu().numpy().astype(np.int32)
+    return {
+        S.GOLD_PROB: stacked[0],
+        S.MARGIN: stacked[1],
+        S.LOSS: stacked[2],
+        S.EL2N: stacked[3],
+        S.PRED: pred_np,
+    }
+
+
+class DynamicsRecorder:
+    """Collect per-example dynamics batch by batch, then write them to a run directory.
+
+    Parameters
+    ----------
+    keep_logits : bool, default False
+        Also keep the full logits (as a list column). Useful for small class counts or for
+        exporting back to the cartography jsonl format; costs ``n_classes`` floats per row.
+    rank : int, optional
+        Process rank in distributed training; names the shard this recorder writes
+        (``dynamics/rank-<rank>.parquet``). Defaults to ``torch.distributed``'s rank when
+        initialised, else 0.
+
+    Notes
+    -----
+    If an example is seen twice within one epoch (a sampler that repeats examples), the later
+    measurement replaces the earlier one and a warning is issued once.
+    """
+
+    def __init__(self, *, keep_logits: bool = False, rank: int | None = None) -> None:
+        self.keep_logits = keep_logits
+        self.rank = rank
+        self._chunks: list[dict[str, Any]] = []
+        self._n_classes: int | None = None
+        self._labels: dict[Any, int] = {}
+
+    # -- recording ----------------------------------------------------------------------------
+    def update(self, example_ids: Any, logits: Any, labels: Any, *, epoch: int) -> None:
+        """Record one batch.
+
+        Parameters
+        ----------
+        example_ids : array-like (batch,)
+            Ids of the examples in the batch (ints or strings), in batch order.
+        logits : torch.Tensor or ndarray (batch, n_classes)
+            Raw (pre-softmax) model outputs; may live on any device.
+        labels : torch.Tensor or array-like of int (batch,)
+            Gold labels.
+        epoch : int
+            Epoch number (keyword-only, so it cannot be confused with a label).
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"Expected `epoch` to be a non-negative int, got {epoch!r}.")
+        ids = _ids_to_numpy(example_ids)
+        shape = tuple(logits.shape)
+        if len(shape) == 1 and len(ids) == 1:
+            logits = logits[None, :] if not _is_torch(logits) else logits.unsqueeze(0)
+            shape = tuple(logits.shape)
+        if len(shape) != 2 or shape[0] != len(ids):
+            raise ValueError(
+                f"Expected `logits` to have shape ({len(ids)}, n_classes), got {shape}."
+            )
+        if self._n_classes is None:
+            self._n_classes = int(shape[1])
+        elif shape[1] != self._n_classes:
+            raise ValueError(
+                f"Expected {self._n_classes} classes (as in earlier batches), got logits with {shape[1]}."
+            )
+        if _is_torch(labels):
+            y_np = labels.detach().cpu().numpy().reshape(-1)
+        else:
+            y_np = np.asarray(labels).reshape(-1)
+        if y_np.shape != (len(ids),):
+            raise ValueError(f"Expected `labels` of shape ({len(ids)},), got {y_np.shape}.")
+        if y_np.dtype.kind not in "iu":
+            raise TypeError(f"Expected integer labels, got dtype {y_np.dtype}.")
+        if len(y_np) and (y_np.min() < 0 or y_np.max() >= self._n_classes):
+            bad = y_np[(y_np < 0) | (y_np >= self._n_classes)][0]
+            raise ValueError(f"Expected labels in [0, {self._n_classes}), got {int(bad)}.")
+
+        if _is_torch(logits):
+            import torch
+
+            if not bool(torch.isfinite(logits.detach()).all()):
+                raise ValueError(
+                    f"`logits` for epoch {epoch} contain NaN or inf (diverged training?); "
+                    "the batch was not recorded."
+                )
+            vals = _torch_per_example(logits, labels if _is_torch(labels) else torch.as_tensor(y_np))
+            raw = logits.detach().float().cpu().numpy() if self.keep_logits else None
+        else:
+            arr = np.asarray(logits)
+            vals = per_epoch_from_logits(arr, y_np.astype(np.int64))
+            raw = arr.astype(np.float64) if self.keep_logits else None
+        chunk = {S.EXAMPLE_ID: ids, S.EPOCH: np.full(len(ids), int(epoch), dtype=np.int32), **vals}
+        if raw is not None:
+            chunk[S.LOGITS] = raw
+        self._chunks.append(chunk)
+        for i, lab in zip(ids.tolist(), y_np.tolist(), strict=True):
+            self._labels[i] = int(lab)
+
+    @property
+    def n_rows(self) -> int:
+        """Number of (example, epoch) measurements recorded so far."""
+        return sum(len(c[S.EXAMPLE_ID]) for c in self._chunks)
+
+    @property
+    def labels(self) -> dict[Any, int]:
+        """Gold label of every example seen (last seen wins)."""
+        return dict(self._labels)
+
+    # -- output ---------------------------------------------------------------------------------
+    def to_table(self) -> pa.Table:
+        """Return the long dynamics table, sorted by (epoch, example_id), one row per pair."""
+        if not self._chunks:
+            raise ValueError("Nothing recorded: call `update` at least once before saving.")
+        cols: dict[str, Any] = {}
+        for name in self._chunks[0]:
+            parts = [c[name] for c in self._chunks]
+            cols[name] = np.concatenate(parts) if name != S.LOGITS else np.concatenate(parts, axis=0)
+        ids = cols[S.EXAMPLE_ID]
+        keys = pd.MultiIndex.from_arrays([cols[S.EPOCH], ids])
+        dup = keys.duplicated(keep="last")
+        if dup.any():
+            warnings.warn(
+                f"{int(dup.sum())} examples were recorded more than once within an epoch; "
+                "keeping the last measurement of each.",
+                stacklevel=2,
+            )
+            cols = {k: v[~dup] for k, v in cols.items()}
+            ids = cols[S.EXAMPLE_ID]
+        order = np.lexsort((ids, cols[S.EPOCH])) if ids.dtype != object else np.lexsort(
+            (ids.astype(str), cols[S.EPOCH])
+        )
+        arrays = {}
+        for name, v in cols.items():
+            v = v[order]
+            if name == S.LOGITS:
+                arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+            elif name in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N):
+                arrays[name] = pa.array(v.astype(np.float32))
+            else:
+                arrays[name] = pa.array(v if v.dtype != object else v.tolist())
+        return pa.table(arrays)
+
+    def _resolve_rank(self) -> int:
+        if self.rank is not None:
+            return int(self.rank)
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                return int(dist.get_rank())
+        except ImportError:
+            pass
+        return 0
+
+    def save(
+        self,
+        run_dir: str | os.PathLike[str],
+        *,
+        class_names: Sequence[str] | None = None,
+        examples: pd.DataFrame | None = None,
+        source: str = S.SOURCE_FORWARD_PASS,
+        task: str = "",
+        shard: str | None = None,
+        write_meta: bool | None = None,
+    ) -> Path:
+        """Write this recorder's shard (and ``run.json`` / ``examples.parquet`` when needed).
+
+        Parameters
+        ----------
+        class_names : sequence of str, optional
+            Defaults to ``"0" .. "n_classes-1"``.
+        examples : DataFrame, optional
+            Full examples table (ids, split, payload...). Without it, a table with the ids and
+            labels seen during recording is written (split ``train``) unless one exists.
+        source : {"forward_pass", "eval_pass"}
+            How the logits were obtained.
+        shard : str, optional
+            Shard file stem; defaults to ``rank-<rank>``.
+        write_meta : bool, optional
+            Write ``run.json``/``examples.parquet``; defaults to True on rank 0 only.
+
+        Returns
+        -------
+        Path of the run directory.
+        """
+        table = self.to_table()
+        rank = self._resolve_rank()
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        if write_meta is None:
+            write_meta = rank == 0
+        n_classes = int(self._n_classes or 0)
+        names = list(class_names) if class_names is not None else [str(k) for k in range(n_classes)]
+        if len(names) != n_classes:
+            raise ValueError(
+                f"Expected {n_classes} class names (the logits have {n_classes} columns), got {len(names)}."
+            )
+        if write_meta:
+            epochs = np.unique(table.column(S.EPOCH).to_numpy())
+            runstore.save_run_meta(
+                run,
+                runstore.RunMeta(class_names=names, n_epochs=len(epochs), source=source, task=task),
+            )
+            if examples is not None:
+                runstore.save_examples(run, examples)
+            elif not (run / S.EXAMPLES_FILE).exists():
+                ids = list(self._labels)
+                ex = pd.DataFrame({S.EXAMPLE_ID: ids, S.SPLIT: S.TRAIN_SPLIT,
+                                   S.LABEL: [self._labels[i] for i in ids]})
+                ex = ex.sort_values(S.EXAMPLE_ID, kind="stable", key=lambda s: s.astype(str) if s.dtype == object else s)
+                ex[S.LABEL_NAME] = [names[k] for k in ex[S.LABEL]]
+                runstore.save_examples(run, ex.reset_index(drop=True))
+        runstore.save_dynamics(run, table, shard=shard or f"rank-{rank}")
+        return run

@@ -1,0 +1,470 @@
+"""Read and write a run directory (the documented format in ``docs/run-format.md``).
+
+A run is a directory of open formats: ``run.json`` (metadata), ``examples.parquet`` (one row per
+example), ``dynamics/*.parquet`` (a Parquet dataset, one row per example and epoch),
+``features/<split>.npy`` + ``features/<split>.ids.parquet``, ``logits/<split>.npy`` + ids, and the
+analysed ``table.parquet``. Every write goes to a temporary file in the same directory and is
+renamed into place, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from analysis import schema as S
+from analysis.schema import SchemaError
+
+__all__ = [
+    "RunMeta",
+    "atomic_path",
+    "load_run_meta",
+    "save_run_meta",
+    "load_examples",
+    "save_examples",
+    "load_dynamics",
+    "save_dynamics",
+    "load_table",
+    "save_table",
+    "save_array_with_ids",
+    "load_array_with_ids",
+    "save_features",
+    "load_features",
+    "save_logits",
+    "load_logits",
+    "list_array_splits",
+]
+
+
+# ---- atomic writes ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Readers never see a partial file: either the old file or the complete new one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _run_dir(run_dir: str | os.PathLike[str], *, must_exist: bool = True) -> Path:
+    path = Path(run_dir)
+    if must_exist and not path.is_dir():
+        raise FileNotFoundError(
+            f"Run directory {str(path)!r} does not exist. Create one with "
+            "`datamap import-cartography LOG_DIR RUN_DIR` or `DynamicsRecorder.save(RUN_DIR)`."
+        )
+    return path
+
+
+# ---- run.json -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunMeta:
+    """Contents of ``run.json``.
+
+    Attributes
+    ----------
+    class_names : list of str
+        Name of each class, indexed by the integer label.
+    n_epochs : int
+        Number of epochs recorded in ``dynamics/``.
+    source : str
+        What produced the logs: ``forward_pass`` (logits of the training step, as the original
+        cartography code), ``eval_pass`` (an evaluation pass over the training set at the end of
+        each epoch), ``cartography_import`` or ``synthetic``.
+    task : str
+        Free-form task name.
+    """
+
+    class_names: list[str]
+    n_epochs: int
+    source: str = S.SOURCE_FORWARD_PASS
+    task: str = ""
+    schema_version: int = S.SCHEMA_VERSION
+    created_at: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def validate(self) -> RunMeta:
+        if self.schema_version not in S.SUPPORTED_SCHEMA_VERSIONS:
+            raise SchemaError(
+                f"run.json has schema_version {self.schema_version!r}, but this version of datamap "
+                f"reads {sorted(S.SUPPORTED_SCHEMA_VERSIONS)}. Upgrade datamap "
+                "(`pip install -U datamap`) or re-create the run."
+            )
+        if not isinstance(self.class_names, list) or not self.class_names:
+            raise SchemaError(
+                f"run.json: expected `class_names` to be a non-empty list, got {self.class_names!r}."
+            )
+        if not isinstance(self.n_epochs, int) or self.n_epochs < 0:
+            raise SchemaError(f"run.json: expected `n_epochs` >= 0, got {self.n_epochs!r}.")
+        if self.source not in S.SOURCES:
+            raise SchemaError(f"run.json: expected `source` in {S.SOURCES}, got {self.source!r}.")
+        return self
+
+
+def save_run_meta(run_dir: str | os.PathLike[str], meta: RunMeta) -> Path:
+    """Write ``run.json`` atomically and return its path."""
+    meta.validate()
+    path = _run_dir(run_dir, must_exist=False) / S.RUN_JSON
+    _write_json(asdict(meta), path)
+    return path
+
+
+def load_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
+    """Read and validate ``run.json``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The directory or ``run.json`` is missing.
+    SchemaError
+        ``run.json`` is not valid JSON, misses keys, or has an unknown schema version.
+    """
+    path = _run_dir(run_dir) / S.RUN_JSON
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing: {str(path.parent)!r} is not a datamap run directory."
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{str(path)!r} is not valid JSON ({exc}). Restore or re-create it.") from exc
+    if not isinstance(raw, dict):
+        raise SchemaError(f"{str(path)!r}: expected a JSON object, got {type(raw).__name__}.")
+    missing = [k for k in ("schema_version", "class_names", "n_epochs") if k not in raw]
+    if missing:
+        raise SchemaError(f"{str(path)!r} misses the keys {missing}.")
+    known = {f for f in RunMeta.__dataclass_fields__}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    kwargs = {k: v for k, v in raw.items() if k in known}
+    kwargs.setdefault("extra", {}).update(extra)
+    meta = RunMeta(**kwargs)
+    # Version first: an unknown version may have other fields.
+    return meta.validate()
+
+
+# ---- examples.parquet -------------------------------------------------------------------------------
+
+
+def _check_ids(ids: pd.Series | NDArray[Any], where: str) -> None:
+    ser = pd.Series(ids) if not isinstance(ids, pd.Series) else ids
+    if ser.isna().any():
+        n = int(ser.isna().sum())
+        raise SchemaError(f"{where}: {n} rows have a missing `example_id`. Every row needs an id.")
+    dup = ser.duplicated(keep=False)
+    if dup.any():
+        first = ser[dup].unique()[:5].tolist()
+        raise SchemaError(
+            f"{where}: `example_id` must be unique, but {int(ser[dup].nunique())} ids repeat "
+            f"(e.g. {first}). Give each example its own id."
+        )
+
+
+def validate_examples(df: pd.DataFrame, *, n_classes: int | None, where: str) -> pd.DataFrame:
+    """Check an examples frame against the contract and return it with normalised dtypes."""
+    if S.EXAMPLE_ID not in df.columns:
+        raise SchemaError(f"{where}: column `example_id` is missing (columns: {list(df.columns)}).")
+    _check_ids(df[S.EXAMPLE_ID], where)
+    df = df.copy()
+    if S.SPLIT not in df.columns:
+        df[S.SPLIT] = S.TRAIN_SPLIT
+    df[S.SPLIT] = df[S.SPLIT].astype(str)
+    if S.LABEL not in df.columns:
+        df[S.LABEL] = pd.array([pd.NA] * len(df), dtype="Int64")
+    else:
+        lab = df[S.LABEL]
+        if not (pd.api.types.is_integer_dtype(lab) or lab.isna().all()):
+            as_num = pd.to_numeric(lab, errors="coerce")
+            bad = lab.notna() & (as_num.isna() | (as_num % 1 != 0))
+            if bad.any():
+                raise SchemaError(
+                    f"{where}: `label` must hold integer class indices; row {int(np.flatnonzero(bad)[0])} "
+                    f"has {lab[bad].iloc[0]!r}."
+                )
+            lab = as_num
+        df[S.LABEL] = lab.astype("Int64")
+        if n_classes is not None:
+            labs = df[S.LABEL].dropna()
+            out = labs[(labs < 0) | (labs >= n_classes)]
+            if len(out):
+                raise SchemaError(
+                    f"{where}: labels must lie in [0, {n_classes}) (run.json lists {n_classes} "
+                    f"classes), but {len(out)} rows have e.g. {int(out.iloc[0])}. "
+                    "Fix the labels or `class_names`."
+                )
+    return df
+
+
+def save_examples(run_dir: str | os.PathLike[str], examples: pd.DataFrame) -> Path:
+    """Write ``examples.parquet`` atomically (validated: unique ids, integer labels)."""
+    run = _run_dir(run_dir, must_exist=False)
+    meta_path = run / S.RUN_JSON
+    n_classes = load_run_meta(run).n_classes if meta_path.exists() else None
+    df = validate_examples(examples, n_classes=n_classes, where="examples")
+    path = run / S.EXAMPLES_FILE
+    _write_parquet(pa.Table.from_pandas(df, preserve_index=False), path)
+    return path
+
+
+def load_examples(run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read ``examples.parquet`` (validated). ``columns`` limits what is read (ids always come)."""
+    run = _run_dir(run_dir)
+    path = run / S.EXAMPLES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing: every run needs its examples table.")
+    cols = None
+    if columns is not None:
+        names = set(pq.read_schema(path).names)
+        cols = [S.EXAMPLE_ID] + [c for c in columns if c != S.EXAMPLE_ID and c in names]
+    try:
+        df = pq.read_table(path, columns=cols).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"{str(path)!r} is not a readable Parquet file ({exc}).") from exc
+    meta = load_run_meta(run)
+    return validate_examples(df, n_classes=meta.n_classes, where=str(path))
+
+
+# ---- dynamics/ (long Parquet dataset) -------------------------------------------------------------
+
+
+def _dynamics_files(run: Path) -> list[Path]:
+    d = run / S.DYNAMICS_DIR
+    return sorted(p for p in d.glob("*.parquet") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def save_dynamics(
+    run_dir: str | os.PathLike[str], dynamics: pa.Table | pd.DataFrame, *, shard: str = "part-0"
+) -> Path:
+    """Write one shard of the dynamics dataset: ``dynamics/<shard>.parquet``.
+
+    Several shards (one per rank, or per epoch) are normal; :func:`load_dynamics` reads them all.
+    """
+    table = dynamics if isinstance(dynamics, pa.Table) else pa.Table.from_pandas(
+        dynamics, preserve_index=False
+    )
+    missing = [c for c in S.DYNAMICS_REQUIRED if c not in table.column_names]
+    if missing:
+        raise SchemaError(f"dynamics shard {shard!r} misses the required columns {missing}.")
+    if any(c in shard for c in "/\\") or shard.startswith("."):
+        raise ValueError(f"Expected a plain file stem for `shard`, got {shard!r}.")
+    path = _run_dir(run_dir, must_exist=False) / S.DYNAMICS_DIR / f"{shard}.parquet"
+    _write_parquet(table, path)
+    return path
+
+
+def load_dynamics(
+    run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Read every shard of ``dynamics/`` as one Arrow table.
+
+    Parameters
+    ----------
+    columns : sequence of str, optional
+        Columns to read besides ``example_id`` and ``epoch``; optional columns absent from the
+        files are skipped. Defaults to all columns.
+
+    Raises
+    ------
+    SchemaError
+        No shard, a required column missing, shards with incompatible columns, or an unreadable file.
+    """
+    run = _run_dir(run_dir)
+    files = _dynamics_files(run)
+    if not files:
+        raise SchemaError(
+            f"{str(run / S.DYNAMICS_DIR)!r} holds no .parquet shard: the run has no training dynamics."
+        )
+    tables = []
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+            missing = [c for c in S.DYNAMICS_REQUIRED if c not in names]
+            if missing:
+                raise SchemaError(f"{str(f)!r} misses the required dynamics columns {missing}.")
+            want = None
+            if columns is not None:
+                want = [S.EXAMPLE_ID, S.EPOCH] + [
+                    c for c in columns if c not in (S.EXAMPLE_ID, S.EPOCH) and c in names
+                ]
+            tables.append(pq.read_table(f, columns=want))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SchemaError(f"{str(f)!r} is not a readable Parquet file ({exc}).") from exc
+    if len(tables) == 1:
+        return tables[0]
+    common = set(tables[0].column_names).intersection(*(t.column_names for t in tables[1:]))
+    order = [c for c in tables[0].column_names if c in common]
+    try:
+        return pa.concat_tables([t.select(order) for t in tables], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SchemaError(
+            f"The dynamics shards in {str(run / S.DYNAMICS_DIR)!r} have incompatible column types "
+            f"({exc}). Write every shard with the same id and label types."
+        ) from exc
+
+
+# ---- arrays with ids: features/ and logits/ -----------------------------------------------------------
+
+
+def save_array_with_ids(
+    run_dir: str | os.PathLike[str],
+    kind: str,
+    split: str,
+    example_ids: Sequence[Any] | NDArray[Any],
+    array: NDArray[Any],
+) -> Path:
+    """Write ``<kind>/<split>.npy`` (float32) and ``<kind>/<split>.ids.parquet`` row-aligned."""
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise ValueError(f"Expected `{kind}` to have shape (n_examples, d), got {arr.shape}.")
+    ids = pd.Series(np.asarray(example_ids), name=S.EXAMPLE_ID)
+    if len(ids) != arr.shape[0]:
+        raise ValueError(
+            f"Expected one id per row of `{kind}`: got {len(ids)} ids for {arr.shape[0]} rows."
+        )
+    _check_ids(ids, f"{kind}/{split}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"`{kind}` for split {split!r} contains NaN or inf values.")
+    safe = split.replace(":", "__").replace("/", "_")
+    base = _run_dir(run_dir, must_exist=False) / kind
+    npy = base / f"{safe}.npy"
+    with atomic_path(npy) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr.astype(np.float32, copy=False))
+    _write_parquet(pa.table({S.EXAMPLE_ID: ids.to_numpy(), S.SPLIT: [split] * len(ids)}), base / f"{safe}.ids.parquet")
+    return npy
+
+
+def list_array_splits(run_dir: str | os.PathLike[str], kind: str) -> list[str]:
+    """Names of the splits that have ``<kind>/<split>.npy`` stored."""
+    base = _run_dir(run_dir) / kind
+    if not base.is_dir():
+        return []
+    out = []
+    for p in sorted(base.glob("*.ids.parquet")):
+        out.append(pq.read_table(p, columns=[S.SPLIT]).column(0)[0].as_py() if pq.read_metadata(p).num_rows else p.name[: -len(".ids.parquet")].replace("__", ":"))
+    return out
+
+
+def load_array_with_ids(
+    run_dir: str | os.PathLike[str], kind: str, split: str, *, mmap: bool = True
+) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Read ``(example_ids, array)`` for one split; the array is memory-mapped by default."""
+    safe = split.replace(":", "__").replace("/", "_")
+    base = _run_dir(run_dir) / kind
+    npy, ids_path = base / f"{safe}.npy", base / f"{safe}.ids.parquet"
+    if not npy.is_file() or not ids_path.is_file():
+        raise FileNotFoundError(f"No stored {kind} for split {split!r} in {str(base)!r}.")
+    try:
+        arr = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+        ids = pq.read_table(ids_path, columns=[S.EXAMPLE_ID]).column(0).to_numpy(zero_copy_only=False)
+    except (ValueError, OSError, pa.ArrowInvalid) as exc:
+        raise SchemaError(f"Stored {kind} for split {split!r} are unreadable ({exc}).") from exc
+    if arr.ndim != 2 or arr.shape[0] != len(ids):
+        raise SchemaError(
+            f"{str(npy)!r} has shape {arr.shape} but {str(ids_path)!r} lists {len(ids)} ids; "
+            "they must be row-aligned."
+        )
+    return ids, arr
+
+
+def save_features(run_dir: str | os.PathLike[str], split: str, example_ids: Any, features: NDArray[Any]) -> Path:
+    """Store penultimate-layer features ``(n_examples, n_features)`` for one split."""
+    return save_array_with_ids(run_dir, S.FEATURES_DIR, split, example_ids, features)
+
+
+def load_features(run_dir: str | os.PathLike[str], split: str, *, mmap: bool = True) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Return ``(example_ids, features)`` for one split."""
+    return load_array_with_ids(run_dir, S.FEATURES_DIR, split, mmap=mmap)
+
+
+def save_logits(run_dir: str | os.PathLike[str], split: str, example_ids: Any, logits: NDArray[Any]) -> Path:
+    """Store final-model logits ``(n_examples, n_classes)`` for one split."""
+    return save_array_with_ids(run_dir, S.LOGITS_DIR, split, example_ids, logits)
+
+
+def load_logits(run_dir: str | os.PathLike[str], split: str, *, mmap: bool = True) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Return ``(example_ids, logits)`` for one split."""
+    return load_array_with_ids(run_dir, S.LOGITS_DIR, split, mmap=mmap)
+
+
+# ---- table.parquet ------------------------------------------------------------------------------------
+
+
+def save_table(run_dir: str | os.PathLike[str], table: pd.DataFrame) -> Path:
+    """Write the analysed per-example ``table.parquet`` atomically."""
+    _check_ids(table[S.EXAMPLE_ID], "table")
+    path = _run_dir(run_dir) / S.TABLE_FILE
+    _write_parquet(pa.Table.from_pandas(table, preserve_index=False), path)
+    return path
+
+
+def load_table(run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read ``table.parquet`` (run ``datamap analyze RUN_DIR`` first)."""
+    path = _run_dir(run_dir) / S.TABLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing. Build it with `datamap analyze {str(path.parent)}`."
+        )
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(
+            f"{str(path)!r} is corrupt ({exc}). Rebuild it with `datamap analyze {str(path.parent)}`."
+        ) from exc
+
+
+def warn_once(message: str) -> None:
+    """Emit a user-facing warning attributed to the caller's caller."""
+    warnings.warn(message, stacklevel=3)
