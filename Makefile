@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean sample
 
-$(STAMP): pyproject.toml requirements/test.txt
+$(STAMP): pyproject.toml requirements/test.txt requirements/test-nodeps.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements/test.txt -e .
+	# reference implementation for the OOD tests; its dependency on torchvision must stay out
+	$(BIN)/python -m pip install -q --no-deps -r requirements/test-nodeps.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -87,7 +87,7 @@ def make_synthetic_run(
         progress = (e + 1) / n_epochs
         # Gold probability: rises with training for clean examples, stays low for flipped ones,
         # oscillates for ambiguous ones.
-        base = np.where(noisy, 0.1 * progress, progress * (1 - 0.8 * difficulty))
+        base = np.where(noisy, 0.1 * progress, np.minimum(1.0, 2.5 * progress) * (1 - 0.8 * difficulty))
         osc = np.where(ambiguous, 0.35 * np.sin(e * 1.7 + ids % 7), 0.0)
         gp = np.clip(base + osc + rng.normal(0, 0.04, n_examples), 1e-4, 1 - 1e-4).astype(np.float32)
         margin = np.log(gp / (1 - gp)).astype(np.float32) + rng.normal(0, 0.1, n_examples).astype(np.float32)
