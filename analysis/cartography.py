@@ -96,6 +96,11 @@ def _slow_parse(path: Path, epoch: int) -> EpochLog:
                 if k not in rec or rec[k] is None:
                     raise SchemaError(f"{where}: field `{k}` is missing. Each line needs guid, gold and {key}.")
             z = rec[key]
+            if isinstance(z, list) and any(v is None for v in z):
+                raise SchemaError(
+                    f"{where}: `{key}` contains null (how pandas writes NaN): the logits are not "
+                    "finite; the model diverged. Re-run training or drop that epoch's file."
+                )
             if not isinstance(z, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in z):
                 raise SchemaError(f"{where}: `{key}` must be a list of numbers, got {str(z)[:80]}.")
             if n_classes is None:

@@ -179,7 +179,10 @@ def _index_of(ids: NDArray[Any], example_ids: NDArray[Any]) -> NDArray[np.intp]:
 def _col(table: pa.Table, name: str, dtype: Any) -> NDArray[Any]:
     col = table.column(name)
     if col.null_count:
-        raise SchemaError(f"dynamics column `{name}` has {col.null_count} missing values.")
+        raise SchemaError(
+            f"dynamics column `{name}` has {col.null_count} missing values (NaN or inf logits are "
+            "stored as missing); every logged row needs finite values."
+        )
     return np.asarray(col.to_numpy(), dtype=dtype)
 
 
@@ -252,7 +255,7 @@ def pivot_dynamics(
     def dense(name: str, dtype: Any, fill: Any) -> NDArray[Any]:
         vals = _col(dynamics, name, dtype)
         if flat is None:
-            return vals.reshape(n_epochs, n).copy() if not vals.flags.writeable else vals.reshape(n_epochs, n)
+            return vals.reshape(n_epochs, n)
         out = np.full(n_epochs * n, fill, dtype=dtype)
         out[flat[::-1]] = vals[::-1]  # reversed so the first row of a duplicate wins
         return out.reshape(n_epochs, n)
@@ -267,6 +270,8 @@ def pivot_dynamics(
     margin = dense(S.MARGIN, np.float32, np.nan)
     pred = dense(S.PRED, np.int32, -1)
     for name, arr in ((S.GOLD_PROB, gold_prob), (S.MARGIN, margin)):
+        if np.isfinite(arr[observed] if flat is not None else arr).all():
+            continue
         bad = observed & ~np.isfinite(arr)
         if bad.any():
             e, i = np.argwhere(bad)[0]
@@ -306,12 +311,31 @@ def _is_blocked(ids: NDArray[Any], epoch_col: NDArray[np.int64], ex_ids: NDArray
 
 
 # ---- metrics ---------------------------------------------------------------------------------------------
+# Each metric loops over epochs (few) and is vectorised over examples (many): no (n_epochs,
+# n_examples) temporaries, float64 accumulation of float32 inputs.
 
 
-def _masked_mean(values: NDArray[Any], observed: NDArray[np.bool_], n_seen: NDArray[Any]) -> NDArray[np.float64]:
-    total = np.where(observed, values, 0).sum(axis=0, dtype=np.float64)
+def _obs(values: NDArray[Any], observed: NDArray[np.bool_] | None) -> NDArray[np.bool_] | None:
+    """``None`` stands for "every epoch observed" (the common, fast case)."""
+    if observed is None:
+        return None
+    obs = np.asarray(observed, dtype=bool)
+    if obs.shape != np.shape(values):
+        raise ValueError(f"Expected `observed` of shape {np.shape(values)}, got {obs.shape}.")
+    return None if obs.all() else obs
+
+
+def _masked_mean(values: NDArray[Any], observed: NDArray[np.bool_] | None, n_seen: NDArray[Any] | None = None) -> NDArray[np.float64]:
+    vals = np.asarray(values)
+    obs = _obs(vals, observed)
+    if obs is None:
+        return vals.sum(axis=0, dtype=np.float64) / max(vals.shape[0], 1) if vals.shape[0] else np.full(vals.shape[1], np.nan)
+    total = np.zeros(vals.shape[1], dtype=np.float64)
+    for e in range(vals.shape[0]):
+        total += np.where(obs[e], vals[e], 0)
+    count = obs.sum(axis=0) if n_seen is None else n_seen
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_seen > 0, total / np.maximum(n_seen, 1), np.nan)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def compute_confidence(gold_prob: NDArray[Any], observed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
@@ -320,23 +344,30 @@ def compute_confidence(gold_prob: NDArray[Any], observed: NDArray[np.bool_] | No
     >>> compute_confidence(np.array([[0.2, 1.0], [0.6, 0.0]]))
     array([0.4, 0.5])
     """
-    gp = np.asarray(gold_prob)
-    obs = np.ones(gp.shape, bool) if observed is None else observed
-    return _masked_mean(gp, obs, obs.sum(axis=0))
+    return _masked_mean(gold_prob, observed)
 
 
-def compute_variability(gold_prob: NDArray[Any], observed: NDArray[np.bool_] | None = None) -> NDArray[np.float64]:
+def compute_variability(
+    gold_prob: NDArray[Any], observed: NDArray[np.bool_] | None = None, *, confidence: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
     """Population std (``ddof=0``) of the gold-label probability over observed epochs.
+
+    Two-pass (mean first, then squared deviations) in float64. ``confidence`` may pass the
+    already computed mean.
 
     >>> compute_variability(np.array([[0.2, 1.0], [0.6, 0.0]]))
     array([0.2, 0.5])
     """
-    gp = np.asarray(gold_prob, dtype=np.float64)
-    obs = np.ones(gp.shape, bool) if observed is None else observed
-    n_seen = obs.sum(axis=0)
-    mu = _masked_mean(gp, obs, n_seen)
-    dev = np.where(obs, gp - mu[None, :], 0.0)
-    return np.sqrt(_masked_mean(dev * dev, obs, n_seen))
+    gp = np.asarray(gold_prob)
+    obs = _obs(gp, observed)
+    mu = _masked_mean(gp, obs) if confidence is None else confidence
+    acc = np.zeros(gp.shape[1], dtype=np.float64)
+    for e in range(gp.shape[0]):
+        d = gp[e] - mu
+        acc += d * d if obs is None else np.where(obs[e], d * d, 0.0)
+    n_seen = np.full(gp.shape[1], gp.shape[0]) if obs is None else obs.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_seen > 0, np.sqrt(acc / np.maximum(n_seen, 1)), np.nan)
 
 
 def compute_correctness(
@@ -348,11 +379,11 @@ def compute_correctness(
     array([1. , 0.5])
     """
     c = np.asarray(correct, dtype=bool)
-    obs = np.ones(c.shape, bool) if observed is None else observed
-    count = (c & obs).sum(axis=0)
+    obs = _obs(c, observed)
+    count = (c if obs is None else c & obs).sum(axis=0)
     if as_count:
         return count
-    n_seen = obs.sum(axis=0)
+    n_seen = np.full(c.shape[1], c.shape[0]) if obs is None else obs.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_seen > 0, count / np.maximum(n_seen, 1), np.nan)
 
@@ -374,15 +405,23 @@ def compute_forgetting(
     ([1, 0, 0], [False, True, True])
     """
     c = np.asarray(correct, dtype=bool)
-    obs = np.ones(c.shape, bool) if observed is None else np.asarray(observed, bool)
-    learnt = np.zeros(c.shape[1], dtype=bool)
-    forgot = np.zeros(c.shape[1], dtype=np.int64)
+    obs = _obs(c, observed)
+    n = c.shape[1]
+    learnt = np.zeros(n, dtype=bool)
+    ever = np.zeros(n, dtype=bool)
+    forgot = np.zeros(n, dtype=np.int64)
     for e in range(c.shape[0]):
-        o, ce = obs[e], c[e]
-        forgot += learnt & o & ~ce
-        learnt = np.where(o, ce, learnt)
-    never = obs.any(axis=0) & ~(c & obs).any(axis=0)
-    return forgot, never
+        ce = c[e] if obs is None else c[e] & obs[e]
+        if obs is None:
+            forgot += learnt & ~ce
+            learnt = ce
+        else:
+            forgot += learnt & obs[e] & ~ce
+            learnt = np.where(obs[e], ce, learnt)
+        ever |= ce
+    seen = c.shape[0] > 0 if obs is None else obs.any(axis=0)
+    never = seen & ~ever
+    return forgot, np.asarray(never, dtype=bool)
 
 
 def forgetting_reference(correct: NDArray[np.bool_], observed: NDArray[np.bool_] | None = None) -> NDArray[np.int64]:
@@ -398,15 +437,21 @@ def compute_aum(
 
     ``skip_first_epoch`` drops the first recorded epoch (row 0), whose margins mostly reflect
     the initialisation.
+
+    >>> compute_aum(np.array([[-1.0, 2.0], [3.0, 4.0]]), skip_first_epoch=True)
+    array([3., 4.])
     """
     m = np.asarray(margin)
-    obs = np.ones(m.shape, bool) if observed is None else observed
+    obs = None if observed is None else np.asarray(observed, dtype=bool)
     if skip_first_epoch and m.shape[0] > 1:
-        m, obs = m[1:], obs[1:]
-    return _masked_mean(m, obs, obs.sum(axis=0))
+        m = m[1:]
+        obs = None if obs is None else obs[1:]
+    return _masked_mean(m, obs)
 
 
 def _last_observed(values: NDArray[Any], observed: NDArray[np.bool_], fill: Any) -> NDArray[Any]:
+    if observed.all():
+        return values[-1].copy()
     out = np.full(values.shape[1], fill, dtype=values.dtype)
     for e in range(values.shape[0]):
         out = np.where(observed[e], values[e], out)
@@ -446,13 +491,14 @@ def compute_dynamics_metrics(dense: DenseDynamics, *, aum_skip_first_epoch: bool
     obs = dense.observed
     n_seen = obs.sum(axis=0)
     correct = dense.correct
+    confidence = compute_confidence(dense.gold_prob, obs)
     forgot, never = compute_forgetting(correct, obs)
     has = n_seen > 0
     forgetting = pd.array(np.where(has & ~never, forgot, 0), dtype="Int64")
     forgetting[~has | never] = pd.NA
     out: dict[str, Any] = {
-        S.CONFIDENCE: compute_confidence(dense.gold_prob, obs),
-        S.VARIABILITY: compute_variability(dense.gold_prob, obs),
+        S.CONFIDENCE: confidence,
+        S.VARIABILITY: compute_variability(dense.gold_prob, obs, confidence=confidence),
         S.CORRECTNESS: compute_correctness(correct, obs),
         S.CORRECT_COUNT: np.where(has, compute_correctness(correct, obs, as_count=True), 0).astype(np.int32),
         S.FORGETTING: forgetting,

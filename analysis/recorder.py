@@ -132,11 +132,10 @@ class DynamicsRecorder:
             raise ValueError(
                 f"Expected `logits` to have shape ({len(ids)}, n_classes), got {shape}."
             )
-        if self._n_classes is None:
-            self._n_classes = int(shape[1])
-        elif shape[1] != self._n_classes:
+        n_classes = int(shape[1]) if self._n_classes is None else self._n_classes
+        if shape[1] != n_classes:
             raise ValueError(
-                f"Expected {self._n_classes} classes (as in earlier batches), got logits with {shape[1]}."
+                f"Expected {n_classes} classes (as in earlier batches), got logits with {shape[1]}."
             )
         if _is_torch(labels):
             y_np = labels.detach().cpu().numpy().reshape(-1)
@@ -146,9 +145,9 @@ class DynamicsRecorder:
             raise ValueError(f"Expected `labels` of shape ({len(ids)},), got {y_np.shape}.")
         if y_np.dtype.kind not in "iu":
             raise TypeError(f"Expected integer labels, got dtype {y_np.dtype}.")
-        if len(y_np) and (y_np.min() < 0 or y_np.max() >= self._n_classes):
-            bad = y_np[(y_np < 0) | (y_np >= self._n_classes)][0]
-            raise ValueError(f"Expected labels in [0, {self._n_classes}), got {int(bad)}.")
+        if len(y_np) and (y_np.min() < 0 or y_np.max() >= n_classes):
+            bad = y_np[(y_np < 0) | (y_np >= n_classes)][0]
+            raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
 
         if _is_torch(logits):
             import torch
@@ -164,6 +163,7 @@ class DynamicsRecorder:
             arr = np.asarray(logits)
             vals = per_epoch_from_logits(arr, y_np.astype(np.int64))
             raw = arr.astype(np.float64) if self.keep_logits else None
+        self._n_classes = n_classes
         chunk = {S.EXAMPLE_ID: ids, S.EPOCH: np.full(len(ids), int(epoch), dtype=np.int32), **vals}
         if raw is not None:
             chunk[S.LOGITS] = raw
