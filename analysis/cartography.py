@@ -215,12 +215,15 @@ def import_cartography(
             )
         if not np.isfinite(log.logits).all():
             row = int(np.flatnonzero(~np.isfinite(log.logits).all(axis=1))[0])
-            raise SchemaError(f"{str(p)!r} line {row + 1}: logits contain NaN or inf.")
+            raise SchemaError(
+                f"{p}:{row + 1}: logits contain NaN or inf; the model diverged. Re-run training "
+                "or drop that epoch's file."
+            )
         bad = (log.gold < 0) | (log.gold >= n_classes)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise SchemaError(
-                f"{str(p)!r} line {row + 1}: gold label {int(log.gold[row])} is outside "
+                f"{p}:{row + 1}: gold label {int(log.gold[row])} is outside "
                 f"[0, {n_classes}) for {n_classes} logits."
             )
         ser = pd.Series(log.guids)
