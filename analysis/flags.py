@@ -1,0 +1,543 @@
+"""The person's flags, relabels and notes: an append-only journal in ``RUN_DIR/flags.sqlite``.
+
+Every edit is one new row of the ``edits`` table; rows are never updated or deleted (triggers
+refuse it), so the full history of a review stays readable. The current state of an example is
+the latest non-null value of each field over its rows. The store is SQLite from the standard
+library in WAL mode with ``synchronous=FULL``: several processes may write at once (each write
+takes the database write lock, ``BEGIN IMMEDIATE``), and :meth:`FlagJournal.add` returns only
+after its transaction is committed, so an acknowledged edit survives a crash.
+
+Encoding of a row (documented for readers without datamap in ``docs/review-and-export.md``):
+
+========== ======================================================================================
+column     meaning
+========== ======================================================================================
+id         journal row id, increasing in commit order
+example_id the example's id with its type kept (SQLite integer or text)
+flag       NULL: unchanged; ``''``: flag cleared; else one of :data:`FLAG_VALUES`
+new_label  NULL: unchanged; ``-1``: relabel cleared (back to the original); else the class index
+note       NULL: unchanged; ``''``: note cleared; else the note text
+author     who made the edit (may be ``''``)
+at         UTC time of the edit, ISO 8601 with microseconds
+========== ======================================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from analysis import schema as S
+from analysis.schema import SchemaError
+
+__all__ = [
+    "FLAG",
+    "FLAG_VALUES",
+    "NEW_LABEL",
+    "NOTE",
+    "AUTHOR",
+    "AT",
+    "ROW_ID",
+    "UNCHANGED",
+    "JOURNAL_VERSION",
+    "FlagJournal",
+    "apply_flags",
+]
+
+# ---- names -------------------------------------------------------------------------------------
+FLAG: Final = "flag"
+NEW_LABEL: Final = "new_label"
+NOTE: Final = "note"
+AUTHOR: Final = "author"
+AT: Final = "at"
+ROW_ID: Final = "row_id"
+
+FLAG_VALUES: Final = ("mislabeled", "ood", "ambiguous", "keep")
+"""The flags a person can set. ``None`` or ``""`` clears the flag."""
+
+JOURNAL_VERSION: Final = 1
+"""``PRAGMA user_version`` of a journal written by this version."""
+
+_CLEARED_LABEL: Final = -1
+_TABLE: Final = "edits"
+_COLUMNS: Final = ("id", S.EXAMPLE_ID, FLAG, NEW_LABEL, NOTE, AUTHOR, AT)
+_BUSY_TIMEOUT_S: Final = 60.0
+
+_DDL: Final = (
+    f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    example_id NOT NULL CHECK (typeof(example_id) IN ('integer', 'text')),
+    flag       TEXT CHECK (flag IS NULL OR flag IN ('', {", ".join(repr(f) for f in FLAG_VALUES)})),
+    new_label  INTEGER CHECK (new_label IS NULL OR new_label >= -1),
+    note       TEXT,
+    author     TEXT NOT NULL DEFAULT '',
+    at         TEXT NOT NULL
+)""",
+    f"CREATE INDEX IF NOT EXISTS edits_by_example ON {_TABLE} (example_id, id)",
+    f"""CREATE TRIGGER IF NOT EXISTS edits_no_update BEFORE UPDATE ON {_TABLE}
+BEGIN SELECT RAISE(ABORT, 'flags journal is append-only'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS edits_no_delete BEFORE DELETE ON {_TABLE}
+BEGIN SELECT RAISE(ABORT, 'flags journal is append-only'); END""",
+)
+
+
+class _Unchanged:
+    """Sentinel type: the field is left as it is."""
+
+    _instance: _Unchanged | None = None
+
+    def __new__(cls) -> _Unchanged:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNCHANGED: Final = _Unchanged()
+"""Default of :meth:`FlagJournal.add` fields: leave the field as it is. ``None`` clears it."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _normalize_id(example_id: Any) -> int | str:
+    """Return ``example_id`` as a plain ``int`` or ``str`` (the two types the journal stores)."""
+    if isinstance(example_id, (bool, np.bool_)):
+        raise TypeError(f"Expected `example_id` to be an int or a str, got bool {example_id!r}.")
+    if isinstance(example_id, (int, np.integer)):
+        return int(example_id)
+    if isinstance(example_id, (str, np.str_)):
+        return str(example_id)
+    raise TypeError(
+        f"Expected `example_id` to be an int or a str, got {type(example_id).__name__} "
+        f"{example_id!r}."
+    )
+
+
+def _ids_frame_column(ids: Sequence[int | str]) -> pd.Series:
+    """Ids as a Series whose values compare equal to a table's ids (int64 when all are ints)."""
+    if len(ids) and all(isinstance(i, int) for i in ids):
+        return pd.Series(np.asarray(ids, dtype=np.int64), name=S.EXAMPLE_ID)
+    if len(ids) and all(isinstance(i, str) for i in ids):
+        return pd.Series(list(ids), dtype="str", name=S.EXAMPLE_ID)
+    return pd.Series(list(ids), dtype=object, name=S.EXAMPLE_ID)
+
+
+class FlagJournal:
+    """Append-only journal of flags, relabels and notes of one run (``RUN_DIR/flags.sqlite``).
+
+    The object holds no open connection: every call opens, uses and closes its own, so one
+    instance may be shared between threads, and several processes may use the same file.
+    Reading a run without a journal returns empty frames and creates nothing; the first write
+    creates the file.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The run directory (must exist).
+    check_ids : bool, default True
+        Refuse edits of ids that ``table.parquet`` does not hold (when the table exists).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` does not exist.
+    SchemaError
+        ``flags.sqlite`` exists but is not a readable SQLite database or not a flags journal.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from analysis.synthetic import make_synthetic_run
+    >>> run = make_synthetic_run(tempfile.mkdtemp(), n_examples=20, n_epochs=2)
+    >>> journal = FlagJournal(run)
+    >>> row = journal.add(3, flag="mislabeled", new_label=1, note="looks like class 1")
+    >>> journal.latest()[["example_id", "flag", "new_label"]].to_dict("records")
+    [{'example_id': 3, 'flag': 'mislabeled', 'new_label': 1}]
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, check_ids: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.check_ids = check_ids
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(f"Run directory {str(self.run_dir)!r} does not exist.")
+        self.path = self.run_dir / S.FLAGS_FILE
+        self._ids_cache: tuple[tuple[int, int], frozenset[int | str], str] | None = None
+        if self.path.exists():
+            with self._connect(write=False) as con:
+                self._check_schema(con)
+
+    def __repr__(self) -> str:
+        return f"FlagJournal({str(self.run_dir)!r})"
+
+    # ---- connections --------------------------------------------------------------------------
+
+    def _corrupt(self, exc: BaseException) -> SchemaError:
+        return SchemaError(
+            f"{str(self.path)!r} is not a readable flags journal ({exc}). Move the file aside "
+            "(it may be restored from a backup, or recovered with `sqlite3 flags.sqlite .recover`); "
+            "a new, empty journal is created on the next edit."
+        )
+
+    @contextlib.contextmanager
+    def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._corrupt(exc) from exc
+        try:
+            if write:
+                mode = con.execute("PRAGMA journal_mode=WAL").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":  # pragma: no cover - odd FS
+                    raise SchemaError(
+                        f"{str(self.path)!r}: SQLite refused WAL mode (got {mode!r}); the journal "
+                        "needs a local file system."
+                    )
+            con.execute("PRAGMA synchronous=FULL")
+            yield con
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise ValueError(f"The flags journal refused the edit ({exc}).") from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise TimeoutError(
+                    f"{str(self.path)!r} stayed locked by another writer for "
+                    f"{_BUSY_TIMEOUT_S:.0f} s."
+                ) from exc
+            raise self._corrupt(exc) from exc
+        finally:
+            con.close()
+
+    def _check_schema(self, con: sqlite3.Connection) -> bool:
+        """Return whether the journal table exists; raise if the file is not a journal."""
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if _TABLE not in names:
+            if names - {"sqlite_sequence"}:
+                raise SchemaError(
+                    f"{str(self.path)!r} is an SQLite database but not a flags journal (tables: "
+                    f"{sorted(names)}). Move it aside."
+                )
+            return False
+        cols = [r[1] for r in con.execute(f"PRAGMA table_info({_TABLE})")]
+        if cols[: len(_COLUMNS)] != list(_COLUMNS):
+            raise SchemaError(
+                f"{str(self.path)!r}: expected the `{_TABLE}` table to have the columns "
+                f"{list(_COLUMNS)}, got {cols}."
+            )
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > JOURNAL_VERSION:
+            raise SchemaError(
+                f"{str(self.path)!r} has journal version {version}, but this datamap reads up to "
+                f"{JOURNAL_VERSION}. Upgrade datamap."
+            )
+        return True
+
+    def _ensure_schema(self, con: sqlite3.Connection) -> None:
+        if not self._check_schema(con):
+            for statement in _DDL:
+                con.execute(statement)
+            con.execute(f"PRAGMA user_version={JOURNAL_VERSION}")
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def _n_classes(self) -> int | None:
+        if not (self.run_dir / S.RUN_JSON).is_file():
+            return None
+        from analysis.runstore import load_run_meta
+
+        return load_run_meta(self.run_dir).n_classes
+
+    def _table_ids(self) -> tuple[frozenset[int | str], str] | None:
+        path = self.run_dir / S.TABLE_FILE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        if self._ids_cache is None or self._ids_cache[0] != key:
+            col = pq.read_table(path, columns=[S.EXAMPLE_ID]).column(0).to_numpy(zero_copy_only=False)
+            kind = "int" if np.issubdtype(col.dtype, np.integer) else "str"
+            self._ids_cache = (key, frozenset(col.tolist()), kind)
+        return self._ids_cache[1], self._ids_cache[2]
+
+    def _validate(
+        self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any
+    ) -> tuple[str | None, int | None, str | None, str]:
+        if flag is UNCHANGED:
+            flag_db = None
+        elif flag is None or flag == "":
+            flag_db = ""
+        elif isinstance(flag, str) and flag in FLAG_VALUES:
+            flag_db = flag
+        else:
+            raise ValueError(
+                f"Expected `flag` in {FLAG_VALUES} (or None/'' to clear it), got {flag!r}."
+            )
+        if new_label is UNCHANGED:
+            label_db = None
+        elif new_label is None:
+            label_db = _CLEARED_LABEL
+        else:
+            if isinstance(new_label, (bool, np.bool_)) or not isinstance(new_label, (int, np.integer)):
+                raise TypeError(
+                    f"Expected `new_label` to be an int class index (or None to clear), got "
+                    f"{type(new_label).__name__} {new_label!r}."
+                )
+            label_db = int(new_label)
+            n_classes = self._n_classes()
+            hi = n_classes if n_classes is not None else None
+            if label_db < 0 or (hi is not None and label_db >= hi):
+                raise ValueError(
+                    f"Expected `new_label` in [0, {hi if hi is not None else 'n_classes'}) "
+                    f"(run.json lists {hi} classes), got {label_db}."
+                )
+        if note is UNCHANGED:
+            note_db = None
+        elif note is None:
+            note_db = ""
+        elif isinstance(note, str):
+            note_db = note
+        else:
+            raise TypeError(f"Expected `note` to be a str, got {type(note).__name__}.")
+        if not isinstance(author, str):
+            raise TypeError(f"Expected `author` to be a str, got {type(author).__name__}.")
+        if flag_db is None and label_db is None and note_db is None:
+            raise ValueError(
+                "Expected at least one of `flag`, `new_label`, `note` to be given; the edit "
+                "changes nothing."
+            )
+        if self.check_ids:
+            known = self._table_ids()
+            if known is not None:
+                ids, kind = known
+                missing = [i for i in example_ids if i not in ids]
+                if missing:
+                    raise ValueError(
+                        f"Expected example ids of {S.TABLE_FILE} (ids there are {kind}s), got "
+                        f"{len(missing)} unknown: {missing[:5]!r}."
+                    )
+        return flag_db, label_db, note_db, author
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        example_id: int | str,
+        *,
+        flag: str | None | _Unchanged = UNCHANGED,
+        new_label: int | None | _Unchanged = UNCHANGED,
+        note: str | None | _Unchanged = UNCHANGED,
+        author: str = "",
+    ) -> int:
+        """Append one edit and return its journal row id once it is committed.
+
+        Parameters
+        ----------
+        example_id : int or str
+            Id of the example (as in the table; NumPy integers are accepted).
+        flag : str or None, optional
+            One of :data:`FLAG_VALUES`; ``None`` or ``""`` clears the flag; omitted: unchanged.
+        new_label : int or None, optional
+            Corrected class index in ``[0, n_classes)``; ``None`` clears a relabel; omitted:
+            unchanged.
+        note : str or None, optional
+            Free text; ``""`` or ``None`` clears the note; omitted: unchanged.
+        author : str, default ""
+            Who made the edit.
+
+        Returns
+        -------
+        int
+            The journal row id.
+
+        Raises
+        ------
+        ValueError
+            Unknown flag, label out of range, id not in the table, or an edit that changes nothing.
+        TypeError
+            An id that is neither int nor str, or a non-integer label.
+        """
+        eid = _normalize_id(example_id)
+        values = self._validate([eid], flag, new_label, note, author)
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                cur = con.execute(
+                    f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (eid, *values, _now()),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return int(cur.lastrowid or 0)
+
+    def add_many(
+        self,
+        example_ids: Iterable[int | str],
+        *,
+        flag: str | None | _Unchanged = UNCHANGED,
+        new_label: int | None | _Unchanged = UNCHANGED,
+        note: str | None | _Unchanged = UNCHANGED,
+        author: str = "",
+    ) -> int:
+        """Append the same edit for many examples in one transaction (all or nothing).
+
+        Parameters are those of :meth:`add`; ``example_ids`` is any iterable of ids (a NumPy
+        array or a Series works). Duplicated ids are written once.
+
+        Returns
+        -------
+        int
+            Number of rows appended (0 for no ids).
+        """
+        ids = list(dict.fromkeys(_normalize_id(i) for i in example_ids))
+        if not ids:
+            return 0
+        values = self._validate(ids, flag, new_label, note, author)
+        at = _now()
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                con.executemany(
+                    f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    ((i, *values, at) for i in ids),
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return len(ids)
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        with self._connect(write=False) as con:
+            if not self._check_schema(con):
+                return []
+            return con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} {where} ORDER BY id", params
+            ).fetchall()
+
+    def count(self) -> int:
+        """Number of rows in the journal (0 when there is no journal yet)."""
+        if not self.path.exists():
+            return 0
+        with self._connect(write=False) as con:
+            if not self._check_schema(con):
+                return 0
+            return int(con.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
+
+    def history(self, example_id: int | str | None = None) -> pd.DataFrame:
+        """The journal rows as stored, oldest first (optionally of one example).
+
+        Returns
+        -------
+        DataFrame
+            Columns ``row_id, example_id, flag, new_label, note, author, at`` with the raw
+            encoding of the module docstring (``''`` = cleared flag/note, ``-1`` = cleared
+            relabel, missing = unchanged); ``at`` is a UTC timestamp.
+        """
+        if example_id is None:
+            rows = self._rows()
+        else:
+            rows = self._rows("WHERE example_id = ?", (_normalize_id(example_id),))
+        return self._frame(rows)
+
+    @staticmethod
+    def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+        cols = list(zip(*rows, strict=True)) if rows else [()] * len(_COLUMNS)
+        return pd.DataFrame({
+            ROW_ID: np.asarray(cols[0], dtype=np.int64),
+            S.EXAMPLE_ID: _ids_frame_column(list(cols[1])),
+            FLAG: pd.Series(list(cols[2]), dtype="str"),
+            NEW_LABEL: pd.Series(list(cols[3]), dtype="Int64"),
+            NOTE: pd.Series(list(cols[4]), dtype="str"),
+            AUTHOR: pd.Series(list(cols[5]), dtype="str"),
+            AT: pd.to_datetime(pd.Series(list(cols[6]), dtype="str"), utc=True, format="ISO8601"),
+        })
+
+    def latest(self) -> pd.DataFrame:
+        """Current state of every example with at least one edit, in order of its last edit.
+
+        Each field is the latest non-null value over the example's rows; a cleared flag, relabel
+        or note is missing. ``author`` and ``at`` are those of the example's latest edit.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``example_id, flag, new_label, note, author, at``; ``example_id`` is int64
+            when every id is an int (so it compares equal to an int table id), str when every id
+            is a str.
+        """
+        hist = self.history()
+        cols = [S.EXAMPLE_ID, FLAG, NEW_LABEL, NOTE, AUTHOR, AT]
+        if hist.empty:
+            return hist[cols]
+        # groupby().last() takes the last non-null value of each column within each example.
+        last = hist.groupby(S.EXAMPLE_ID, sort=False).last()
+        last = last.sort_values(ROW_ID, kind="stable").reset_index()
+        last[FLAG] = last[FLAG].mask(last[FLAG] == "")
+        last[NOTE] = last[NOTE].mask(last[NOTE] == "")
+        last[NEW_LABEL] = last[NEW_LABEL].mask(last[NEW_LABEL] == _CLEARED_LABEL)
+        last[S.EXAMPLE_ID] = _ids_frame_column(last[S.EXAMPLE_ID].tolist())
+        return last[cols]
+
+
+def apply_flags(table: pd.DataFrame, latest: pd.DataFrame | None) -> pd.DataFrame:
+    """Return ``table`` with the columns ``flag``, ``new_label`` and ``note`` of ``latest`` joined.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The example table (needs ``example_id``). Existing ``flag``/``new_label``/``note``
+        columns are replaced.
+    latest : DataFrame or None
+        :meth:`FlagJournal.latest`; ``None`` or empty gives all-missing columns.
+
+    Returns
+    -------
+    DataFrame
+        A new frame, same rows and order as ``table``; missing where an example has no value.
+    """
+    if S.EXAMPLE_ID not in table.columns:
+        raise ValueError(f"Expected `table` to have an `{S.EXAMPLE_ID}` column, got {list(table.columns)}.")
+    out = table.drop(columns=[c for c in (FLAG, NEW_LABEL, NOTE) if c in table.columns])
+    n = len(out)
+    if latest is None or latest.empty:
+        out[FLAG] = pd.Series([None] * n, dtype="str", index=out.index)
+        out[NEW_LABEL] = pd.Series(pd.array([pd.NA] * n, dtype="Int64"), index=out.index)
+        out[NOTE] = pd.Series([None] * n, dtype="str", index=out.index)
+        return out
+    missing = [c for c in (S.EXAMPLE_ID, FLAG, NEW_LABEL, NOTE) if c not in latest.columns]
+    if missing:
+        raise ValueError(f"Expected `latest` to come from FlagJournal.latest(); it misses {missing}.")
+    pos = pd.Index(latest[S.EXAMPLE_ID]).get_indexer(table[S.EXAMPLE_ID])
+    out[FLAG] = pd.Series(latest[FLAG].astype("str").array.take(pos, allow_fill=True), index=out.index)
+    out[NEW_LABEL] = pd.Series(
+        latest[NEW_LABEL].astype("Int64").array.take(pos, allow_fill=True), index=out.index
+    )
+    out[NOTE] = pd.Series(latest[NOTE].astype("str").array.take(pos, allow_fill=True), index=out.index)
+    return out
