@@ -143,6 +143,76 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.set_defaults(func=_cmd_summary)
 
+    x = sub.add_parser(
+        "export", help="write a filtered subset (CSV/Parquet) and its manifest to RUN_DIR/exports/",
+        description="Export the rows of RUN_DIR/table.parquet that pass a filter, with a manifest "
+                    "(see docs/review-and-export.md). Shorthand options override the same fields "
+                    "of --filter.")
+    x.add_argument("run_dir")
+    x.add_argument("--filter", dest="filter_spec", default=None,
+                   help="filter spec as JSON text, a JSON file, or an export manifest to repeat")
+    x.add_argument("--format", dest="fmt", choices=("csv", "parquet"), default="parquet")
+    x.add_argument("--curated", action="store_true",
+                   help="a cleaned training set: train split, suspects and flagged rows dropped, "
+                        "relabels applied")
+    x.add_argument("--out", default=None, help="data file path (default RUN_DIR/exports/NAME.FORMAT)")
+    x.add_argument("--name", default=None, help="file stem in RUN_DIR/exports/ (default export-<time>)")
+    x.add_argument("--split", action="append", help="keep this split (repeatable or comma-separated)")
+    x.add_argument("--label", action="append", help="keep this label index (repeatable)")
+    x.add_argument("--region", action="append", help="keep this region (repeatable)")
+    x.add_argument("--diagnosis", action="append", help="keep this diagnosis (repeatable)")
+    x.add_argument("--flag", action="append", help="keep rows with this flag (repeatable)")
+    x.add_argument("--flagged", choices=("any", "flagged", "unflagged"), default=None)
+    x.add_argument("--range", action="append", metavar="COLUMN:LO:HI",
+                   help="keep LO <= COLUMN <= HI; leave LO or HI empty for one side "
+                        "(e.g. confidence::0.3; repeatable)")
+    x.add_argument("--search", default=None, help="substring of example_id or text")
+    x.add_argument("--include-images", action="store_true", help="keep binary image columns")
+    x.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    def _cmd_export(args: argparse.Namespace) -> int:
+        from analysis.export import export_subset
+        from analysis.filters import FilterSpec, load_filter_spec
+        from analysis.runstore import load_table
+
+        spec = load_filter_spec(args.filter_spec) if args.filter_spec else FilterSpec()
+        d = spec.to_dict()
+
+        def items(values: list[str] | None) -> list[str] | None:
+            return None if not values else [v.strip() for s in values for v in s.split(",") if v.strip()]
+
+        for key, values in (("splits", args.split), ("regions", args.region),
+                            ("diagnoses", args.diagnosis), ("flag_values", args.flag)):
+            if values:
+                d[key] = items(values)
+        if args.label:
+            try:
+                d["labels"] = [int(v) for v in items(args.label) or []]
+            except ValueError as exc:
+                raise ValueError(f"Expected integer --label values, got {args.label}.") from exc
+        for text in args.range or []:
+            parts = text.rsplit(":", 2)
+            try:
+                col, lo, hi = parts
+                d["ranges"][col] = [float(lo) if lo else None, float(hi) if hi else None]
+            except ValueError as exc:
+                raise ValueError(f"Expected --range COLUMN:LO:HI, got {text!r}.") from exc
+        if args.flagged:
+            d["flagged"] = args.flagged
+        if args.search:
+            d["search"] = args.search
+        spec = FilterSpec.from_dict(d)
+        table = load_table(args.run_dir)
+        res = export_subset(args.run_dir, table, None, fmt=args.fmt, filter_spec=spec,
+                            curated=args.curated, name=args.name, out_path=args.out,
+                            include_images=args.include_images, overwrite=args.overwrite)
+        rows = res.manifest["rows"]
+        print(f"wrote {res.path} ({rows['exported']:,} of {rows['table']:,} rows; "
+              f"filter: {spec.describe()}) and {res.manifest_path}")
+        return 0
+
+    x.set_defaults(func=_cmd_export)
+
     for name, func, helptext in (
         ("serve", _cmd_serve, "open the dashboard on RUN_DIR"),
         ("demo", _cmd_demo, "open the dashboard on the shipped sample run"),
