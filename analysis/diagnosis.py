@@ -1,0 +1,210 @@
+"""Cross-diagnosis: one actionable label per example from its data-map region and an OOD score.
+
+Rules (thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantile of the
+OOD score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
+quantile):
+
+=========================== ====================== ==========================================
+region                      OOD score              diagnosis
+=========================== ====================== ==========================================
+hard-to-learn               ``> t``                ``suspect_ood``
+hard-to-learn               ``<= t`` or missing    ``suspect_mislabeled``
+easy-to-learn / ambiguous   ``> t_easy``           ``suspect_ood``
+easy-to-learn               otherwise              ``clean``
+ambiguous                   otherwise              ``ambiguous``
+no-dynamics (eval/OOD rows) ``> t``                ``suspect_ood``
+no-dynamics                 ``<= t`` or missing    ``no_dynamics``
+=========================== ====================== ==========================================
+
+Hard-to-learn examples that look in-distribution are the classic mislabeling suspects
+(Swayamdipta et al., 2020); hard examples that also look out-of-distribution are more likely
+junk or a missing class than a wrong label. Learned examples are only flagged OOD at a stricter
+threshold, since the model fitted them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from analysis import schema as S
+
+__all__ = [
+    "CLEAN",
+    "AMBIGUOUS",
+    "SUSPECT_MISLABELED",
+    "SUSPECT_OOD",
+    "NO_DYNAMICS",
+    "DIAGNOSES",
+    "DiagnosisThresholds",
+    "ood_threshold",
+    "diagnose",
+    "diagnosis_column",
+    "counts",
+]
+
+CLEAN = "clean"
+AMBIGUOUS = "ambiguous"
+SUSPECT_MISLABELED = "suspect_mislabeled"
+SUSPECT_OOD = "suspect_ood"
+NO_DYNAMICS = "no_dynamics"
+DIAGNOSES = (CLEAN, AMBIGUOUS, SUSPECT_MISLABELED, SUSPECT_OOD, NO_DYNAMICS)
+"""Every value of the ``diagnosis`` column, in display order."""
+
+
+@dataclass(frozen=True)
+class DiagnosisThresholds:
+    """Explicit, adjustable thresholds of :func:`diagnose`.
+
+    Parameters
+    ----------
+    ood_quantile : float in (0, 1), default 0.95
+        ``t``: quantile of the reference ID scores above which hard-to-learn and no-dynamics rows
+        are ``suspect_ood`` (0.95: 5% of reference ID rows would be flagged).
+    learned_ood_quantile : float in (0, 1] or None, default 0.995
+        ``t_easy`` for easy-to-learn and ambiguous rows; None never flags them.
+    reference_splits : tuple of str, default ("train", "test")
+        Splits whose rows (minus those with ``is_ood`` true) form the in-distribution reference.
+    """
+
+    ood_quantile: float = 0.95
+    learned_ood_quantile: float | None = 0.995
+    reference_splits: tuple[str, ...] = (S.TRAIN_SPLIT, "test")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ood_quantile < 1.0:
+            raise ValueError(f"Expected `ood_quantile` in (0, 1), got {self.ood_quantile!r}.")
+        q = self.learned_ood_quantile
+        if q is not None and not 0.0 < q <= 1.0:
+            raise ValueError(f"Expected `learned_ood_quantile` in (0, 1] or None, got {q!r}.")
+        if isinstance(self.reference_splits, str) or not self.reference_splits:
+            raise ValueError(
+                f"Expected `reference_splits` as a non-empty tuple of split names, got "
+                f"{self.reference_splits!r}."
+            )
+
+
+def ood_threshold(reference_scores: ArrayLike, quantile: float) -> float:
+    """The ``quantile`` of the finite reference scores (linear interpolation), NaN if none.
+
+    Examples
+    --------
+    >>> ood_threshold([0.0, 1.0, 2.0, 3.0, 4.0], 0.5)
+    2.0
+    """
+    s = np.asarray(reference_scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    return float(np.quantile(s, quantile)) if s.size else float("nan")
+
+
+def diagnose(
+    region: ArrayLike,
+    ood_score: ArrayLike | None,
+    reference: ArrayLike | None = None,
+    *,
+    thresholds: DiagnosisThresholds | None = None,
+) -> NDArray[np.object_]:
+    """Label every example ``clean``, ``ambiguous``, ``suspect_mislabeled``, ``suspect_ood`` or ``no_dynamics``.
+
+    Parameters
+    ----------
+    region : array-like of str, shape (n_examples,)
+        Values of :data:`analysis.schema.REGIONS`.
+    ood_score : array-like of float, shape (n_examples,), or None
+        Higher = more anomalous; NaN where not scored. None: diagnosis from the region alone.
+    reference : array-like of bool, shape (n_examples,), optional
+        Rows whose scores define the thresholds (in-distribution reference). Default: all rows.
+    thresholds : DiagnosisThresholds, optional
+
+    Returns
+    -------
+    ndarray of object (str), shape (n_examples,)
+
+    Examples
+    --------
+    >>> diagnose(["easy-to-learn", "hard-to-learn", "hard-to-learn", "no-dynamics"],
+    ...          [0.0, 0.0, 9.0, 9.0], [True, True, False, False],
+    ...          thresholds=DiagnosisThresholds(ood_quantile=0.5)).tolist()
+    ['clean', 'suspect_mislabeled', 'suspect_ood', 'suspect_ood']
+    """
+    th = thresholds or DiagnosisThresholds()
+    reg = np.asarray(region).astype(str)
+    if reg.ndim != 1:
+        raise ValueError(f"Expected `region` to have shape (n_examples,), got {reg.shape}.")
+    unknown = sorted(set(np.unique(reg)) - set(S.REGIONS))
+    if unknown:
+        raise ValueError(f"Expected regions among {S.REGIONS}, got {unknown}.")
+    n = reg.shape[0]
+    if ood_score is None:
+        score = np.full(n, np.nan)
+    else:
+        score = np.asarray(ood_score, dtype=np.float64)
+        if score.shape != (n,):
+            raise ValueError(f"Expected `ood_score` to have shape ({n},), got {score.shape}.")
+    ref = np.ones(n, bool) if reference is None else np.asarray(reference, dtype=bool)
+    if ref.shape != (n,):
+        raise ValueError(f"Expected `reference` to have shape ({n},), got {ref.shape}.")
+    t = ood_threshold(score[ref], th.ood_quantile)
+    t_easy = (ood_threshold(score[ref], th.learned_ood_quantile)
+              if th.learned_ood_quantile is not None else float("nan"))
+    with np.errstate(invalid="ignore"):
+        beyond = score > t  # NaN compares False
+        beyond_easy = score > t_easy
+    learned = (reg == S.EASY) | (reg == S.AMBIGUOUS)
+    return np.select(
+        [
+            (reg == S.HARD) & beyond,
+            reg == S.HARD,
+            learned & beyond_easy,
+            reg == S.EASY,
+            reg == S.AMBIGUOUS,
+            beyond,
+        ],
+        [SUSPECT_OOD, SUSPECT_MISLABELED, SUSPECT_OOD, CLEAN, AMBIGUOUS, SUSPECT_OOD],
+        default=NO_DYNAMICS,
+    ).astype(object)
+
+
+def diagnosis_column(
+    table: pd.DataFrame,
+    score_column: str | None,
+    *,
+    thresholds: DiagnosisThresholds | None = None,
+) -> tuple[pd.Categorical, dict[str, Any]]:
+    """:func:`diagnose` applied to the example table; also returns the thresholds used.
+
+    The reference rows are the ``reference_splits`` rows whose ``is_ood`` is not true.
+
+    Returns
+    -------
+    (Categorical with categories :data:`DIAGNOSES`, dict of the thresholds and score column)
+    """
+    th = thresholds or DiagnosisThresholds()
+    split = table[S.SPLIT].astype(str).to_numpy()
+    ref = np.isin(split, np.asarray(th.reference_splits))
+    if S.IS_OOD in table.columns:
+        ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
+    score = None
+    if score_column is not None and score_column in table.columns:
+        score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    diag = diagnose(table[S.REGION].astype(str).to_numpy(), score, ref, thresholds=th)
+    info: dict[str, Any] = {"score_column": score_column if score is not None else None,
+                            "ood_quantile": th.ood_quantile,
+                            "learned_ood_quantile": th.learned_ood_quantile,
+                            "reference_splits": list(th.reference_splits)}
+    if score is not None:
+        info["threshold"] = ood_threshold(score[ref], th.ood_quantile)
+        if th.learned_ood_quantile is not None:
+            info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile)
+    return pd.Categorical(diag, categories=list(DIAGNOSES)), info
+
+
+def counts(diagnosis: Sequence[str]) -> dict[str, int]:
+    """Number of examples per diagnosis value (all values present, zeros included)."""
+    s = pd.Series(np.asarray(diagnosis, dtype=object))
+    return {d: int((s == d).sum()) for d in DIAGNOSES}
