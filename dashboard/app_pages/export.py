@@ -1,0 +1,68 @@
+"""Export: the current filter or selection as CSV/Parquet, downloaded and saved with a manifest."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis import export as E
+from analysis import schema as S
+from dashboard import state as K
+from dashboard import widgets as W
+
+PAGE_TITLES = {"data_map": "Data map", "embeddings": "Embeddings"}
+
+st.title("Export")
+ctx = W.get_context()
+assert ctx.table is not None and ctx.mask is not None
+
+selections = st.session_state.get(K.SELECTION, {})
+sel_page = st.session_state.get(K.LAST_SELECTION_PAGE)
+sel = selections.get(sel_page) if sel_page else None
+scopes = {f"current filter ({ctx.n_filtered:,} examples)": "filter"}
+if sel is not None and len(sel):
+    n_sel = int((ctx.table[S.EXAMPLE_ID].isin(sel.ids).to_numpy() & ctx.mask).sum())
+    scopes[f"current selection on {PAGE_TITLES.get(sel_page, sel_page)} ({n_sel:,} examples)"] = "selection"
+else:
+    st.caption("Select examples with a lasso or box on the Data map or Embeddings page to export a selection.")
+
+st.markdown(f"**Filter:** {ctx.spec.describe() if ctx.spec is not None else 'all examples'}")
+with st.form("export_form", border=True):
+    scope_label = st.radio("what", list(scopes), key=K.W_EXPORT_SCOPE)
+    fmt = st.radio("format", ["csv", "parquet"], horizontal=True, key=K.W_EXPORT_FORMAT,
+                   format_func=lambda f: {"csv": "CSV", "parquet": "Parquet"}[f])
+    curated = st.checkbox(
+        "curated training set: train split only, drop suspects (suspect_mislabeled, suspect_ood) "
+        "unless flagged `keep`, drop examples flagged mislabeled/ood",
+        key=K.W_EXPORT_CURATED,
+    )
+    relabel = st.checkbox("apply relabels (curated set)", value=True, key=K.W_EXPORT_APPLY_RELABELS)
+    submitted = st.form_submit_button("Prepare export", type="primary")
+
+if submitted:
+    scope = scopes.get(scope_label, "filter")
+    with st.spinner("Writing the export…"):
+        try:
+            result = E.export_subset(
+                ctx.run_dir, ctx.table, ctx.mask, fmt=fmt, filter_spec=ctx.spec,
+                selection_ids=(sel.ids.tolist() if scope == "selection" and sel is not None else None),
+                flags=ctx.latest_flags, curated=curated, apply_relabels=relabel,
+            )
+        except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
+            st.session_state.pop(K.EXPORT_RESULT, None)
+            st.error(f"The export failed: {exc}")
+        else:
+            st.session_state[K.EXPORT_RESULT] = result
+
+result = st.session_state.get(K.EXPORT_RESULT)
+if result is not None:
+    rows = result.manifest.get("rows", {})
+    st.success(f"{rows.get('exported', 0):,} rows saved to `{result.path}` (manifest: `{result.manifest_path.name}`).")
+    mime = "text/csv" if result.path.suffix == ".csv" else "application/vnd.apache.parquet"
+    st.download_button(
+        f"Download {result.path.name} ({len(result.data) / 1e6:.2f} MB)",
+        data=result.data, file_name=result.path.name, mime=mime, on_click="ignore",
+        type="primary", icon=":material/download:",
+    )
+    st.subheader("Manifest")
+    st.json(result.manifest, expanded=1)
+

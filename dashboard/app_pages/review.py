@@ -1,0 +1,97 @@
+"""Review: ranked suspects; flag, relabel and annotate, each edit journaled at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from analysis import flags as FL
+from analysis import schema as S
+from dashboard import data as D
+from dashboard import state as K
+from dashboard import widgets as W
+
+SUSPECT_MISLABELED = "suspect_mislabeled"
+SUSPECT_OOD = "suspect_ood"
+OOD_RANKING = (S.OOD_RMD, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_KNN, S.OOD_MAXLOGIT, S.OOD_MSP)
+
+st.title("Review")
+ctx = W.get_context()
+assert ctx.table is not None and ctx.mask is not None
+t = ctx.table
+
+kinds = {
+    "suspected mislabeled": SUSPECT_MISLABELED,
+    "suspected OOD": SUSPECT_OOD,
+    "already flagged": "flagged",
+}
+kind_label = st.radio("show", list(kinds), horizontal=True, key=K.W_REVIEW_KIND)
+kind = kinds[kind_label]
+
+rank_col: str | None = None
+ascending = True
+if kind == "flagged":
+    cand = ctx.flagged & ctx.mask
+    rank_col = None
+elif S.DIAGNOSIS in t.columns:
+    cand = (t[S.DIAGNOSIS].astype(str) == kind).to_numpy() & ctx.mask
+else:
+    cand = np.zeros(len(t), dtype=bool)
+    st.warning("This run's table has no `diagnosis` column; run `datamap analyze` to rank suspects.")
+if kind == SUSPECT_MISLABELED:
+    rank_col = next((c for c in (S.AUM, S.CONFIDENCE) if c in t.columns), None)
+    ascending = True
+elif kind == SUSPECT_OOD:
+    rank_col = next((c for c in OOD_RANKING if c in t.columns), None)
+    ascending = False
+
+rows = np.flatnonzero(cand)
+if rank_col is not None and rows.size:
+    vals = t[rank_col].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    order = np.argsort(vals if ascending else -vals, kind="stable")
+    rows = rows[order]
+n_flagged = int((ctx.flagged[rows]).sum()) if rows.size else 0
+c1, c2, c3 = st.columns(3)
+c1.metric(kind_label, f"{rows.size:,}")
+c2.metric("of those flagged", f"{n_flagged:,}")
+c3.metric("edits in the journal", f"{D.flag_journal(ctx.run_dir).count():,}")
+if rank_col is not None:
+    direction = "lowest first" if ascending else "highest first"
+    st.caption(f"Ranked by `{rank_col}` ({direction}); the sidebar filter applies.")
+if rows.size == 0:
+    st.info("Nothing to review under the current filter.")
+    st.stop()
+
+clicked = W.render_selection_table(
+    ctx, rows, key=K.W_REVIEW_TABLE, extra=(rank_col,) if rank_col else (), height=360,
+)
+if clicked is not None:
+    W.render_example_view(ctx, clicked, key="review_example")
+else:
+    st.caption("Click a row to open the example and flag, relabel or annotate it.")
+
+with st.expander(f"Flag all {min(rows.size, W.TABLE_ROWS):,} listed examples at once"):
+    with st.form("bulk_flag", border=False):
+        b1, b2 = st.columns([2, 1], vertical_alignment="bottom")
+        bulk_flag = b1.selectbox("flag", list(FL.FLAG_VALUES), key="w_bulk_flag_value")
+        go_bulk = b2.form_submit_button("Flag them", width="stretch")
+    if go_bulk:
+        ids = t[S.EXAMPLE_ID].to_numpy()[rows[: W.TABLE_ROWS]]
+        try:
+            n = D.flag_journal(ctx.run_dir).add_many(
+                [i.item() if hasattr(i, "item") else i for i in ids], flag=bulk_flag,
+                author=st.session_state.get(K.W_AUTHOR, ""),
+            )
+        except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
+            st.error(f"The edits were not saved: {exc}")
+        else:
+            st.session_state[K.FLASH] = f"Flagged {n:,} examples as {bulk_flag}"
+            st.rerun()
+
+with st.expander("Journal: the latest state of every edited example"):
+    latest = ctx.latest_flags
+    if latest is None or latest.empty:
+        st.caption(f"No edits yet. They are stored in `{ctx.run_dir / S.FLAGS_FILE}`.")
+    else:
+        st.dataframe(latest.iloc[::-1], hide_index=True, width="stretch")
+        st.caption(f"Append-only journal: `{ctx.run_dir / S.FLAGS_FILE}` (SQLite).")

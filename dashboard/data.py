@@ -1,0 +1,539 @@
+"""Loading and caching for the dashboard: one module, keyed by run identity.
+
+``st.cache_data`` hashes big frames from a sample, so two different tables could share a key:
+every cache here is keyed by the run's identity (resolved path + modification time + size of the
+file it reads) and big arrays travel as ``_``-prefixed, unhashed arguments. The example table is
+cached with ``st.cache_resource`` (one shared, read-only object; never mutated) so a rerun does
+not copy a million rows.
+
+The dashboard does no metric arithmetic of its own: numbers come from ``analysis``. The one
+exception is :func:`ood_curves`, which asks scikit-learn for ROC/PR curve points when
+``analysis`` has no curve function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import filters as F
+from analysis import flags as FL
+from analysis import runstore
+from analysis import schema as S
+from analysis.dynamics import RegionThresholds, assign_regions
+from dashboard.server import ENV_RUN_DIR
+
+__all__ = [
+    "MAX_PLOT_POINTS",
+    "RunContext",
+    "RunKey",
+    "apply_spec",
+    "build_context",
+    "class_names",
+    "load_ood_eval",
+    "ood_columns",
+    "ood_curves",
+    "plot_rows",
+    "run_key",
+    "selection_mask",
+    "trajectory",
+]
+
+MAX_PLOT_POINTS = 30_000
+"""Points a scatter draws at most; filters, counts, selections and exports use every row."""
+EXTREME_K = 50
+"""Per extreme column, the top and bottom ``k`` rows always drawn."""
+
+RunKey = tuple[str, int, int]
+"""(resolved path of table.parquet, modification time in ns, size in bytes)."""
+
+
+def run_dir_from_env() -> Path | None:
+    """The run directory given to the server (``DATAMAP_RUN_DIR``), or None."""
+    value = os.environ.get(ENV_RUN_DIR)
+    return Path(value) if value else None
+
+
+def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
+    """Identity of a run's analysed table; raises ``FileNotFoundError`` with the fix."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"Run directory {str(run)!r} does not exist. Pass an existing run to "
+            "`datamap serve RUN_DIR`, or try `datamap demo`."
+        )
+    path = run / S.TABLE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is missing. Build it with `datamap analyze {run}` and reload."
+        )
+    st_ = path.stat()
+    return (str(path.resolve()), st_.st_mtime_ns, st_.st_size)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the example table…")
+def _load_table(key: RunKey) -> pd.DataFrame:
+    table = runstore.load_table(Path(key[0]).parent)
+    if S.EXAMPLE_ID not in table.columns:
+        raise S.SchemaError(f"{key[0]!r} has no `example_id` column; rebuild it with `datamap analyze`.")
+    return table.reset_index(drop=True)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _load_meta(run_dir: str, mtime_ns: int) -> runstore.RunMeta:
+    return runstore.load_run_meta(run_dir)
+
+
+def load_meta(run_dir: str | os.PathLike[str]) -> runstore.RunMeta | None:
+    """``run.json`` of the run (cached on its modification time), or None when absent."""
+    path = Path(run_dir) / S.RUN_JSON
+    if not path.is_file():
+        return None
+    return _load_meta(str(Path(run_dir).resolve()), path.stat().st_mtime_ns)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Assigning regions…")
+def _regions(key: RunKey, confidence: float, variability: float, _table: pd.DataFrame) -> pd.Categorical:
+    if S.CONFIDENCE not in _table.columns or S.VARIABILITY not in _table.columns:
+        return _table[S.REGION] if S.REGION in _table.columns else None
+    region = assign_regions(
+        _table[S.CONFIDENCE].to_numpy(dtype=np.float64, na_value=np.nan),
+        _table[S.VARIABILITY].to_numpy(dtype=np.float64, na_value=np.nan),
+        RegionThresholds(confidence=confidence, variability=variability),
+    )
+    return pd.Categorical(region, categories=list(S.REGIONS))
+
+
+@st.cache_resource(max_entries=3, show_spinner="Applying flags…")
+def _working_table(
+    key: RunKey, confidence: float, variability: float, flag_version: tuple[int, float],
+    _table: pd.DataFrame, _latest: pd.DataFrame,
+) -> pd.DataFrame:
+    out = _table.copy(deep=False)
+    region = _regions(key, confidence, variability, _table)
+    if region is not None:
+        out[S.REGION] = region
+    return FL.apply_flags(out, _latest)
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def _extremes(key: RunKey, columns: tuple[str, ...], k: int, _table: pd.DataFrame) -> np.ndarray:
+    cols = [c for c in columns if c in _table.columns]
+    if not cols:
+        return np.zeros(len(_table), dtype=bool)
+    return np.asarray(F.extreme_mask(_table, cols, k=k), dtype=bool)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _flag_journal(run_dir: str) -> FL.FlagJournal:
+    return FL.FlagJournal(run_dir)
+
+
+def flag_journal(run_dir: str | os.PathLike[str]) -> FL.FlagJournal:
+    """The run's flag journal, shared between sessions.
+
+    The journal opens a connection per call, so one instance serves every thread; sharing it
+    keeps its cache of valid table ids warm (building it reads the id column once).
+    """
+    return _flag_journal(str(Path(run_dir).resolve()))
+
+
+def _journal_version(run_dir: Path) -> tuple[int, float]:
+    """Changes whenever an edit lands: (number of journal entries, file modification time)."""
+    path = run_dir / S.FLAGS_FILE
+    if not path.exists():
+        return (0, 0.0)
+    mtimes = [p.stat().st_mtime for p in run_dir.glob(S.FLAGS_FILE + "*") if p.exists()]
+    return (flag_journal(run_dir).count(), max(mtimes))
+
+
+# ---- the per-rerun context ---------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """What every page needs, built once per rerun by the router.
+
+    Attributes
+    ----------
+    run_dir : Path
+    table : DataFrame or None
+        Every example, with ``region`` at the current thresholds and the flag columns of
+        :func:`analysis.flags.apply_flags`. Shared and cached: never mutate it.
+    mask : bool array (n_examples,)
+        The sidebar filter applied to every row.
+    error : str or None
+        Why the run could not be loaded; pages show it and stop.
+    """
+
+    run_dir: Path
+    key: RunKey | None = None
+    meta: runstore.RunMeta | None = None
+    table: pd.DataFrame | None = None
+    latest_flags: pd.DataFrame | None = None
+    thresholds: RegionThresholds = field(default_factory=RegionThresholds)
+    spec: Any = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    _flagged: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n_total(self) -> int:
+        return 0 if self.table is None else len(self.table)
+
+    @property
+    def n_filtered(self) -> int:
+        return 0 if self.mask is None else int(self.mask.sum())
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Bool array (n_examples,): rows with a current flag or relabel (computed once)."""
+        if self._flagged is None:
+            assert self.table is not None
+            out = np.zeros(self.n_total, dtype=bool)
+            if FL.FLAG in self.table.columns:
+                out |= self.table[FL.FLAG].notna().to_numpy(dtype=bool)
+            if FL.NEW_LABEL in self.table.columns:
+                out |= self.table[FL.NEW_LABEL].notna().to_numpy(dtype=bool)
+            self._flagged = out
+        return self._flagged
+
+    def class_name(self, label: Any) -> str:
+        return class_names(self.meta, label)
+
+
+def class_names(meta: runstore.RunMeta | None, label: Any) -> str:
+    """Name of an integer class (or ``"—"`` when missing)."""
+    if label is None or (isinstance(label, float) and np.isnan(label)) or label is pd.NA:
+        return "—"
+    try:
+        k = int(label)
+    except (TypeError, ValueError):
+        return str(label)
+    if meta is not None and 0 <= k < len(meta.class_names):
+        return str(meta.class_names[k])
+    return str(k)
+
+
+def load_context(
+    run_dir: str | os.PathLike[str], *, thresholds: RegionThresholds | None = None
+) -> RunContext:
+    """Load the run (cached) and apply thresholds and flags; errors land in ``ctx.error``."""
+    run = Path(run_dir)
+    ctx = RunContext(run_dir=run, thresholds=thresholds or RegionThresholds())
+    t0 = time.perf_counter()
+    try:
+        ctx.key = run_key(run)
+        base = _load_table(ctx.key)
+        ctx.meta = load_meta(run)
+        ctx.latest_flags = flag_journal(run).latest()
+        ctx.table = _working_table(
+            ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability,
+            _journal_version(run), base, ctx.latest_flags,
+        )
+    except (FileNotFoundError, S.SchemaError, ValueError, OSError) as exc:
+        ctx.error = str(exc)
+        ctx.table = None
+    ctx.timings["load"] = time.perf_counter() - t0
+    return ctx
+
+
+def build_context(
+    run_dir: str | os.PathLike[str], *, thresholds: RegionThresholds | None = None, spec: Any = None
+) -> RunContext:
+    """:func:`load_context` plus the filter mask of ``spec`` over every row."""
+    return apply_spec(load_context(run_dir, thresholds=thresholds), spec)
+
+
+def apply_spec(ctx: RunContext, spec: Any) -> RunContext:
+    """Set ``ctx.spec`` and ``ctx.mask`` (the filter over every row); returns ``ctx``."""
+    ctx.spec = spec if spec is not None else F.FilterSpec()
+    if ctx.table is not None:
+        t0 = time.perf_counter()
+        try:
+            ctx.mask = np.asarray(F.apply_filter(ctx.table, ctx.spec, flags=ctx.latest_flags), dtype=bool)
+        except (ValueError, KeyError) as exc:
+            ctx.error = f"The filter could not be applied ({exc}). Reset the filters."
+            ctx.mask = np.ones(len(ctx.table), dtype=bool)
+        ctx.timings["filter"] = time.perf_counter() - t0
+    elif ctx.mask is None:
+        ctx.mask = np.zeros(0, dtype=bool)
+    return ctx
+
+
+# ---- plotting rows and selections ----------------------------------------------------------------
+
+
+def plot_rows(
+    ctx: RunContext,
+    *,
+    x: str,
+    y: str,
+    max_points: int = MAX_PLOT_POINTS,
+    extreme_columns: Sequence[str] = (),
+) -> np.ndarray:
+    """Row positions to draw: a bounded sample of the filtered rows with finite ``x``/``y``.
+
+    Flagged rows and the extremes of ``extreme_columns`` are always included (up to
+    ``max_points``); the rest is a uniform sample, reproducible across reruns.
+    """
+    assert ctx.table is not None and ctx.mask is not None and ctx.key is not None
+    xs = ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan)
+    ys = ctx.table[y].to_numpy(dtype=np.float64, na_value=np.nan)
+    drawable = ctx.mask & np.isfinite(xs) & np.isfinite(ys)
+    priority = ctx.flagged | _extremes(ctx.key, tuple(extreme_columns), EXTREME_K, ctx.table)
+    rows = F.plot_sample(drawable, max_points=max_points, priority=priority & drawable, seed=0)
+    return np.sort(np.asarray(rows, dtype=np.int64))
+
+
+@dataclass
+class Selection:
+    """Examples selected on a map: every filtered row inside the drawn shapes (or clicked)."""
+
+    ids: np.ndarray
+    how: str  # "lasso", "box", "points" or ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def selection_mask(
+    ctx: RunContext, event_selection: Any, *, x: str, y: str
+) -> tuple[np.ndarray, str]:
+    """Resolve a Plotly selection on the server, over ALL filtered rows.
+
+    Lasso polygons and boxes are applied to every filtered row (the chart draws only a sample);
+    clicked points are taken by the ``example_id`` in their ``customdata``.
+
+    Returns
+    -------
+    mask : bool array (n_examples,)
+    how : str
+        ``"lasso"``, ``"box"``, ``"points"`` or ``""`` when nothing is selected.
+    """
+    assert ctx.table is not None and ctx.mask is not None
+    n = len(ctx.table)
+    out = np.zeros(n, dtype=bool)
+    if not event_selection:
+        return out, ""
+    lassos = list(event_selection.get("lasso") or [])
+    boxes = list(event_selection.get("box") or [])
+    how = []
+    if lassos or boxes:
+        xs = ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan)
+        ys = ctx.table[y].to_numpy(dtype=np.float64, na_value=np.nan)
+        cand_all = ctx.mask & np.isfinite(xs) & np.isfinite(ys)
+        for lasso in lassos:
+            px_, py_ = np.asarray(lasso.get("x", []), float), np.asarray(lasso.get("y", []), float)
+            if len(px_) < 3:
+                continue
+            # bounding-box prefilter, then the exact polygon test on the candidates only
+            cand = cand_all & (xs >= px_.min()) & (xs <= px_.max()) & (ys >= py_.min()) & (ys <= py_.max())
+            idx = np.flatnonzero(cand)
+            if idx.size:
+                inside = np.asarray(
+                    F.points_in_polygon(xs[idx], ys[idx], np.column_stack([px_, py_])), dtype=bool
+                )
+                out[idx[inside]] = True
+            how.append("lasso")
+        for box in boxes:
+            bx, by = box.get("x", []), box.get("y", [])
+            if len(bx) < 2 or len(by) < 2:
+                continue
+            inside = np.asarray(
+                F.points_in_box(xs, ys, (min(bx), max(bx)), (min(by), max(by))), dtype=bool
+            )
+            out |= inside & cand_all
+            how.append("box")
+    if not how:
+        points = event_selection.get("points") or []
+        ids = []
+        for p in points:
+            cd = p.get("customdata")
+            if isinstance(cd, list | tuple):
+                cd = cd[0] if cd else None
+            if cd is not None:
+                ids.append(cd)
+        if ids:
+            id_col = ctx.table[S.EXAMPLE_ID]
+            wanted = pd.Index(ids).astype(id_col.dtype, copy=False) if _castable(ids, id_col) else pd.Index(ids)
+            out = id_col.isin(wanted).to_numpy() & ctx.mask
+            how.append("points")
+    return out, "+".join(dict.fromkeys(how))
+
+
+def _castable(ids: list[Any], col: pd.Series) -> bool:
+    try:
+        pd.Index(ids).astype(col.dtype)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+# ---- one example ----------------------------------------------------------------------------------
+
+
+def _dynamics_key(run_dir: Path) -> tuple[str, int, int] | None:
+    d = run_dir / S.DYNAMICS_DIR
+    if not d.is_dir():
+        return None
+    files = sorted(d.glob("*.parquet"))
+    if not files:
+        return None
+    return (str(d.resolve()), max(f.stat().st_mtime_ns for f in files), sum(f.stat().st_size for f in files))
+
+
+@st.cache_resource(max_entries=1, show_spinner="Indexing the training dynamics (once per run)…")
+def _dynamics_index(key: tuple[str, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(example ids sorted, epoch, gold_prob) of the whole dynamics dataset, sorted by id."""
+    dyn = runstore.load_dynamics(Path(key[0]).parent, columns=[S.GOLD_PROB])
+    ids = dyn.column(S.EXAMPLE_ID).to_numpy(zero_copy_only=False)
+    order = np.argsort(ids, kind="stable")
+    epoch = dyn.column(S.EPOCH).to_numpy(zero_copy_only=False)[order]
+    gold = dyn.column(S.GOLD_PROB).to_numpy(zero_copy_only=False)[order]
+    return ids[order], epoch, gold
+
+
+def trajectory(run_dir: str | os.PathLike[str], example_id: Any) -> pd.DataFrame | None:
+    """p(gold) per epoch of one example (``epoch``, ``gold_prob``), or None without dynamics."""
+    key = _dynamics_key(Path(run_dir))
+    if key is None:
+        return None
+    try:
+        ids, epoch, gold = _dynamics_index(key)
+    except (S.SchemaError, OSError, KeyError):
+        return None
+    try:
+        probe = np.asarray([example_id]).astype(ids.dtype)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = np.searchsorted(ids, probe[0], side="left"), np.searchsorted(ids, probe[0], side="right")
+    if hi <= lo:
+        return None
+    return pd.DataFrame({S.EPOCH: epoch[lo:hi], S.GOLD_PROB: gold[lo:hi]}).sort_values(S.EPOCH)
+
+
+# ---- OOD -----------------------------------------------------------------------------------------
+
+
+def ood_columns(table: pd.DataFrame) -> list[str]:
+    """The OOD score columns present (every one oriented higher = more anomalous)."""
+    known = [S.OOD_MSP, S.OOD_MAXLOGIT, S.OOD_ENERGY, S.OOD_MAHALANOBIS, S.OOD_RMD, S.OOD_KNN]
+    present = [c for c in known if c in table.columns]
+    extra = [
+        c for c in table.columns
+        if c.startswith(S.OOD_PREFIX) and c not in present and pd.api.types.is_numeric_dtype(table[c])
+        and not pd.api.types.is_bool_dtype(table[c])
+    ]
+    return present + extra
+
+
+def load_ood_eval(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``RUN_DIR/ood_eval.json`` written by ``datamap analyze``, or None when absent/unreadable."""
+    path = Path(run_dir) / S.OOD_EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def ood_truth(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(evaluated rows, is_ood) from :func:`analysis.ood_eval.ood_ground_truth`, or None.
+
+    None when the table has no in-distribution reference rows or no OOD rows.
+    """
+    from analysis.ood_eval import ood_ground_truth
+
+    truth = ood_ground_truth(table)
+    rows = truth.notna().to_numpy()
+    is_ood = (truth == True).fillna(False).to_numpy(dtype=bool)  # noqa: E712 - nullable boolean
+    if not is_ood.any() or not (rows & ~is_ood).any():
+        return None
+    return rows, is_ood
+
+
+@st.cache_data(max_entries=4, show_spinner="Evaluating the OOD scores…")
+def ood_metrics(key: RunKey, columns: tuple[str, ...], _table: pd.DataFrame) -> dict[str, Any]:
+    """:func:`analysis.ood_eval.evaluate_ood` over the whole table (when ood_eval.json is absent)."""
+    import warnings
+
+    from analysis.ood_eval import evaluate_ood
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return evaluate_ood(_table, list(columns))
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing ROC and PR curves…")
+def ood_curves(key: RunKey, score: str, group: str, _scores: np.ndarray, _is_ood: np.ndarray) -> dict[str, Any]:
+    """ROC and PR curve points for one score (OOD positive), thinned to at most ~500 points.
+
+    Uses ``analysis.ood_eval`` when it provides curves, else scikit-learn's ``roc_curve`` and
+    ``precision_recall_curve`` (curve points only; the headline metrics come from analysis).
+    """
+    y = np.asarray(_is_ood, dtype=bool)
+    s = np.asarray(_scores, dtype=np.float64)
+    ok = np.isfinite(s)
+    y, s = y[ok], s[ok]
+    try:  # prefer the analysis implementation when it exists
+        from analysis import ood_eval  # type: ignore[attr-defined]
+
+        curves = getattr(ood_eval, "ood_curves", None)
+        if curves is not None:
+            return dict(curves(s, y))
+    except ImportError:
+        pass
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, s)
+    precision, recall, _ = precision_recall_curve(y, s)
+    out = {
+        "fpr": _thin(fpr), "tpr": _thin(tpr), "auroc": float(auc(fpr, tpr)),
+        "precision": _thin(precision), "recall": _thin(recall), "aupr_out": float(auc(recall, precision)),
+    }
+    return out
+
+
+def _thin(values: np.ndarray, n: int = 500) -> np.ndarray:
+    if len(values) <= n:
+        return values
+    idx = np.unique(np.linspace(0, len(values) - 1, n).round().astype(int))
+    return values[idx]
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+
+def image_bytes(value: Any) -> bytes | None:
+    """PNG/JPEG bytes of an ``image`` cell (bytes, or a path relative to the run), or None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, dict) and "bytes" in value:  # HF datasets' Image feature
+        return bytes(value["bytes"]) if value["bytes"] is not None else None
+    return None
+
+
+def image_data_urls(values: pd.Series) -> list[str | None]:
+    """``data:image/png;base64,...`` URLs for a table's image column (small thumbnails)."""
+    import base64
+
+    out: list[str | None] = []
+    for v in values:
+        b = image_bytes(v)
+        out.append(None if b is None else "data:image/png;base64," + base64.b64encode(b).decode())
+    return out

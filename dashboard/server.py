@@ -1,0 +1,167 @@
+"""Start the dashboard: ``streamlit run dashboard/app.py`` in a child process.
+
+Streamlit reads ``.streamlit/config.toml`` only from the directory it is started in, so every
+setting that matters is passed as a command-line flag: bind address (localhost by default), port,
+headless mode, no usage statistics, XSRF protection, upload limit. The run directory travels in
+the ``DATAMAP_RUN_DIR`` environment variable. Ctrl-C or SIGTERM is forwarded to the child, which
+is waited for, so the port is released when :func:`serve` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from analysis import schema as S
+
+__all__ = ["APP", "ENV_RUN_DIR", "streamlit_command", "serve"]
+
+ENV_RUN_DIR = "DATAMAP_RUN_DIR"
+"""Environment variable through which the run directory reaches the app."""
+APP = Path(__file__).resolve().parent / "app.py"
+MAX_UPLOAD_MB = 200
+STOP_TIMEOUT_S = 10.0
+
+
+def _has_display() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def streamlit_command(
+    *, port: int, address: str, headless: bool, python: str | None = None
+) -> list[str]:
+    """The ``python -m streamlit run`` command line with every setting as a flag."""
+    return [
+        python or sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.address", address,
+        "--server.port", str(port),
+        "--server.headless", "true" if headless else "false",
+        "--browser.gatherUsageStats", "false",
+        "--server.enableXsrfProtection", "true",
+        "--server.enableCORS", "true",
+        "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+        "--server.fileWatcherType", "none",
+        "--server.runOnSave", "false",
+        "--client.toolbarMode", "minimal",
+        "--browser.serverAddress", address if address not in ("0.0.0.0", "::") else "localhost",
+        "--browser.serverPort", str(port),
+        "--theme.base", "light",
+        "--theme.primaryColor", "#4C78A8",
+        "--theme.backgroundColor", "#FFFFFF",
+        "--theme.secondaryBackgroundColor", "#F3F5F8",
+        "--theme.textColor", "#1F2430",
+    ]
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"Run directory {str(run_dir)!r} does not exist. Pass an existing run "
+            "(`datamap serve RUN_DIR`) or try `datamap demo`."
+        )
+    if not (run_dir / S.TABLE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir / S.TABLE_FILE)!r} is missing. Build it with `datamap analyze {run_dir}`."
+        )
+
+
+def serve(
+    run_dir: str | os.PathLike[str],
+    *,
+    port: int = 8501,
+    address: str = "127.0.0.1",
+    open_browser: bool = True,
+    extra_args: Sequence[str] = (),
+) -> int:
+    """Serve the dashboard on ``run_dir`` until interrupted; return the server's exit status.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        An analysed run (with ``table.parquet``).
+    port : int, default 8501
+    address : str, default "127.0.0.1"
+        Bind address; the default serves this machine only. ``0.0.0.0`` exposes the dashboard
+        (and the flag journal it writes) to the network.
+    open_browser : bool, default True
+        Open a browser tab (only where a display exists).
+
+    Returns
+    -------
+    int
+        0 after a clean stop (Ctrl-C / SIGTERM), else the child's exit status.
+
+    Raises
+    ------
+    FileNotFoundError
+        The run directory or its ``table.parquet`` does not exist (checked before starting).
+    ValueError
+        ``port`` outside 1..65535.
+    """
+    run = Path(run_dir).resolve()
+    _check_run_dir(run)
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"Expected `port` in 1..65535, got {port!r}.")
+    headless = not (open_browser and _has_display())
+    cmd = [*streamlit_command(port=port, address=address, headless=True), *extra_args]
+    env = dict(os.environ)
+    env[ENV_RUN_DIR] = str(run)
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    url = f"http://{'localhost' if address in ('0.0.0.0', '::') else address}:{port}"
+    print(f"datamap: serving {run} at {url}  (Ctrl-C to stop)", flush=True)
+    proc = subprocess.Popen(cmd, env=env)
+    stopping = {"signal": None}
+
+    def _forward(signum: int, frame: FrameType | None) -> None:
+        stopping["signal"] = signum
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    previous = {s: signal.signal(s, _forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if not headless:
+            _open_when_up(url, proc)
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # pragma: no cover - handled by _forward
+                _forward(signal.SIGINT, None)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if stopping["signal"] is not None:
+        print("datamap: server stopped", flush=True)
+        return 0
+    return int(code)
+
+
+def _open_when_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Open a browser tab once the server answers its health check (at most ~15 s)."""
+    import urllib.request
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=1) as resp:
+                if resp.status == 200:
+                    webbrowser.open(url)
+                    return
+        except OSError:
+            time.sleep(0.3)

@@ -1,0 +1,66 @@
+"""Every ``st.session_state`` key the dashboard uses, named in one place.
+
+Widget keys are prefixed ``w_`` (Streamlit owns their values); the others hold what the pages
+share: the loaded run context, the current selection and the last export.
+"""
+
+from __future__ import annotations
+
+# ---- shared, non-widget state ------------------------------------------------------------------
+CONTEXT = "ctx"
+"""The :class:`dashboard.data.RunContext` built by the router on every rerun."""
+SELECTION = "selection"
+"""``dict[page, Selection]``: the examples selected on each map page (all filtered rows inside
+the lasso/box, not only the drawn sample)."""
+LAST_SELECTION_PAGE = "selection_last_page"
+"""The page whose selection the Export page offers."""
+FIGURE_SIGNATURE = "figure_signature"
+"""``dict[page, str]``: what the chart showed when its selection was last read."""
+EXPORT_RESULT = "export_result"
+"""The last :class:`analysis.export.ExportResult` (download bytes and manifest)."""
+FLASH = "flash"
+"""A one-shot message shown at the top of the next page run (e.g. "flag saved")."""
+
+# ---- sidebar widgets -----------------------------------------------------------------------------
+W_SPLITS = "w_filter_splits"
+W_LABELS = "w_filter_labels"
+W_REGIONS = "w_filter_regions"
+W_DIAGNOSES = "w_filter_diagnoses"
+W_RANGE_PREFIX = "w_filter_range_"
+"""Followed by the column name: one slider per range-filtered metric."""
+W_OOD_SCORE = "w_filter_ood_score"
+W_OOD_RANGE = "w_filter_ood_range"
+W_FLAGGED = "w_filter_flagged"
+W_FLAG_VALUES = "w_filter_flag_values"
+W_SEARCH = "w_filter_search"
+W_CONF_THRESHOLD = "w_threshold_confidence"
+W_VAR_THRESHOLD = "w_threshold_variability"
+W_AUTHOR = "w_author"
+
+# ---- page widgets --------------------------------------------------------------------------------
+W_COLOR_PREFIX = "w_color_"
+W_CHART_PREFIX = "w_chart_"
+W_TABLE_PREFIX = "w_table_"
+W_FLAG_PREFIX = "w_flag_"
+W_OOD_SCORER = "w_ood_scorer"
+W_OOD_TOPK = "w_ood_topk"
+W_REVIEW_KIND = "w_review_kind"
+W_REVIEW_TABLE = "w_review_table"
+W_REVIEW_LIMIT = "w_review_limit"
+W_EXPORT_SCOPE = "w_export_scope"
+W_EXPORT_FORMAT = "w_export_format"
+W_EXPORT_CURATED = "w_export_curated"
+W_EXPORT_APPLY_RELABELS = "w_export_apply_relabels"
+
+FILTER_WIDGETS = (
+    W_SPLITS,
+    W_LABELS,
+    W_REGIONS,
+    W_DIAGNOSES,
+    W_OOD_SCORE,
+    W_OOD_RANGE,
+    W_FLAGGED,
+    W_FLAG_VALUES,
+    W_SEARCH,
+)
+"""Keys cleared by "Reset filters" (the range sliders are found by their prefix)."""

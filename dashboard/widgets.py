@@ -1,0 +1,434 @@
+"""Streamlit widget code shared by the pages: ``render_*`` functions.
+
+The sidebar filters, the linked map → selection table → example view, and the flag form live
+here so every page behaves the same. Figures come from :mod:`dashboard.figures`, data from
+:mod:`dashboard.data`; widget keys from :mod:`dashboard.state`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import filters as F
+from analysis import flags as FL
+from analysis import schema as S
+from analysis.dynamics import RegionThresholds
+from dashboard import data as D
+from dashboard import figures as FIG
+from dashboard import state as K
+
+RANGE_COLUMNS = (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS)
+"""Metrics with a range slider in the sidebar (besides the OOD score)."""
+TABLE_ROWS = 1_000
+"""Rows a selection table shows at most (exports take all of them)."""
+NONE_FLAG = "(no flag)"
+KEEP_LABEL = "(keep the original label)"
+
+
+# ---- context -------------------------------------------------------------------------------------
+
+
+def get_context() -> D.RunContext:
+    """The context the router built for this rerun; shows the load error and stops if any."""
+    ctx: D.RunContext | None = st.session_state.get(K.CONTEXT)
+    if ctx is None:
+        st.error("No run is loaded. Start the dashboard with `datamap serve RUN_DIR`.")
+        st.stop()
+    if ctx.table is None or ctx.error:
+        st.error(ctx.error or "The run could not be loaded.")
+        st.stop()
+    flash = st.session_state.pop(K.FLASH, None)
+    if flash:
+        st.toast(flash, icon="✅")
+    return ctx
+
+
+# ---- sidebar ---------------------------------------------------------------------------------------
+
+
+def render_thresholds(container: Any) -> RegionThresholds:
+    """Region threshold sliders (the data map regions are recomputed at these values)."""
+    with container:
+        conf = st.slider(
+            "confidence threshold", 0.0, 1.0, 0.5, 0.01, key=K.W_CONF_THRESHOLD,
+            help="Left of the variability threshold: easy-to-learn at or above, hard-to-learn below.",
+        )
+        var = st.slider(
+            "variability threshold", 0.0, 0.5, 0.2, 0.01, key=K.W_VAR_THRESHOLD,
+            help="At or above: ambiguous.",
+        )
+    return RegionThresholds(confidence=float(conf), variability=float(var))
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def _filter_options(key: D.RunKey, confidence: float, variability: float, _table: pd.DataFrame) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    opts["splits"] = sorted(_table[S.SPLIT].astype(str).unique().tolist())
+    if S.LABEL in _table.columns:
+        labs = _table[S.LABEL].dropna().unique()
+        opts["labels"] = sorted(int(v) for v in labs)
+    else:
+        opts["labels"] = []
+    opts["regions"] = [r for r in S.REGIONS if (_table[S.REGION].astype(str) == r).any()] if S.REGION in _table.columns else []
+    opts["diagnoses"] = (
+        sorted(_table[S.DIAGNOSIS].dropna().astype(str).unique().tolist())
+        if S.DIAGNOSIS in _table.columns else []
+    )
+    ranges = {}
+    for col in (*RANGE_COLUMNS, *D.ood_columns(_table)):
+        if col in _table.columns:
+            v = _table[col].to_numpy(dtype=np.float64, na_value=np.nan)
+            v = v[np.isfinite(v)]
+            if v.size:
+                ranges[col] = (float(v.min()), float(v.max()))
+    opts["ranges"] = ranges
+    return opts
+
+
+def _reset_filters() -> None:
+    for k in list(st.session_state.keys()):
+        if k in K.FILTER_WIDGETS or str(k).startswith(K.W_RANGE_PREFIX):
+            del st.session_state[k]
+
+
+def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | None = None) -> tuple[float, float] | None:
+    """A range slider over ``[lo, hi]``; returns the range when it is narrower than the full one."""
+    if hi <= lo:
+        return None
+    step = float(10 ** (np.floor(np.log10(hi - lo)) - 2))
+    lo_r, hi_r = float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step)
+    value = st.slider(label, lo_r, hi_r, (lo_r, hi_r), step=step, key=K.W_RANGE_PREFIX + col, help=help)
+    if value[0] <= lo_r and value[1] >= hi_r:
+        return None
+    return (float(value[0]), float(value[1]))
+
+
+def render_filters(container: Any, ctx: D.RunContext) -> Any:
+    """Sidebar filters; returns the :class:`analysis.filters.FilterSpec` they describe."""
+    assert ctx.table is not None and ctx.key is not None
+    opts = _filter_options(ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability, ctx.table)
+    with container:
+        st.subheader("Filters")
+        splits = st.multiselect("split", opts["splits"], key=K.W_SPLITS, placeholder="all splits")
+        labels = st.multiselect(
+            "class (given label)", opts["labels"], key=K.W_LABELS, placeholder="all classes",
+            format_func=ctx.class_name,
+        )
+        regions = st.multiselect("region", opts["regions"], key=K.W_REGIONS, placeholder="all regions")
+        diagnoses: list[str] = []
+        if opts["diagnoses"]:
+            diagnoses = st.multiselect(
+                "diagnosis", opts["diagnoses"], key=K.W_DIAGNOSES, placeholder="all diagnoses"
+            )
+        ranges: dict[str, tuple[float, float]] = {}
+        with st.expander("metric ranges", expanded=False):
+            for col in RANGE_COLUMNS:
+                if col in opts["ranges"]:
+                    r = _range_slider(col, col, *opts["ranges"][col])
+                    if r is not None:
+                        ranges[col] = r
+            ood_cols = [c for c in D.ood_columns(ctx.table) if c in opts["ranges"]]
+            if ood_cols:
+                score = st.selectbox("OOD score", ood_cols, key=K.W_OOD_SCORE)
+                r = _range_slider(f"{score} range", score, *opts["ranges"][score],
+                                  help="Higher = more anomalous.")
+                if r is not None:
+                    ranges[score] = r
+            else:
+                st.caption("No OOD scores in this run.")
+        flagged = st.radio(
+            "flags", ["any", "flagged", "unflagged"], horizontal=True, key=K.W_FLAGGED,
+        )
+        flag_values: list[str] = []
+        if flagged == "flagged":
+            flag_values = st.multiselect("flag values", list(FL.FLAG_VALUES), key=K.W_FLAG_VALUES,
+                                         placeholder="any flag")
+        search = st.text_input("search id / text", key=K.W_SEARCH, placeholder="example id or text")
+    # an empty multiselect means "no criterion" (None), not "keep nothing" ([])
+    spec = F.FilterSpec(
+        splits=list(splits) or None,
+        labels=[int(v) for v in labels] or None,
+        regions=list(regions) or None,
+        diagnoses=list(diagnoses) or None,
+        ranges=ranges,
+        flagged=flagged,
+        flag_values=list(flag_values) or None,
+        search=search.strip() or None,
+    )
+    return spec
+
+
+def render_filter_summary(container: Any, ctx: D.RunContext) -> None:
+    """The current filter in words, the counts, and the reset button."""
+    with container:
+        st.metric("examples shown", f"{ctx.n_filtered:,}", help=f"of {ctx.n_total:,} in the run")
+        if ctx.spec is not None and not ctx.spec.is_empty():
+            st.caption(f"Filter: {ctx.spec.describe()}")
+        else:
+            st.caption("Filter: none (every example)")
+        st.button("Reset filters", on_click=_reset_filters, width="stretch",
+                  disabled=ctx.spec is None or ctx.spec.is_empty())
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+
+
+def display_frame(ctx: D.RunContext, rows: np.ndarray, *, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """A readable frame of ``rows`` (positions): names instead of codes, flags, thumbnails."""
+    assert ctx.table is not None
+    t = ctx.table
+    sub = t.iloc[rows]
+    out = pd.DataFrame(index=range(len(sub)))
+    out[S.EXAMPLE_ID] = sub[S.EXAMPLE_ID].to_numpy()
+    if S.IMAGE in sub.columns:
+        out[S.IMAGE] = D.image_data_urls(sub[S.IMAGE])
+    out[S.SPLIT] = sub[S.SPLIT].astype(str).to_numpy()
+    if S.LABEL in sub.columns:
+        out["label"] = [ctx.class_name(v) for v in sub[S.LABEL].tolist()]
+    if S.FINAL_PRED in sub.columns:
+        out["prediction"] = [ctx.class_name(v) for v in sub[S.FINAL_PRED].tolist()]
+    for col in (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS, *extra, S.REGION, S.DIAGNOSIS):
+        if col in sub.columns and col not in out.columns:
+            out[col] = sub[col].to_numpy()
+    if FL.FLAG in sub.columns:
+        out[FL.FLAG] = sub[FL.FLAG].astype(object).where(sub[FL.FLAG].notna(), None).to_numpy()
+    if FL.NEW_LABEL in sub.columns:
+        out["relabel"] = [None if pd.isna(v) else ctx.class_name(v) for v in sub[FL.NEW_LABEL].tolist()]
+    if S.TEXT in sub.columns and S.IMAGE not in sub.columns:
+        out[S.TEXT] = sub[S.TEXT].astype(object).to_numpy()
+    return out
+
+
+def _column_config(frame: pd.DataFrame) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if S.IMAGE in frame.columns:
+        cfg[S.IMAGE] = st.column_config.ImageColumn("image", width="small")
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col]):
+            cfg[col] = st.column_config.NumberColumn(col, format="%.3f")
+    return cfg
+
+
+def render_selection_table(
+    ctx: D.RunContext, rows: np.ndarray, *, key: str, extra: Sequence[str] = (), height: int = 320,
+) -> Any | None:
+    """A table of the examples at ``rows``; returns the ``example_id`` of the clicked row, or None."""
+    shown = rows[:TABLE_ROWS]
+    frame = display_frame(ctx, shown, extra=extra)
+    if len(rows) > TABLE_ROWS:
+        st.caption(f"Showing the first {TABLE_ROWS:,} of {len(rows):,} examples; the export takes all.")
+    event = st.dataframe(
+        frame,
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+        hide_index=True,
+        column_config=_column_config(frame),
+        height=height,
+        width="stretch",
+    )
+    sel_rows = list(event["selection"]["rows"]) if event is not None else []
+    if sel_rows and sel_rows[0] < len(frame):
+        return frame[S.EXAMPLE_ID].iloc[sel_rows[0]]
+    return None
+
+
+# ---- one example -------------------------------------------------------------------------------------
+
+
+def _row_of(ctx: D.RunContext, example_id: Any) -> int | None:
+    assert ctx.table is not None
+    hits = np.flatnonzero((ctx.table[S.EXAMPLE_ID] == example_id).to_numpy())
+    return int(hits[0]) if hits.size else None
+
+
+def _fmt(v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if isinstance(v, float | np.floating):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None:
+    """One example: image or text, label, prediction, metrics, p(gold) trajectory, flag form."""
+    row = _row_of(ctx, example_id)
+    if row is None:
+        st.warning(f"Example {example_id!r} is not in the table.")
+        return
+    assert ctx.table is not None
+    r = ctx.table.iloc[row]
+    with st.container(border=True):
+        st.markdown(f"#### Example `{example_id}`")
+        left, mid, right = st.columns([1, 1.3, 2.2])
+        with left:
+            img = D.image_bytes(r.get(S.IMAGE)) if S.IMAGE in ctx.table.columns else None
+            if img is not None:
+                st.image(img, width=160, caption=f"split {r[S.SPLIT]}")
+            elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):
+                st.text_area("text", r[S.TEXT], height=160, disabled=True, key=f"{key}_text_{example_id}")
+            else:
+                st.caption("No image or text stored for this example.")
+        with mid:
+            facts = {
+                "split": r.get(S.SPLIT),
+                "label": ctx.class_name(r.get(S.LABEL)),
+                "prediction": ctx.class_name(r.get(S.FINAL_PRED)) if S.FINAL_PRED in ctx.table.columns else None,
+                "region": r.get(S.REGION),
+                "diagnosis": r.get(S.DIAGNOSIS),
+            }
+            for name in (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS, S.FORGETTING, S.AUM, S.EL2N_MEAN):
+                if name in ctx.table.columns:
+                    facts[name] = r.get(name)
+            for name in D.ood_columns(ctx.table):
+                facts[name] = r.get(name)
+            st.dataframe(
+                pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())),
+                width="stretch", height=min(35 * (len(facts) + 1) + 3, 420),
+            )
+        with right:
+            traj = D.trajectory(ctx.run_dir, example_id)
+            if traj is None or traj.empty:
+                st.info("No training dynamics recorded for this example (evaluation or OOD split).")
+            else:
+                conf = r.get(S.CONFIDENCE)
+                st.plotly_chart(
+                    FIG.trajectory_figure(traj, confidence=None if pd.isna(conf) else float(conf)),
+                    key=f"{key}_traj", config={"displayModeBar": False},
+                )
+        render_flag_form(ctx, example_id, r, key=f"{key}_flag")
+
+
+def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str) -> None:
+    """Flag / relabel / note for one example; each save is written to the journal at once."""
+    cur_flag = r.get(FL.FLAG) if FL.FLAG in r.index else None
+    cur_flag = None if cur_flag is None or pd.isna(cur_flag) else str(cur_flag)
+    cur_label = r.get(FL.NEW_LABEL) if FL.NEW_LABEL in r.index else None
+    cur_label = None if cur_label is None or pd.isna(cur_label) else int(cur_label)
+    cur_note = r.get(FL.NOTE) if FL.NOTE in r.index else None
+    cur_note = "" if cur_note is None or pd.isna(cur_note) else str(cur_note)
+    n_classes = len(ctx.meta.class_names) if ctx.meta is not None else 0
+    flag_opts = [NONE_FLAG, *FL.FLAG_VALUES]
+    label_opts: list[Any] = [KEEP_LABEL, *range(n_classes)]
+    with st.form(key=f"{key}_{example_id}", border=False):
+        c1, c2, c3, c4 = st.columns([1, 1, 2, 0.7], vertical_alignment="bottom")
+        flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(cur_flag) if cur_flag in flag_opts else 0)
+        label = c2.selectbox(
+            "relabel to", label_opts,
+            index=label_opts.index(cur_label) if cur_label in label_opts else 0,
+            format_func=lambda v: v if isinstance(v, str) else ctx.class_name(v),
+        )
+        note = c3.text_input("note", value=cur_note)
+        saved = c4.form_submit_button("Save", type="primary", width="stretch")
+    if saved:
+        new_flag = None if flag == NONE_FLAG else flag
+        new_label = None if isinstance(label, str) else int(label)
+        changes: dict[str, Any] = {}
+        if new_flag != cur_flag:
+            changes["flag"] = new_flag
+        if new_label != cur_label:
+            changes["new_label"] = new_label
+        if note.strip() != cur_note:
+            changes["note"] = note.strip()
+        if not changes:
+            st.info("Nothing changed.")
+            return
+        try:
+            eid = example_id.item() if hasattr(example_id, "item") else example_id
+            D.flag_journal(ctx.run_dir).add(eid, author=st.session_state.get(K.W_AUTHOR, ""), **changes)
+        except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
+            st.error(f"The edit was not saved: {exc}")
+            return
+        st.session_state[K.FLASH] = f"Saved: example {example_id} ({', '.join(changes)})"
+        st.rerun()
+
+
+# ---- the linked map ----------------------------------------------------------------------------------
+
+
+def _signature(*parts: Any) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+def render_linked_map(
+    ctx: D.RunContext,
+    *,
+    page: str,
+    x: str,
+    y: str,
+    figure: Callable[..., Any],
+    figure_kwargs: dict[str, Any],
+    default_color: str,
+    extreme_columns: Sequence[str] = (),
+) -> None:
+    """Scatter of the filtered rows → selection over every row → table → example view.
+
+    The chart draws a bounded sample; a lasso or box is applied on the server to every filtered
+    row. The resolved selection is kept per page, so it survives reruns that redraw the chart
+    (a flag saved, a colour changed) and is offered by the Export page.
+    """
+    assert ctx.table is not None
+    choices = FIG.column_choices(ctx.table)
+    color = st.selectbox(
+        "colour by", choices, index=choices.index(default_color) if default_color in choices else 0,
+        key=K.W_COLOR_PREFIX + page,
+    )
+    t0 = time.perf_counter()
+    rows = D.plot_rows(ctx, x=x, y=y, extreme_columns=extreme_columns)
+    sample = ctx.table.iloc[rows]
+    highlight = ctx.flagged[rows]
+    fig = figure(sample, color=color, highlight=highlight, **figure_kwargs)
+    n_drawable = int((ctx.mask & np.isfinite(ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan))).sum())
+    event = st.plotly_chart(
+        fig,
+        key=K.W_CHART_PREFIX + page,
+        on_select="rerun",
+        selection_mode=("lasso", "box", "points"),
+        config={"displaylogo": False, "scrollZoom": True},
+    )
+    if len(rows) < n_drawable:
+        st.caption(
+            f"Drawing {len(rows):,} of {n_drawable:,} filtered examples (a uniform sample plus every "
+            "flagged and extreme example). Counts, lasso/box selections and exports use every row."
+        )
+    else:
+        st.caption(f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table row to open it.")
+    # --- resolve the selection over every filtered row
+    sig = _signature(ctx.key, ctx.spec.to_dict() if ctx.spec is not None else None, color,
+                     ctx.thresholds, len(ctx.latest_flags) if ctx.latest_flags is not None else 0)
+    sigs: dict[str, str] = st.session_state.setdefault(K.FIGURE_SIGNATURE, {})
+    selections: dict[str, D.Selection] = st.session_state.setdefault(K.SELECTION, {})
+    raw = event["selection"] if event is not None else None
+    mask, how = D.selection_mask(ctx, raw, x=x, y=y)
+    prev = selections.get(page)
+    if how:
+        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how)
+        st.session_state[K.LAST_SELECTION_PAGE] = page
+    elif sigs.get(page) == sig and prev is not None:
+        # same chart, empty selection: the person cleared it (double-click)
+        selections.pop(page, None)
+    sigs[page] = sig
+    sel = selections.get(page)
+    ctx.timings["map"] = time.perf_counter() - t0
+    if sel is None or len(sel) == 0:
+        st.info("Draw a lasso or a box on the chart (or click a point) to list those examples here.")
+        return
+    id_col = ctx.table[S.EXAMPLE_ID]
+    sel_rows = np.flatnonzero(id_col.isin(sel.ids).to_numpy() & ctx.mask)
+    head, clear = st.columns([4, 1], vertical_alignment="center")
+    head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
+    if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
+        selections.pop(page, None)
+        st.rerun()
+    clicked = render_selection_table(ctx, sel_rows, key=K.W_TABLE_PREFIX + page)
+    if clicked is not None:
+        render_example_view(ctx, clicked, key=f"{page}_example")
+    else:
+        st.caption("Click a row to open the example.")
