@@ -1,0 +1,298 @@
+"""2-D projection of stored features: UMAP (McInnes et al., 2018) or PCA.
+
+The projection is fitted on the training split and every other split is transformed into the same
+space. Features wider than ``pca_dim`` (default 50) go through PCA first (fitted on the same rows).
+Results are deterministic for a given ``random_state`` and are cached in ``RUN_DIR/cache/``
+under a content hash of the features and the parameters, so a second ``datamap analyze`` (or a
+dashboard load) does not recompute them.
+
+umap-learn compiles its numba kernels in every fresh process. Before umap is imported we point
+``NUMBA_CACHE_DIR`` at a persistent user cache (``$XDG_CACHE_HOME/datamap/numba``, default
+``~/.cache/datamap/numba``) unless the variable is already set; numba then reuses the kernels
+that are marked cacheable (measured in ``docs/ood.md``: the import-time part, not all of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from analysis import schema as S
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ProjectionMethod",
+    "project_features",
+    "projection_cache_key",
+    "configure_numba_cache",
+    "numba_cache_dir",
+]
+
+ProjectionMethod = Literal["umap", "pca"]
+_METHODS = ("umap", "pca")
+_CACHE_VERSION = 1
+
+
+def numba_cache_dir() -> Path:
+    """The persistent numba cache used for umap: ``$NUMBA_CACHE_DIR`` if set, else a user dir."""
+    env = os.environ.get("NUMBA_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "datamap" / "numba"
+
+
+def configure_numba_cache() -> Path:
+    """Set ``NUMBA_CACHE_DIR`` (unless already set) before numba is imported; return the dir.
+
+    If numba is already imported without a cache dir, its config is updated too.
+    """
+    path = numba_cache_dir()
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only home: numba falls back to its own default
+            log.info("cannot create numba cache dir %s (%s)", path, exc)
+            return path
+        os.environ["NUMBA_CACHE_DIR"] = str(path)
+        import sys
+
+        cfg = sys.modules.get("numba.core.config")
+        if cfg is not None and not getattr(cfg, "CACHE_DIR", ""):
+            cfg.CACHE_DIR = str(path)  # type: ignore[attr-defined]
+    return path
+
+
+def _import_umap() -> Any:
+    configure_numba_cache()
+    try:
+        import umap
+    except ImportError as exc:
+        raise ImportError(
+            "UMAP projection needs umap-learn: `pip install 'datamap[umap]'` (or "
+            "`pip install umap-learn`), or use `method='pca'` / `datamap analyze "
+            "--projection pca`."
+        ) from exc
+    return umap
+
+
+def _hash_array(h: Any, arr: NDArray[Any], block_rows: int = 65_536) -> None:
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    for s in range(0, arr.shape[0], block_rows):
+        h.update(np.ascontiguousarray(arr[s : s + block_rows]).tobytes())
+
+
+def projection_cache_key(features: Mapping[str, NDArray[Any]], params: Mapping[str, Any]) -> str:
+    """Content hash (BLAKE2b, 20 hex chars) of the split names, feature bytes and parameters."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(json.dumps({"v": _CACHE_VERSION, **params}, sort_keys=True, default=str).encode())
+    for name in sorted(features):
+        h.update(name.encode() + b"\0")
+        _hash_array(h, features[name])
+    return h.hexdigest()
+
+
+def _load_cache(path: Path, splits: list[str]) -> dict[str, NDArray[np.float32]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = json.loads(str(z["splits"]))
+            if sorted(names) != sorted(splits):
+                return None
+            return {n: z[f"p{i}"] for i, n in enumerate(names)}
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable projection cache %s (%s)", path, exc)
+        return None
+
+
+def _save_cache(path: Path, out: Mapping[str, NDArray[np.float32]]) -> None:
+    from analysis.runstore import atomic_path
+
+    names = list(out)
+    arrays = {f"p{i}": out[n] for i, n in enumerate(names)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, splits=np.array(json.dumps(names)), **arrays)  # type: ignore[arg-type]
+
+
+def project_features(
+    features: Mapping[str, ArrayLike],
+    *,
+    method: ProjectionMethod = "umap",
+    fit_split: str = S.TRAIN_SPLIT,
+    pca_dim: int | None = 50,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    n_epochs: int | None = None,
+    metric: str = "euclidean",
+    random_state: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, NDArray[np.float32]]:
+    """Project every split's features to 2-D, fitted on ``fit_split``.
+
+    Parameters
+    ----------
+    features : mapping of split name -> array-like, shape (n_examples, n_features)
+        Every split must have the same ``n_features``.
+    method : {"umap", "pca"}, default "umap"
+        PCA is the fast alternative (no numba, milliseconds).
+    fit_split : str, default "train"
+        Split the projection is fitted on; if absent, all splits together (with a warning).
+    pca_dim : int or None, default 50
+        For UMAP, reduce wider features to this many principal components first. None: never.
+    n_neighbors, min_dist, n_epochs, metric
+        UMAP parameters (umap-learn's meaning and defaults; ``n_epochs=None`` lets umap choose).
+    random_state : int, default 0
+        Makes UMAP and PCA deterministic (UMAP then runs single-threaded).
+    cache_dir : path, optional
+        Where to cache results (``RUN_DIR/cache``); None disables caching.
+
+    Returns
+    -------
+    dict of split name -> ndarray of float32, shape (n_examples, 2)
+
+    Raises
+    ------
+    ValueError
+        Bad method, mismatched feature widths, non-finite values, no rows.
+    ImportError
+        ``method="umap"`` without umap-learn installed (with an install hint).
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(20, 3))
+    >>> project_features({"train": x}, method="pca")["train"].shape
+    (20, 2)
+    """
+    if method not in _METHODS:
+        raise ValueError(f"Expected `method` among {_METHODS}, got {method!r}.")
+    if not features:
+        raise ValueError("Expected at least one split of features, got none.")
+    arrays: dict[str, NDArray[Any]] = {}
+    width: int | None = None
+    first = fit_split if fit_split in features else next(iter(features))
+    for name in [first, *[n for n in features if n != first]]:
+        arr = np.asarray(features[name])
+        if arr.ndim != 2:
+            raise ValueError(f"Expected features of split {name!r} to have shape (n_examples, n_features), got {arr.shape}.")
+        if width is None:
+            width = arr.shape[1]
+        elif arr.shape[1] != width:
+            raise ValueError(
+                f"Expected every split to have {width} features (as split {first!r}), got "
+                f"{arr.shape[1]} for split {name!r}."
+            )
+        if arr.size and not np.isfinite(arr).all():
+            raise ValueError(f"Expected finite features, got NaN or inf in split {name!r}.")
+        arrays[name] = arr
+    params = {
+        "method": method, "fit_split": fit_split, "pca_dim": pca_dim, "n_neighbors": n_neighbors,
+        "min_dist": min_dist, "n_epochs": n_epochs, "metric": metric, "random_state": random_state,
+    }
+    cache_path: Path | None = None
+    if cache_dir is not None:
+        t0 = time.perf_counter()
+        key = projection_cache_key(arrays, params)
+        cache_path = Path(cache_dir) / f"projection-{method}-{key}.npz"
+        if cache_path.is_file():
+            cached = _load_cache(cache_path, list(arrays))
+            if cached is not None:
+                log.info("projection: cache hit %s (%.2f s)", cache_path.name, time.perf_counter() - t0)
+                return cached
+    out = _project(
+        arrays, fit_split=fit_split, method=method, pca_dim=pca_dim, n_neighbors=n_neighbors,
+        min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
+    )
+    if cache_path is not None:
+        _save_cache(cache_path, out)
+    return out
+
+
+def _project(
+    arrays: dict[str, NDArray[Any]],
+    *,
+    fit_split: str,
+    method: str,
+    pca_dim: int | None,
+    n_neighbors: int,
+    min_dist: float,
+    n_epochs: int | None,
+    metric: str,
+    random_state: int,
+) -> dict[str, NDArray[np.float32]]:
+    from sklearn.decomposition import PCA
+
+    if fit_split in arrays:
+        fit_x = np.asarray(arrays[fit_split], dtype=np.float32)
+    else:
+        warnings.warn(
+            f"No {fit_split!r} split with features; fitting the projection on all splits together.",
+            stacklevel=3,
+        )
+        fit_x = np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays.values()])
+    n, d = fit_x.shape
+    if n < 3:
+        raise ValueError(f"Expected at least 3 rows to fit a projection, got {n}.")
+    if method == "umap" and n <= max(n_neighbors, 4):
+        warnings.warn(f"Only {n} rows to fit UMAP on; using PCA instead.", stacklevel=3)
+        method = "pca"
+    t0 = time.perf_counter()
+    if method == "pca":
+        k = min(2, n, d)
+        pca = PCA(n_components=k, random_state=random_state).fit(fit_x)
+        out = {}
+        for name, a in arrays.items():
+            y = pca.transform(np.asarray(a, dtype=np.float32)).astype(np.float32)
+            if k < 2:
+                y = np.hstack([y, np.zeros((y.shape[0], 2 - k), np.float32)])
+            out[name] = y
+        log.info("projection: PCA of %d x %d in %.2f s", n, d, time.perf_counter() - t0)
+        return out
+    reducer_in: Any = None
+    if pca_dim is not None and d > pca_dim:
+        reducer_in = PCA(n_components=min(pca_dim, n), random_state=random_state).fit(fit_x)
+        fit_x = reducer_in.transform(fit_x).astype(np.float32)
+        log.info("projection: PCA %d -> %d dims before UMAP", d, fit_x.shape[1])
+    umap = _import_umap()
+    log.info("projection: fitting UMAP on %d rows (first call in a process compiles numba kernels)", n)
+    model = umap.UMAP(
+        n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs,
+        metric=metric, random_state=random_state, n_jobs=1,
+        verbose=log.isEnabledFor(logging.DEBUG),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        emb = model.fit_transform(fit_x).astype(np.float32)
+    log.info("projection: UMAP fit in %.1f s", time.perf_counter() - t0)
+    out = {}
+    if fit_split not in arrays:  # fitted on all splits together: slice the embedding back
+        start = 0
+        for name, a in arrays.items():
+            out[name] = emb[start : start + a.shape[0]]
+            start += a.shape[0]
+        return out
+    for name, a in arrays.items():
+        if name == fit_split:
+            out[name] = emb
+            continue
+        t1 = time.perf_counter()
+        x = np.asarray(a, dtype=np.float32)
+        if x.shape[0] == 0:
+            out[name] = np.zeros((0, 2), np.float32)
+            continue
+        if reducer_in is not None:
+            x = reducer_in.transform(x).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+            out[name] = model.transform(x).astype(np.float32)
+        log.info("projection: UMAP transform of %r (%d rows) in %.1f s", name, x.shape[0], time.perf_counter() - t1)
+    return out

@@ -1,0 +1,153 @@
+"""Projection: PCA/UMAP quality (trustworthiness), fit-on-train, caching, degenerate input."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.manifold import trustworthiness
+
+from analysis import projection as P
+
+
+def clusters(n: int, d: int = 64, k: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(0, 4, (k, d))
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+# ---- PCA (fast) ---------------------------------------------------------------------------------------
+
+
+def test_pca_fits_on_train_and_transforms_other_splits():
+    train, _ = clusters(400)
+    test, _ = clusters(100, seed=1)
+    out = P.project_features({"train": train, "test": test}, method="pca")
+    assert out["train"].shape == (400, 2) and out["test"].shape == (100, 2)
+    assert out["train"].dtype == np.float32
+    from sklearn.decomposition import PCA
+
+    ref = PCA(2, random_state=0).fit(train)
+    np.testing.assert_allclose(np.abs(out["test"]), np.abs(ref.transform(test)), rtol=1e-3, atol=1e-3)
+    assert trustworthiness(train, out["train"], n_neighbors=10) > 0.8
+
+
+def test_cache_hit_returns_identical_result_and_key_tracks_content(tmp_path):
+    train, _ = clusters(300)
+    a = P.project_features({"train": train}, method="pca", cache_dir=tmp_path)
+    files = list(tmp_path.glob("projection-pca-*.npz"))
+    assert len(files) == 1
+    os.utime(files[0])
+    b = P.project_features({"train": train}, method="pca", cache_dir=tmp_path)
+    np.testing.assert_array_equal(a["train"], b["train"])
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    k1 = P.projection_cache_key({"train": train}, {"method": "pca"})
+    changed = train.copy()
+    changed[0, 0] += 1
+    assert P.projection_cache_key({"train": changed}, {"method": "pca"}) != k1
+    assert P.projection_cache_key({"train": train}, {"method": "umap"}) != k1
+    assert P.projection_cache_key({"test": train}, {"method": "pca"}) != k1
+    # a corrupt cache file is ignored and rewritten
+    files[0].write_bytes(b"not a zip")
+    c = P.project_features({"train": train}, method="pca", cache_dir=tmp_path)
+    np.testing.assert_array_equal(a["train"], c["train"])
+
+
+def test_degenerate_input():
+    train, _ = clusters(50, d=4)
+    with pytest.raises(ValueError, match="Expected every split to have 4 features \\(as split 'train'\\), got 3"):
+        P.project_features({"train": train, "test": train[:, :3]}, method="pca")
+    bad = train.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        P.project_features({"train": bad}, method="pca")
+    with pytest.raises(ValueError, match="Expected `method` among"):
+        P.project_features({"train": train}, method="tsne")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        P.project_features({"train": train[:2]}, method="pca")
+    one_dim = P.project_features({"train": train[:, :1]}, method="pca")["train"]
+    assert one_dim.shape == (50, 2) and (one_dim[:, 1] == 0).all()
+    with pytest.warns(UserWarning, match="all splits together"):
+        out = P.project_features({"test": train, "ood:far": train + 10}, method="pca")
+    assert out["ood:far"].shape == (50, 2)
+    with pytest.warns(UserWarning, match="using PCA instead"):
+        P.project_features({"train": train[:10]}, method="umap")
+
+
+def test_missing_umap_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)
+    train, _ = clusters(100, d=8)
+    with pytest.raises(ImportError, match="pip install 'datamap\\[umap\\]'"):
+        P.project_features({"train": train}, method="umap")
+
+
+def test_numba_cache_dir_honours_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert P.configure_numba_cache() == tmp_path / "mine"
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = P.configure_numba_cache()
+    assert path == tmp_path / "xdg" / "datamap" / "numba" and path.is_dir()
+    assert os.environ["NUMBA_CACHE_DIR"] == str(path)
+
+
+def test_umap_is_not_imported_by_the_analysis_package():
+    import subprocess
+
+    code = ("import analysis.projection, analysis.ood_stage, sys; "
+            "print('umap' in sys.modules, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ---- UMAP (one fit per module: numba compiles in every fresh process) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def umap_result(tmp_path_factory):
+    pytest.importorskip("umap")
+    cache = tmp_path_factory.mktemp("cache")
+    train, y = clusters(1500, d=64)
+    test, y_test = clusters(300, seed=1)
+    feats = {"train": train, "test": test}
+    params = dict(method="umap", pca_dim=32, n_epochs=100, random_state=0, cache_dir=cache)
+    out = P.project_features(feats, **params)
+    return feats, params, out, cache, (y, y_test)
+
+
+@pytest.mark.slow
+def test_umap_quality_and_transform_into_the_train_space(umap_result):
+    feats, _, out, _, (y, y_test) = umap_result
+    assert out["train"].shape == (1500, 2) and out["test"].shape == (300, 2)
+    assert trustworthiness(feats["train"], out["train"], n_neighbors=10) >= 0.9
+    assert trustworthiness(feats["test"], out["test"], n_neighbors=10) >= 0.9
+    # test points land beside the training points of their class
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(5).fit(out["train"], y)
+    assert clf.score(out["test"], y_test) > 0.95
+
+
+@pytest.mark.slow
+def test_umap_cached_reload_is_fast_and_identical(umap_result):
+    feats, params, out, cache, _ = umap_result
+    assert len(list(Path(cache).glob("projection-umap-*.npz"))) == 1
+    t0 = time.perf_counter()
+    again = P.project_features(feats, **params)
+    assert time.perf_counter() - t0 < 1.0
+    for k in out:
+        np.testing.assert_array_equal(again[k], out[k])
+
+
+@pytest.mark.slow
+def test_umap_is_deterministic_with_random_state(umap_result):
+    feats, params, out, _, _ = umap_result
+    fresh = P.project_features({"train": feats["train"][:600]}, **{**params, "cache_dir": None})
+    fresh2 = P.project_features({"train": feats["train"][:600]}, **{**params, "cache_dir": None})
+    np.testing.assert_array_equal(fresh["train"], fresh2["train"])
