@@ -22,10 +22,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.dynamics import RegionThresholds
     from analysis.pipeline import AnalyzeOptions, analyze_run
 
+    extra: dict[str, object] = {"projection": args.projection, "ood_quantile": args.ood_quantile,
+                                "knn_k": args.knn_k, "energy_temperature": args.energy_temperature}
+    if args.ood_scorer:
+        extra["diagnosis_scorer"] = args.ood_scorer
+    if args.ood_scorers:
+        extra["ood_scorers"] = args.ood_scorers
+    if args.mahalanobis_shrinkage is not None:
+        shrink = args.mahalanobis_shrinkage
+        extra["mahalanobis_shrinkage"] = shrink if shrink == "auto" else float(shrink)
     opts = AnalyzeOptions(
         thresholds=RegionThresholds(confidence=args.confidence_threshold, variability=args.variability_threshold),
         aum_skip_first_epoch=args.aum_skip_first_epoch,
         ood=not args.no_ood,
+        extra=extra,
     )
     t0 = time.perf_counter()
     table = analyze_run(args.run_dir, opts)
@@ -124,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variability at or above which an example is ambiguous (default 0.2)")
     a.add_argument("--aum-skip-first-epoch", action="store_true", help="leave epoch 0 out of AUM")
     a.add_argument("--no-ood", action="store_true", help="skip OOD scores and the projection")
+    a.add_argument("--projection", choices=("umap", "pca", "none"), default="umap",
+                   help="2-D map of the features (default umap; pca is fast; cached in RUN_DIR/cache)")
+    a.add_argument("--ood-scorers", default=None, metavar="NAMES",
+                   help="comma-separated OOD scores to compute (msp,maxlogit,energy,mahalanobis,rmd,knn;"
+                        " default all the run allows)")
+    a.add_argument("--ood-scorer", default=None, metavar="NAME",
+                   help="OOD score the diagnosis uses (default mahalanobis, else energy, else msp)")
+    a.add_argument("--ood-quantile", type=float, default=0.95,
+                   help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
+                        " suspect_ood (default 0.95)")
+    a.add_argument("--knn-k", type=int, default=50, help="k of the kNN OOD score (default 50)")
+    a.add_argument("--energy-temperature", type=float, default=1.0,
+                   help="temperature T of the energy score (default 1)")
+    a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",
+                   help="covariance shrinkage for Mahalanobis/RMD (default none unless singular)")
     a.set_defaults(func=_cmd_analyze)
 
     i = sub.add_parser("import-cartography", help="import dynamics_epoch_N.jsonl logs into a run")

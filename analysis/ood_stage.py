@@ -1,26 +1,281 @@
 """OOD scores, projection and cross-diagnosis stage of ``datamap analyze``.
 
-Placeholder until the OOD scorers land: adds a ``diagnosis`` derived from the region alone.
+For every split with stored features and/or logits (training split included) this stage adds
+the ``ood_*`` columns (:mod:`analysis.ood`, fitted on the training split), ``umap_x``/``umap_y``
+(:mod:`analysis.projection`, fitted on the training split, cached in ``RUN_DIR/cache``) and the
+``diagnosis`` column (:mod:`analysis.diagnosis`), and writes the OOD evaluation
+(:mod:`analysis.ood_eval`) to ``RUN_DIR/ood_eval.json`` atomically. A run without features or
+logits still analyses: the columns are NaN and the diagnosis comes from the region alone.
+
+Options (``AnalyzeOptions.extra``; every key optional):
+
+``ood_scorers``            columns or short names to compute (default: all that the run allows)
+``energy_temperature``     float, default 1.0
+``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
+``knn_k``                  int, default 50
+``projection``             "umap" (default), "pca" or "none"
+``projection_params``      dict passed to :func:`analysis.projection.project_features`
+``diagnosis_scorer``       column used by the diagnosis (default: first of ``ood_mahalanobis``,
+                           ``ood_energy``, ``ood_msp`` that was computed)
+``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
+``learned_ood_quantile``   float or None, default 0.995
+``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
+from analysis import diagnosis as D
+from analysis import ood as O
+from analysis import ood_eval, runstore
 from analysis import schema as S
+
+log = logging.getLogger(__name__)
+
+__all__ = ["add_ood_columns", "DIAGNOSIS_PREFERENCE", "OPTION_KEYS"]
+
+DIAGNOSIS_PREFERENCE = (S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN, S.OOD_MAXLOGIT)
+OPTION_KEYS = frozenset({
+    "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
+    "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
+    "fpr_definition",
+})
+_PROJECTIONS = ("umap", "pca", "none")
+
+
+def _warn(message: str) -> None:
+    log.warning(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def _resolve_columns(names: Any) -> list[str]:
+    if names is None:
+        return list(O.SCORERS)
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    out = []
+    for n in names:
+        key = n if str(n).startswith(S.OOD_PREFIX) else S.OOD_PREFIX + str(n)
+        if key not in O.SCORERS:
+            raise ValueError(f"Expected OOD scorers among {list(O.SCORERS)}, got {n!r}.")
+        out.append(key)
+    return out
+
+
+def _load_kind(run_dir: Path, kind: str, id_index: pd.Index) -> dict[str, tuple[NDArray[np.intp], NDArray[Any]]]:
+    """split -> (row positions in the table, array rows in the same order)."""
+    out: dict[str, tuple[NDArray[np.intp], NDArray[Any]]] = {}
+    for split in runstore.list_array_splits(run_dir, kind):
+        ids, arr = runstore.load_array_with_ids(run_dir, kind, split)
+        pos = id_index.get_indexer(pd.Index(ids))
+        missing = pos < 0
+        if missing.any():
+            _warn(f"{kind}/{split}: {int(missing.sum())} of {len(ids)} example ids are not in "
+                  f"{S.EXAMPLES_FILE}; those rows are ignored.")
+            keep = np.flatnonzero(~missing)
+            out[split] = (pos[keep], np.asarray(arr)[keep])
+        else:
+            out[split] = (pos, arr)
+    return out
+
+
+def _consistent(arrays: dict[str, tuple[NDArray[np.intp], NDArray[Any]]], kind: str,
+                ref_split: str) -> dict[str, tuple[NDArray[np.intp], NDArray[Any]]]:
+    """Drop (with a warning) splits whose width differs from the reference split's."""
+    if not arrays:
+        return arrays
+    ref = ref_split if ref_split in arrays else next(iter(arrays))
+    width = arrays[ref][1].shape[1]
+    out = {}
+    for split, (pos, arr) in arrays.items():
+        if arr.shape[1] != width:
+            _warn(f"Expected {kind} of split {split!r} to have {width} columns (as split {ref!r}), "
+                  f"got {arr.shape[1]}; that split is not scored or projected.")
+            continue
+        out[split] = (pos, arr)
+    return out
+
+
+def _finite_rows(arr: NDArray[Any], kind: str, split: str) -> NDArray[np.bool_]:
+    ok = np.isfinite(np.asarray(arr)).all(axis=1)
+    if not ok.all():
+        _warn(f"{kind}/{split}: {int((~ok).sum())} rows hold NaN or inf; their scores are NaN.")
+    return ok
+
+
+def _score_kind(
+    table: pd.DataFrame,
+    columns: list[str],
+    arrays: dict[str, tuple[NDArray[np.intp], NDArray[Any]]],
+    kind: str,
+    labels: NDArray[np.int64],
+    params: dict[str, dict[str, Any]],
+) -> list[str]:
+    """Fit the ``kind`` scorers on the training split, score every split; return columns written."""
+    cols = [c for c in columns if O.SCORERS[c].input_kind == kind]
+    if not cols or not arrays:
+        return []
+    fit_split = S.TRAIN_SPLIT if S.TRAIN_SPLIT in arrays else None
+    ok = {s: _finite_rows(a, kind, s) for s, (_, a) in arrays.items()}
+    written = []
+    for col in cols:
+        scorer = O.make_scorer(col, **params.get(col, {}))
+        needs_train = kind == "features"
+        if fit_split is None and needs_train:
+            _warn(f"No training-split {kind}: {col} cannot be fitted and stays NaN.")
+            continue
+        fit_on = fit_split or next(iter(arrays))
+        pos_fit, arr_fit = arrays[fit_on]
+        fit_rows = ok[fit_on].copy()
+        if O.SCORERS[col].needs_labels:
+            fit_rows &= labels[pos_fit] >= 0
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                scorer.fit(np.asarray(arr_fit)[fit_rows], labels[pos_fit][fit_rows])
+            for w in caught:
+                _warn(f"{col}: {w.message}")
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            _warn(f"{col} could not be fitted on the {fit_on!r} split ({exc}); it stays NaN.")
+            continue
+        values = np.full(len(table), np.nan)
+        for split, (pos, arr) in arrays.items():
+            rows = ok[split]
+            x = np.asarray(arr)[rows]
+            # training rows the scorer was fitted on: leave-one-out where it matters (kNN)
+            s = scorer.score_fitted(x) if split == fit_on and fit_rows.all() else scorer.score(x)
+            values[pos[rows]] = s
+        table[col] = values
+        written.append(col)
+        log.info("%s: fitted on %s and scored %d splits in %.2f s", col, fit_on, len(arrays),
+                 time.perf_counter() - t0)
+    return written
 
 
 def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any) -> pd.DataFrame:
-    """Return ``table`` with OOD columns, projection and ``diagnosis`` added where possible."""
-    region = table[S.REGION].astype(str).to_numpy()
-    diag = np.select(
-        [region == S.EASY, region == S.AMBIGUOUS, region == S.HARD],
-        ["clean", "ambiguous", "suspect_mislabeled"],
-        default="unscored",
+    """Return ``table`` with ``ood_*`` scores, ``umap_x``/``umap_y`` and ``diagnosis`` added.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory (features/, logits/; ``ood_eval.json`` and ``cache/`` are written).
+    table : DataFrame
+        One row per example with ``example_id``, ``split``, ``label`` and ``region``.
+    meta : RunMeta
+        ``run.json`` contents (unused beyond validation of the class count).
+    options : AnalyzeOptions
+        ``options.extra`` holds this stage's options (module docstring).
+
+    Returns
+    -------
+    DataFrame
+        ``table`` with the new columns. Missing inputs leave NaN columns and a logged warning.
+    """
+    run_dir = Path(run_dir)
+    extra: dict[str, Any] = dict(getattr(options, "extra", None) or {})
+    unknown = set(extra) - OPTION_KEYS
+    if unknown:
+        raise ValueError(f"Expected OOD stage options among {sorted(OPTION_KEYS)}, got {sorted(unknown)}.")
+    columns = _resolve_columns(extra.get("ood_scorers"))
+    projection = extra.get("projection", "umap")
+    if projection not in _PROJECTIONS:
+        raise ValueError(f"Expected `projection` among {_PROJECTIONS}, got {projection!r}.")
+    thresholds = D.DiagnosisThresholds(
+        ood_quantile=float(extra.get("ood_quantile", 0.95)),
+        learned_ood_quantile=extra.get("learned_ood_quantile", 0.995),
     )
-    table[S.DIAGNOSIS] = diag
+    params: dict[str, dict[str, Any]] = {
+        S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},
+        S.OOD_MAHALANOBIS: {"shrinkage": extra.get("mahalanobis_shrinkage")},
+        S.OOD_RMD: {"shrinkage": extra.get("mahalanobis_shrinkage")},
+        S.OOD_KNN: {"k": int(extra.get("knn_k", 50))},
+    }
+
+    table = table.reset_index(drop=True)
+    id_index = pd.Index(table[S.EXAMPLE_ID])
+    labels = table[S.LABEL].to_numpy(dtype=np.float64, na_value=np.nan) if S.LABEL in table else np.full(len(table), np.nan)
+    labels_int = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
+    feats = _consistent(_load_kind(run_dir, S.FEATURES_DIR, id_index), "features", S.TRAIN_SPLIT)
+    logits = _consistent(_load_kind(run_dir, S.LOGITS_DIR, id_index), "logits", S.TRAIN_SPLIT)
+    if logits:
+        width = next(iter(logits.values()))[1].shape[1]
+        if width != meta.n_classes:
+            _warn(f"Stored logits have {width} columns but run.json lists {meta.n_classes} classes.")
+    if not feats and not logits:
+        _warn(f"The run stores no features or logits ({S.FEATURES_DIR}/, {S.LOGITS_DIR}/): no OOD "
+              "scores or projection; the diagnosis uses the data-map region alone.")
+
+    for col in columns:
+        table[col] = np.nan
+    written = _score_kind(table, columns, logits, "logits", labels_int, params)
+    written += _score_kind(table, columns, feats, "features", labels_int, params)
+    for col in columns:  # keep only what could be computed from the stored inputs
+        if col not in written and not (feats if O.SCORERS[col].input_kind == "features" else logits):
+            table = table.drop(columns=col)
+
+    table[S.UMAP_X] = np.float32(np.nan)
+    table[S.UMAP_Y] = np.float32(np.nan)
+    if projection != "none" and feats:
+        _add_projection(run_dir, table, feats, projection, dict(extra.get("projection_params") or {}))
+
+    diag_col = extra.get("diagnosis_scorer")
+    if diag_col is not None:
+        diag_col = _resolve_columns([diag_col])[0]
+        if diag_col not in written:
+            _warn(f"{diag_col} was not computed; the diagnosis falls back to the default scorer.")
+            diag_col = None
+    if diag_col is None:
+        diag_col = next((c for c in DIAGNOSIS_PREFERENCE if c in written), None)
+    table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
+
+    evaluation = ood_eval.evaluate_ood(
+        table, written, fpr_definition=extra.get("fpr_definition", "ood_accepted_at_95_id"),
+    ) if written else {"format_version": ood_eval.EVAL_FORMAT_VERSION, "metrics": {},
+                       "skipped": ["no OOD scores (the run stores no features or logits)"]}
+    evaluation["diagnosis"] = diag_info
+    evaluation["diagnosis_counts"] = D.counts(table[S.DIAGNOSIS].astype(str))
+    with runstore.atomic_path(run_dir / S.OOD_EVAL_FILE) as tmp:
+        tmp.write_text(json.dumps(evaluation, indent=2, sort_keys=True, default=_json_default) + "\n")
     return table
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def _add_projection(run_dir: Path, table: pd.DataFrame,
+                    feats: dict[str, tuple[NDArray[np.intp], NDArray[Any]]], method: str,
+                    params: dict[str, Any]) -> None:
+    from analysis.projection import project_features
+
+    ok = {s: np.isfinite(np.asarray(a)).all(axis=1) for s, (_, a) in feats.items()}
+    arrays = {s: np.asarray(a)[ok[s]] for s, (_, a) in feats.items() if ok[s].any()}
+    t0 = time.perf_counter()
+    try:
+        emb = project_features(arrays, method=method, cache_dir=run_dir / S.CACHE_DIR, **params)  # type: ignore[arg-type]
+    except ImportError as exc:
+        _warn(f"{exc} Falling back to PCA.")
+        emb = project_features(arrays, method="pca", cache_dir=run_dir / S.CACHE_DIR)
+    except ValueError as exc:
+        _warn(f"Projection skipped ({exc}).")
+        return
+    x = table[S.UMAP_X].to_numpy(dtype=np.float32, copy=True)
+    y = table[S.UMAP_Y].to_numpy(dtype=np.float32, copy=True)
+    for split, e in emb.items():
+        pos = feats[split][0][ok[split]]
+        x[pos], y[pos] = e[:, 0], e[:, 1]
+    table[S.UMAP_X], table[S.UMAP_Y] = x, y
+    log.info("projection (%s) of %d splits in %.2f s", method, len(emb), time.perf_counter() - t0)

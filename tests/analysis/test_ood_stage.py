@@ -1,0 +1,173 @@
+"""The OOD stage of ``datamap analyze``: columns for every split, evaluation file, degenerate runs."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from analysis import diagnosis as D
+from analysis import ood as O
+from analysis import runstore
+from analysis import schema as S
+from analysis.cli import main as cli_main
+from analysis.pipeline import AnalyzeOptions, analyze_run
+from analysis.synthetic import make_synthetic_run
+
+N_TRAIN, N_EVAL = 1500, 200
+
+
+@pytest.fixture(scope="module")
+def run_with_features(tmp_path_factory):
+    return make_synthetic_run(tmp_path_factory.mktemp("r") / "run", n_examples=N_TRAIN,
+                              n_eval=N_EVAL, seed=3)
+
+
+@pytest.fixture(scope="module")
+def analysed(run_with_features):
+    table = analyze_run(run_with_features, AnalyzeOptions(extra={"projection": "pca"}))
+    return run_with_features, table
+
+
+def test_scores_projection_and_diagnosis_for_every_split(analysed):
+    run, table = analysed
+    for col in O.SCORERS:
+        assert table[col].notna().all(), col
+    assert table[S.UMAP_X].notna().all() and table[S.UMAP_Y].notna().all()
+    assert set(table[S.DIAGNOSIS].astype(str)) <= set(D.DIAGNOSES)
+    by = table.groupby(S.SPLIT)[S.OOD_MAHALANOBIS].median()
+    assert by["ood:far"] > 10 * by["test"]
+    far = table[S.SPLIT] == "ood:far"
+    assert (table.loc[far, S.DIAGNOSIS] == D.SUSPECT_OOD).mean() > 0.95
+    test = table[S.SPLIT] == "test"
+    assert (table.loc[test, S.DIAGNOSIS] == D.NO_DYNAMICS).mean() > 0.8
+    train = table[S.SPLIT] == S.TRAIN_SPLIT
+    hard = train & (table[S.REGION] == S.HARD)
+    assert (table.loc[hard, S.DIAGNOSIS].isin([D.SUSPECT_MISLABELED, D.SUSPECT_OOD])).all()
+    # the written table carries the columns too
+    stored = runstore.load_table(run)
+    assert S.DIAGNOSIS in stored.columns and S.OOD_KNN in stored.columns
+
+
+def test_scores_match_the_scorers_run_directly(analysed):
+    run, table = analysed
+    _, x_train = runstore.load_features(run, S.TRAIN_SPLIT)
+    ids, x_test = runstore.load_features(run, "test")
+    labels = table.set_index(S.EXAMPLE_ID).loc[np.arange(N_TRAIN), S.LABEL].to_numpy(int)
+    direct = O.MahalanobisScorer().fit(x_train, labels).score(x_test)
+    got = table.set_index(S.EXAMPLE_ID).loc[ids, S.OOD_MAHALANOBIS].to_numpy()
+    np.testing.assert_allclose(got, direct, rtol=1e-6)
+    _, z_test = runstore.load_logits(run, "test")
+    np.testing.assert_allclose(table.set_index(S.EXAMPLE_ID).loc[ids, S.OOD_ENERGY], O.energy_score(z_test))
+
+
+def test_ood_eval_file(analysed):
+    run, _ = analysed
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    assert set(ev["metrics"]) == set(O.SCORERS)
+    assert ev["metrics"][S.OOD_MAHALANOBIS]["ood:far"]["auroc"] > 0.99
+    assert ev["metrics"][S.OOD_KNN]["overall"]["fpr95_definition"] == "ood_accepted_at_95_id"
+    assert ev["diagnosis"]["score_column"] == S.OOD_MAHALANOBIS
+    assert sum(ev["diagnosis_counts"].values()) == N_TRAIN + 2 * N_EVAL
+    assert not list(run.glob(f".{S.OOD_EVAL_FILE}.*"))  # no temporary files left behind
+
+
+def test_second_analyze_reuses_the_projection_cache(analysed):
+    run, table = analysed
+    cached = list((run / S.CACHE_DIR).glob("projection-pca-*.npz"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    again = analyze_run(run, AnalyzeOptions(extra={"projection": "pca", "ood_scorers": ["msp"]}),
+                        write=False)
+    assert cached[0].stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again[S.UMAP_X], table[S.UMAP_X])
+    assert S.OOD_KNN not in again.columns
+
+
+def test_run_without_features_or_logits_still_analyses(tmp_path):
+    run = make_synthetic_run(tmp_path / "bare", n_examples=300, n_eval=0)
+    with pytest.warns(UserWarning, match="no features or logits"):
+        table = analyze_run(run, AnalyzeOptions(extra={"projection": "pca"}))
+    assert not [c for c in table.columns if c.startswith(S.OOD_PREFIX)]
+    assert table[S.UMAP_X].isna().all()
+    expected = D.diagnose(table[S.REGION].astype(str).to_numpy(), None)
+    assert (table[S.DIAGNOSIS].astype(str).to_numpy() == expected).all()
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    assert ev["metrics"] == {} and ev["skipped"]
+
+
+def test_logits_only_run(tmp_path, run_with_features):
+    import shutil
+
+    run = tmp_path / "logits_only"
+    shutil.copytree(run_with_features, run)
+    shutil.rmtree(run / S.FEATURES_DIR)
+    table = analyze_run(run, AnalyzeOptions(extra={"projection": "umap"}), write=False)
+    assert table[S.OOD_ENERGY].notna().all()
+    assert S.OOD_MAHALANOBIS not in table.columns and table[S.UMAP_X].isna().all()
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    assert ev["diagnosis"]["score_column"] == S.OOD_ENERGY
+
+
+def test_mismatched_dimensions_and_nan_rows(tmp_path, run_with_features):
+    import shutil
+
+    run = tmp_path / "bad"
+    shutil.copytree(run_with_features, run)
+    ids, x = runstore.load_features(run, "test")
+    runstore.save_features(run, "test", ids, np.asarray(x)[:, :5])  # wrong width
+    ids_o, x_o = runstore.load_features(run, "ood:far", mmap=False)
+    x_o[0, 0] = np.nan  # a corrupt row, written past the store's own check
+    np.save(run / S.FEATURES_DIR / "ood__far.npy", x_o)
+    with pytest.warns(UserWarning) as rec:
+        table = analyze_run(run, AnalyzeOptions(extra={"projection": "pca"}), write=False)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "Expected features of split 'test' to have 32 columns" in msgs
+    assert "1 rows hold NaN" in msgs
+    t = table.set_index(S.EXAMPLE_ID)
+    assert t.loc[ids, S.OOD_MAHALANOBIS].isna().all() and t.loc[ids, S.UMAP_X].isna().all()
+    assert t.loc[ids, S.OOD_ENERGY].notna().all()  # logits of that split are fine
+    assert np.isnan(t.loc[ids_o[0], S.OOD_KNN]) and t.loc[ids_o[1:], S.OOD_KNN].notna().all()
+
+
+def test_options_are_checked(run_with_features):
+    with pytest.raises(ValueError, match="Expected OOD stage options among"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"projektion": "pca"}), write=False)
+    with pytest.raises(ValueError, match="Expected `projection` among"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"projection": "tsne"}), write=False)
+    with pytest.raises(ValueError, match="Expected OOD scorers among"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"ood_scorers": ["odin"]}), write=False)
+
+
+def test_cli_flags(tmp_path, run_with_features, capsys):
+    import shutil
+
+    run = tmp_path / "cli"
+    shutil.copytree(run_with_features, run)
+    rc = cli_main(["analyze", str(run), "--projection", "none", "--ood-scorers", "energy,knn",
+                   "--ood-scorer", "knn", "--ood-quantile", "0.9", "--knn-k", "5"])
+    assert rc == 0
+    table = runstore.load_table(run)
+    assert {S.OOD_ENERGY, S.OOD_KNN} <= set(table.columns) and S.OOD_MSP not in table.columns
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    assert ev["diagnosis"]["score_column"] == S.OOD_KNN and ev["diagnosis"]["ood_quantile"] == 0.9
+    assert "suspect_ood" in capsys.readouterr().out
+    assert cli_main(["analyze", str(run), "--mahalanobis-shrinkage", "lots", "--projection", "none"]) == 2
+
+
+@pytest.mark.slow
+def test_umap_projection_in_the_stage(tmp_path):
+    run = make_synthetic_run(tmp_path / "u", n_examples=600, n_eval=100, n_features=16)
+    opts = AnalyzeOptions(extra={"projection": "umap", "projection_params": {"n_epochs": 50},
+                                 "ood_scorers": ["mahalanobis"]})
+    table = analyze_run(run, opts)
+    assert table[S.UMAP_X].notna().all()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean second run: cache hit, no warnings
+        again = analyze_run(run, opts, write=False)
+    assert time.perf_counter() - t0 < 5.0
+    np.testing.assert_array_equal(again[S.UMAP_Y], table[S.UMAP_Y])
