@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import pyarrow.json as pajson
 from analysis import runstore
 from analysis import schema as S
 from analysis.dynamics import per_epoch_from_logits
-from analysis.schema import SchemaError
+from analysis.schema import SchemaError, _py
 
 __all__ = ["import_cartography", "export_cartography", "read_epoch_file", "EpochLog"]
 
@@ -205,7 +206,9 @@ def import_cartography(
             f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
         )
     files = _find_epoch_files(Path(log_dir))
-    logs = [read_epoch_file(p, e) for e, p in files]
+    # Arrow's parser releases the GIL: parse files concurrently.
+    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1, 8)) as pool:
+        logs = list(pool.map(lambda f: read_epoch_file(f[1], f[0]), files))
     n_classes = logs[0].logits.shape[1]
     for log, (_, p) in zip(logs, files, strict=True):
         if log.logits.shape[1] != n_classes:
@@ -230,7 +233,7 @@ def import_cartography(
         dup = ser.duplicated()
         if dup.any():
             raise SchemaError(
-                f"{str(p)!r}: guid {ser[dup].iloc[0]!r} appears more than once "
+                f"{str(p)!r}: guid {_py(ser[dup].iloc[0])!r} appears more than once "
                 f"({int(dup.sum())} duplicate lines). Each example may be logged once per epoch."
             )
     kinds = {log.guids.dtype.kind for log in logs}
@@ -252,7 +255,7 @@ def import_cartography(
         if clash.any():
             i = int(np.flatnonzero(clash)[0])
             raise SchemaError(
-                f"{str(p)!r}: guid {ex_ids[pos[i]]!r} has gold {int(g[i])} but {int(seen[i])} in an "
+                f"{str(p)!r}: guid {_py(ex_ids[pos[i]])!r} has gold {int(g[i])} but {int(seen[i])} in an "
                 "earlier epoch; a guid must keep its label."
             )
         gold[pos] = g

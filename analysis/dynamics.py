@@ -35,13 +35,14 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from analysis import schema as S
-from analysis.schema import SchemaError
+from analysis.schema import SchemaError, _py
 
 __all__ = [
     "DenseDynamics",
     "RegionThresholds",
     "pivot_dynamics",
     "per_epoch_from_logits",
+    "dynamics_from_logits",
     "compute_dynamics_metrics",
     "compute_confidence",
     "compute_variability",
@@ -115,7 +116,10 @@ class RegionThresholds:
 def per_epoch_from_logits(
     logits: NDArray[np.floating[Any]], labels: NDArray[np.integer[Any]]
 ) -> dict[str, NDArray[Any]]:
-    """Compact per-measurement values from raw logits, computed in float64.
+    """Compact per-measurement values from raw logits.
+
+    Computed in the logits' precision: float32 logits in float32 (as the original code's
+    ``torch.softmax``), anything else in float64.
 
     Parameters
     ----------
@@ -127,7 +131,8 @@ def per_epoch_from_logits(
     dict with ``gold_prob``, ``margin``, ``pred``, ``loss`` (cross-entropy), ``el2n``, each of
     shape ``labels.shape``.
     """
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.asarray(logits)
+    z = z if z.dtype in (np.float32, np.float64) else z.astype(np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if z.shape[:-1] != y.shape:
         raise ValueError(
@@ -141,19 +146,29 @@ def per_epoch_from_logits(
         raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
     if not np.isfinite(z).all():
         raise ValueError("`logits` contain NaN or inf; check the model output (diverged training?).")
-    zmax = z.max(axis=-1, keepdims=True)
-    shifted = z - zmax
-    lse = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    logp = shifted - lse
-    p = np.exp(logp)
-    gold_z = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
-    gold_logp = np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+    # Classes-first layout: reductions over the (few) classes become element-wise operations
+    # across contiguous rows, which NumPy vectorises; ~5x faster than reducing the last axis.
+    lead = y.shape
+    zt = np.ascontiguousarray(z.reshape(-1, n_classes).T)  # (n_classes, m)
+    yf = y.reshape(-1)
+    cols = np.arange(zt.shape[1])
+    zmax = zt.max(axis=0)
+    ex = np.exp(zt - zmax)
+    total = ex.sum(axis=0)
+    gold_z = zt[yf, cols]
+    gold_logp = gold_z - zmax - np.log(total)
     gold_p = np.exp(gold_logp)
-    others = z.copy()
-    np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
-    margin = gold_z - others.max(axis=-1)
-    pred = z.argmax(axis=-1)
-    el2n = np.sqrt(np.maximum((p * p).sum(axis=-1) - 2.0 * gold_p + 1.0, 0.0))
+    sum_p2 = (ex * ex).sum(axis=0) / (total * total)
+    zt[yf, cols] = -np.inf  # zt is our own copy
+    margin = gold_z - zt.max(axis=0)
+    zt[yf, cols] = gold_z
+    # argmax over axis 0 is slow in NumPy; the first class reaching the max is the same answer.
+    pred = np.zeros(zt.shape[1], dtype=np.int32)
+    for k in range(n_classes - 1, -1, -1):
+        pred[zt[k] == zmax] = k
+    one = zt.dtype.type(1.0)
+    el2n = np.sqrt(np.maximum(sum_p2 - 2 * gold_p + one, 0))
+    gold_p, margin, pred, gold_logp, el2n = (a.reshape(lead) for a in (gold_p, margin, pred, gold_logp, el2n))
     return {
         S.GOLD_PROB: gold_p,
         S.MARGIN: margin,
@@ -161,6 +176,44 @@ def per_epoch_from_logits(
         S.LOSS: -gold_logp,
         S.EL2N: el2n,
     }
+
+
+def dynamics_from_logits(
+    logits: NDArray[np.floating[Any]],
+    labels: NDArray[np.integer[Any]],
+    *,
+    example_ids: NDArray[Any] | None = None,
+    chunk_size: int = 32_768,
+) -> DenseDynamics:
+    """Dense dynamics straight from in-memory logits ``(n_epochs, n_examples, n_classes)``.
+
+    Works epoch by epoch in chunks of ``chunk_size`` examples, so peak memory stays near the
+    size of the inputs plus a few ``(n_epochs, n_examples)`` float32 arrays.
+    """
+    z = np.asarray(logits)
+    if z.ndim != 3:
+        raise ValueError(f"Expected `logits` of shape (n_epochs, n_examples, n_classes), got {z.shape}.")
+    n_epochs, n, _ = z.shape
+    y = np.asarray(labels, dtype=np.int64)
+    if y.shape != (n,):
+        raise ValueError(f"Expected `labels` of shape ({n},), got {y.shape}.")
+    gold_prob = np.empty((n_epochs, n), np.float32)
+    margin = np.empty((n_epochs, n), np.float32)
+    pred = np.empty((n_epochs, n), np.int32)
+    loss = np.empty((n_epochs, n), np.float32)
+    el2n = np.empty((n_epochs, n), np.float32)
+    for e in range(n_epochs):
+        for lo in range(0, n, chunk_size):
+            hi = min(lo + chunk_size, n)
+            v = per_epoch_from_logits(z[e, lo:hi], y[lo:hi])
+            gold_prob[e, lo:hi] = v[S.GOLD_PROB]
+            margin[e, lo:hi] = v[S.MARGIN]
+            pred[e, lo:hi] = v[S.PRED]
+            loss[e, lo:hi] = v[S.LOSS]
+            el2n[e, lo:hi] = v[S.EL2N]
+    ids = np.arange(n) if example_ids is None else np.asarray(example_ids)
+    return DenseDynamics(ids, y, np.arange(n_epochs, dtype=np.int64), np.ones((n_epochs, n), bool),
+                         gold_prob, margin, pred, loss, el2n)
 
 
 # ---- pivot ---------------------------------------------------------------------------------------------
@@ -246,7 +299,7 @@ def pivot_dynamics(
             where = np.flatnonzero(counts > 1)[0]
             msg = (
                 f"{n_dup} (example, epoch) pairs appear more than once in the dynamics, e.g. "
-                f"example {ex_ids[where % n]!r} at epoch {int(epochs[where // n])}."
+                f"example {_py(ex_ids[where % n])!r} at epoch {int(epochs[where // n])}."
             )
             if on_duplicate == "error":
                 raise SchemaError(msg + " Each example may be logged once per epoch.")
@@ -260,12 +313,13 @@ def pivot_dynamics(
         out[flat[::-1]] = vals[::-1]  # reversed so the first row of a duplicate wins
         return out.reshape(n_epochs, n)
 
+    observed: NDArray[np.bool_]
     if flat is None:
         observed = np.ones((n_epochs, n), dtype=bool)
     else:
-        observed = np.zeros(n_epochs * n, dtype=bool)
-        observed[flat] = True
-        observed = observed.reshape(n_epochs, n)
+        seen = np.zeros(n_epochs * n, dtype=bool)
+        seen[flat] = True
+        observed = seen.reshape(n_epochs, n)
     gold_prob = dense(S.GOLD_PROB, np.float32, np.nan)
     margin = dense(S.MARGIN, np.float32, np.nan)
     pred = dense(S.PRED, np.int32, -1)
@@ -276,7 +330,7 @@ def pivot_dynamics(
         if bad.any():
             e, i = np.argwhere(bad)[0]
             raise SchemaError(
-                f"dynamics column `{name}` is NaN or inf for example {ex_ids[i]!r} at epoch "
+                f"dynamics column `{name}` is NaN or inf for example {_py(ex_ids[i])!r} at epoch "
                 f"{int(epochs[e])}; the logits were not finite (diverged training?)."
             )
     names = set(dynamics.column_names)
@@ -286,7 +340,7 @@ def pivot_dynamics(
     if (has_dyn & (y < 0)).any():
         i = int(np.flatnonzero(has_dyn & (y < 0))[0])
         raise SchemaError(
-            f"Example {ex_ids[i]!r} has training dynamics but no label in examples.parquet."
+            f"Example {_py(ex_ids[i])!r} has training dynamics but no label in examples.parquet."
         )
     return DenseDynamics(ex_ids, y, epochs.astype(np.int64), observed, gold_prob, margin, pred, loss, el2n)
 

@@ -73,9 +73,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(table: pa.Table, path: Path, *, dictionary: bool = True) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -300,7 +300,8 @@ def save_dynamics(
     if any(c in shard for c in "/\\") or shard.startswith("."):
         raise ValueError(f"Expected a plain file stem for `shard`, got {shard!r}.")
     path = _run_dir(run_dir, must_exist=False) / S.DYNAMICS_DIR / f"{shard}.parquet"
-    _write_parquet(table, path)
+    # Numbers barely repeat: dictionary encoding would cost time and save nothing.
+    _write_parquet(table, path, dictionary=False)
     return path
 
 

@@ -115,3 +115,9 @@ SOURCES = (SOURCE_FORWARD_PASS, SOURCE_EVAL_PASS, SOURCE_CARTOGRAPHY, SOURCE_SYN
 def is_ood_split(split: str) -> bool:
     """Return whether a split name marks out-of-distribution data (``ood:<name>``)."""
     return split.startswith(OOD_SPLIT_PREFIX)
+
+
+def _py(value: object) -> object:
+    """A NumPy scalar as the plain Python value (for readable error messages)."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and type(value).__module__ == "numpy" else value

@@ -198,3 +198,12 @@ def test_properties(logits, seed, shift):
     )
     for col in (S.CONFIDENCE, S.VARIABILITY, S.CORRECT_COUNT, S.AUM):
         np.testing.assert_allclose(permuted[col], m[col], rtol=1e-6)
+
+
+def test_dynamics_from_logits_equals_pivoted_long_table(digits_logged_logits):
+    from analysis.dynamics import dynamics_from_logits
+
+    logits, labels = digits_logged_logits["logits"], digits_logged_logits["labels"]
+    a = compute_dynamics_metrics(dynamics_from_logits(logits, labels, chunk_size=100))
+    b = compute_dynamics_metrics(pivot_dynamics(_long(logits, labels), np.arange(logits.shape[1]), labels))
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,185 @@
+"""Benchmark: training-dynamics analysis vs the original per-example loop.
+
+Prints three tables:
+
+1. From full logits in memory (n_examples x n_epochs x 10 classes): our vectorised analysis
+   (`dynamics_from_logits` + `compute_dynamics_metrics`) next to a per-example Python loop that
+   computes the way the original cartography code does (softmax per example and epoch, then
+   mean/std over the trend), on the same array in the same run. The loop runs in full up to
+   ``--loop-max`` examples and on a ``--loop-max`` prefix above that (time scaled linearly,
+   marked "~"); its outputs are checked against ours on the rows it computed.
+2. End to end: ``datamap analyze`` on stored runs with compact dynamics (a fresh process each,
+   wall time and peak RSS).
+3. Importing cartography jsonl (100k examples x 5 epochs) vs pandas ``read_json(lines=True)``,
+   the way the original code reads it.
+
+Usage: ``python benchmarks/bench_dynamics.py [--quick]``. Each case runs in a fresh process so
+peak memory is its own. Machines are noisy: read the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reference_loop(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n_epochs, n = logits.shape[:2]
+    conf, var = np.empty(n), np.empty(n)
+    for i in range(n):
+        trend = []
+        for e in range(n_epochs):
+            z = logits[e, i]
+            p = np.exp(z - z.max())
+            p = p / p.sum()
+            trend.append(p[labels[i]])
+        conf[i] = np.mean(trend)
+        var[i] = np.std(trend)
+    return conf, var
+
+
+def case_memory(n: int, n_epochs: int, loop_max: int) -> dict:
+    from analysis import schema as S
+    from analysis.dynamics import compute_dynamics_metrics, dynamics_from_logits
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(n_epochs, n, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    base_rss = _rss_mb()
+    t0 = time.perf_counter()
+    metrics = compute_dynamics_metrics(dynamics_from_logits(logits, labels))
+    ours = time.perf_counter() - t0
+    peak = _rss_mb()
+    m = min(n, loop_max)
+    t0 = time.perf_counter()
+    conf, var = reference_loop(logits[:, :m], labels[:m])
+    loop = (time.perf_counter() - t0) * (n / m)
+    np.testing.assert_allclose(metrics[S.CONFIDENCE].to_numpy()[:m], conf, atol=1e-6)
+    np.testing.assert_allclose(metrics[S.VARIABILITY].to_numpy()[:m], var, atol=1e-6)
+    return {"ours_s": ours, "loop_s": loop, "loop_extrapolated": m < n,
+            "peak_mb": peak, "input_mb": logits.nbytes / 2**20, "base_mb": base_rss}
+
+
+def case_analyze(run_dir: str) -> dict:
+    from analysis.pipeline import AnalyzeOptions, analyze_run
+
+    t0 = time.perf_counter()
+    analyze_run(run_dir, AnalyzeOptions(ood=False))
+    return {"wall_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
+
+
+def case_import(log_dir: str, out_dir: str) -> dict:
+    from analysis.cartography import import_cartography
+
+    t0 = time.perf_counter()
+    import_cartography(log_dir, out_dir, overwrite=True)
+    return {"wall_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
+
+
+def case_pandas(log_dir: str) -> dict:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    for f in sorted(Path(log_dir).glob("dynamics_epoch_*.jsonl")):
+        pd.read_json(f, lines=True)
+    return {"wall_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
+
+
+def _sub(*args: str) -> dict:
+    """Run one case in a fresh interpreter; the whole process is timed too (imports included)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--case", *args], capture_output=True, text=True,
+                         cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"case {args} failed:\n{out.stderr}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res["process_s"] = time.perf_counter() - t0
+    return res
+
+
+def _write_logs(log_dir: Path, n: int, n_epochs: int) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for e in range(n_epochs):
+        z = rng.normal(size=(n, 10))
+        order = rng.permutation(n)
+        df = pd.DataFrame({"guid": order, f"logits_epoch_{e}": list(z), "gold": labels[order]})
+        df.to_json(log_dir / f"dynamics_epoch_{e}.jsonl", orient="records", lines=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="100k only (CI-sized)")
+    ap.add_argument("--loop-max", type=int, default=100_000,
+                    help="largest n the reference loop runs in full (default 100k)")
+    ap.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.case:
+        kind, *rest = args.case
+        if kind == "memory":
+            res = case_memory(int(rest[0]), int(rest[1]), int(rest[2]))
+        elif kind == "analyze":
+            res = case_analyze(rest[0])
+        elif kind == "import":
+            res = case_import(rest[0], rest[1])
+        else:
+            res = case_pandas(rest[0])
+        print(json.dumps(res))
+        return
+
+    sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    epochs = [10] if args.quick else [10, 20]
+    print(f"cpu cores: {os.cpu_count()}; numpy {np.__version__}\n")
+    print("1. From full logits in memory (10 classes)")
+    print(f"{'examples':>10} {'epochs':>6} {'ours (s)':>9} {'loop (s)':>10} {'speed-up':>9} {'peak RSS (MB)':>14} {'logits (MB)':>11}")
+    for n in sizes:
+        for e in epochs:
+            r = _sub("memory", str(n), str(e), str(args.loop_max))
+            loop = f"{'~' if r['loop_extrapolated'] else ''}{r['loop_s']:.1f}"
+            print(f"{n:>10,} {e:>6} {r['ours_s']:>9.2f} {loop:>10} {r['loop_s'] / r['ours_s']:>8.0f}x "
+                  f"{r['peak_mb']:>14.0f} {r['input_mb']:>11.0f}")
+
+    from analysis.synthetic import make_synthetic_run
+
+    print("\n2. End to end: `datamap analyze` on a stored run (compact dynamics, fresh process)")
+    print(f"{'examples':>10} {'epochs':>6} {'analyze (s)':>12} {'process (s)':>12} {'peak RSS (MB)':>14}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            for e in epochs:
+                run = Path(tmp) / f"run-{n}-{e}"
+                make_synthetic_run(run, n_examples=n, n_epochs=e, n_eval=0)
+                r = _sub("analyze", str(run))
+                print(f"{n:>10,} {e:>6} {r['wall_s']:>12.2f} {r['process_s']:>12.2f} {r['peak_mb']:>14.0f}")
+
+        print("\n3. Importing cartography jsonl, 100k examples x 5 epochs x 10 classes")
+        logs = Path(tmp) / "logs"
+        _write_logs(logs, 100_000, 5)
+        ours = _sub("import", str(logs), str(Path(tmp) / "imported"))
+        pandas = _sub("pandas", str(logs))
+        print(f"{'reader':>34} {'wall (s)':>9} {'peak RSS (MB)':>14}")
+        print(f"{'pandas read_json(lines=True)':>34} {pandas['wall_s']:>9.2f} {pandas['peak_mb']:>14.0f}")
+        print(f"{'datamap import (parse+validate+write)':>34} {ours['wall_s']:>9.2f} {ours['peak_mb']:>14.0f}")
+        print(f"speed-up: {pandas['wall_s'] / ours['wall_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
