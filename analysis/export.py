@@ -179,7 +179,7 @@ def _neutralise(ser: pd.Series) -> pd.Series:
 
 
 def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
-    """CSV bytes (UTF-8, header, no index) that are safe to open in a spreadsheet.
+    """CSV bytes (UTF-8, header, no index, CRLF line ends) that are safe to open in a spreadsheet.
 
     Cells of text columns starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
     get a leading ``'`` so that a spreadsheet shows them as text instead of running them as a
@@ -200,7 +200,7 @@ def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
     --------
     >>> import pandas as pd
     >>> to_csv_bytes(pd.DataFrame({"text": ["=1+1", "ok"], "x": [-1, 2]})).decode()
-    "text,x\\n'=1+1,-1\\nok,2\\n"
+    "text,x\\r\\n'=1+1,-1\\r\\nok,2\\r\\n"
     """
     out = df.copy()
     for col in binary_columns(out):
@@ -214,7 +214,8 @@ def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
     for col in out.columns:
         if _is_text_column(out[col]):
             out[col] = _neutralise(out[col])
-    return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    # CRLF line ends (RFC 4180): the csv writer then quotes every cell holding a CR or LF.
+    return out.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from analysis.flags import (
     FlagJournal,
     apply_flags,
 )
-from analysis.pipeline import analyze_run
+from analysis.pipeline import AnalyzeOptions, analyze_run
 from analysis.synthetic import make_synthetic_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 def analysed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     run = make_synthetic_run(tmp_path_factory.mktemp("run") / "run", n_examples=300, n_epochs=4,
                              n_classes=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no features stored: the region-only diagnosis warns
-        table = analyze_run(run)
+    table = analyze_run(run, AnalyzeOptions(ood=False))
     return run, table
 
 

@@ -1,0 +1,332 @@
+"""Subset export: manifest round trip, CSV injection, curated training set, atomic writes, CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import export as E
+from analysis import runstore
+from analysis import schema as S
+from analysis.cli import main
+from analysis.export import (
+    curate_training_set,
+    export_subset,
+    ids_digest,
+    manifest_mask,
+    to_csv_bytes,
+)
+from analysis.filters import FilterSpec, apply_filter
+from analysis.flags import FLAG, NEW_LABEL, NOTE, FlagJournal
+from analysis.pipeline import AnalyzeOptions, analyze_run
+from analysis.synthetic import make_synthetic_run
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    run = make_synthetic_run(tmp_path_factory.mktemp("exp") / "run", n_examples=400, n_epochs=4,
+                             n_classes=4, n_eval=30)
+    table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
+    # A region-based diagnosis, so the test does not depend on the OOD stage.
+    region = table[S.REGION].astype(str)
+    table[S.DIAGNOSIS] = np.select(
+        [region == S.EASY, region == S.AMBIGUOUS, region == S.HARD],
+        ["clean", "ambiguous", "suspect_mislabeled"], default="unscored")
+    table.loc[table[S.SPLIT] == "ood:far", S.DIAGNOSIS] = "suspect_ood"
+    runstore.save_table(run, table)
+    return run, runstore.load_table(run)
+
+
+@pytest.fixture
+def run(analysed: tuple[Path, pd.DataFrame], tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(analysed[0], dst)
+    return dst
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- manifest ------------------------------------------------------------------------------------
+
+
+def test_manifest_round_trip_reproduces_the_rows(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    journal = FlagJournal(run)
+    journal.add_many(table[S.EXAMPLE_ID].iloc[:50], flag="ood")
+    journal.add(int(table[S.EXAMPLE_ID].iloc[3]), note="seen")
+    flags = journal.latest()
+    spec = FilterSpec(splits=["train"], ranges={S.CONFIDENCE: (0.0, 0.6)}, flagged="unflagged")
+    mask = apply_filter(table, spec, flags=flags)
+    ids = table[S.EXAMPLE_ID].to_numpy()
+    selection = list(ids[::3]) + [10**9]  # an id the table lacks selects nothing
+    res = export_subset(run, table, mask, fmt="parquet", filter_spec=spec, selection_ids=selection,
+                        name="round")
+    m = json.loads(res.manifest_path.read_text())
+    assert m == res.manifest
+    assert res.path == run / S.EXPORTS_DIR / "round.parquet"
+    # Hashes: independent recomputation.
+    assert m["output"]["sha256"] == _sha(res.path) == hashlib.sha256(res.data).hexdigest()
+    assert m["source_run"]["table_sha256"] == _sha(run / S.TABLE_FILE)
+    assert m["source_run"]["run_json_sha256"] == _sha(run / S.RUN_JSON)
+    # Counts, computed here without the exporter.
+    in_sel = np.isin(ids, np.asarray(selection[:-1]))
+    want = mask & in_sel
+    assert m["rows"] == {"table": len(table), "after_filter": int(mask.sum()),
+                         "after_selection": int(want.sum()), "exported": int(want.sum())}
+    assert m["selection"]["count"] == len(selection) and m["selection"]["ids"] == [int(v) for v in selection]
+    assert m["selection"]["ids_sha256"] == ids_digest(selection)
+    assert m["flags"] == {"journal_rows": 51, "examples_with_edits": 50}
+    assert m["filter"]["description"] == spec.describe() and m["filter"]["reproduces_rows"] is True
+    assert FilterSpec.from_dict(m["filter"]["spec"]) == spec
+    # Re-applying the manifest to the table (as stored) gives the same rows.
+    out = pq.read_table(res.path).to_pandas()
+    again = manifest_mask(runstore.load_table(run), m, flags=FlagJournal(run).latest())
+    assert out[S.EXAMPLE_ID].tolist() == ids[again].tolist() == ids[want].tolist()
+    assert m["columns"] == out.columns.tolist()
+    assert {FLAG, NEW_LABEL, NOTE} <= set(out.columns)
+
+
+def test_large_selection_is_recorded_by_digest(run: Path, monkeypatch: pytest.MonkeyPatch,
+                                               analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    monkeypatch.setattr(E, "MAX_LISTED_IDS", 10)
+    sel = table[S.EXAMPLE_ID].iloc[5:25].tolist()
+    res = export_subset(run, table, None, fmt="csv", selection_ids=sel, name="big")
+    assert res.manifest["selection"]["ids"] is None
+    expected = hashlib.sha256("".join(f"{i}\n" for i in sel).encode()).hexdigest()
+    assert res.manifest["selection"]["ids_sha256"] == expected
+    with pytest.raises(ValueError, match="only recorded by digest"):
+        manifest_mask(table, res.manifest)
+
+
+def test_mask_that_does_not_match_the_filter_is_reported(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    spec = FilterSpec(splits=["train"])
+    mask = apply_filter(table, spec)
+    mask[np.flatnonzero(mask)[0]] = False
+    res = export_subset(run, table, mask, fmt="csv", filter_spec=spec, name="mismatch")
+    assert res.manifest["filter"]["reproduces_rows"] is False
+    assert res.n_rows == int(mask.sum())
+
+
+def test_existing_files_are_not_overwritten(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    export_subset(run, table, None, fmt="csv", name="same")
+    with pytest.raises(FileExistsError):
+        export_subset(run, table, None, fmt="csv", name="same")
+    res = export_subset(run, table.iloc[:3], None, fmt="csv", name="same", overwrite=True)
+    assert res.n_rows == 3
+    with pytest.raises(ValueError, match="plain file stem"):
+        export_subset(run, table, None, fmt="csv", name="../escape")
+    with pytest.raises(ValueError, match="`fmt` in"):
+        export_subset(run, table, None, fmt="xlsx")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="boolean array of shape"):
+        export_subset(run, table, np.ones(3, dtype=bool), fmt="csv")
+
+
+# ---- atomic writes -------------------------------------------------------------------------------
+
+
+def test_failing_data_write_leaves_no_file(run: Path, analysed: tuple[Path, pd.DataFrame],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Path.write_bytes
+
+    def half_then_fail(self: Path, data: bytes) -> int:
+        real(self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_subset(run, analysed[1], None, fmt="parquet", name="fail")
+    assert list((run / S.EXPORTS_DIR).iterdir()) == []  # no partial file, no temp file
+
+
+def test_failing_manifest_write_removes_the_data_file(run: Path, analysed: tuple[Path, pd.DataFrame],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError("no space for the manifest")
+
+    monkeypatch.setattr(Path, "write_text", fail)
+    with pytest.raises(OSError, match="manifest"):
+        export_subset(run, analysed[1], None, fmt="csv", name="fail2")
+    assert list((run / S.EXPORTS_DIR).iterdir()) == []
+
+
+# ---- CSV -----------------------------------------------------------------------------------------
+
+
+def _cells(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def test_csv_injection_is_neutralised() -> None:
+    df = pd.DataFrame({
+        "text": ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "safe",
+                 "a=b", None],
+        "num": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+        "ints": [-1, 0, 1, 2, 3, 4, 5, 6, 7],
+        "cat": pd.Categorical(["-x", "y", "=z", "y", "y", "y", "y", "y", "y"]),
+        "obj": pd.Series([1, "=1", None, "ok", 2, 3, 4, 5, 6], dtype=object),
+    })
+    rows = _cells(to_csv_bytes(df))
+    assert rows[0] == ["text", "num", "ints", "cat", "obj"]
+    text = [r[0] for r in rows[1:]]
+    assert text == ["'=HYPERLINK(\"http://x\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\tcmd", "'\rcmd",
+                    "safe", "a=b", ""]
+    assert [r[1] for r in rows[1:]] == ["-1.5", "2.0", "-3.0", "4.0", "5.0", "6.0", "7.0", "8.0", "9.0"]
+    assert [r[2] for r in rows[1:]][:2] == ["-1", "0"]
+    assert [r[3] for r in rows[1:]][:3] == ["'-x", "y", "'=z"]
+    assert [r[4] for r in rows[1:]][:4] == ["1", "'=1", "", "ok"]
+    # The input frame is not modified.
+    assert df["text"].iloc[0].startswith("=")
+
+
+def test_binary_columns_are_dropped_unless_asked() -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00"
+    df = pd.DataFrame({S.EXAMPLE_ID: [1, 2], S.IMAGE: [png, None], "path": ["a.png", "b.png"]})
+    rows = _cells(to_csv_bytes(df))
+    assert rows[0] == [S.EXAMPLE_ID, "path"]
+    rows = _cells(to_csv_bytes(df, include_images=True))
+    import base64
+
+    assert rows[1][1] == base64.b64encode(png).decode() and rows[2][1] == ""
+
+
+def test_export_drops_images_from_parquet_too(run: Path) -> None:
+    table = pd.DataFrame({S.EXAMPLE_ID: [1, 2], S.SPLIT: ["train", "train"], S.IMAGE: [b"\x89PNG", b"x"]})
+    res = export_subset(run, table, None, fmt="parquet", name="img")
+    assert S.IMAGE not in pq.read_table(res.path).column_names
+    assert res.manifest["dropped_columns"] == [S.IMAGE]
+    res = export_subset(run, table, None, fmt="parquet", name="img2", include_images=True)
+    assert pq.read_table(res.path).column(S.IMAGE).to_pylist() == [b"\x89PNG", b"x"]
+
+
+def test_csv_export_bytes_match_the_file(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    mask = (table[S.SPLIT] == "test").to_numpy()
+    res = export_subset(run, table, mask, fmt="csv", name="t")
+    assert res.path.read_bytes() == res.data
+    back = pd.read_csv(io.BytesIO(res.data))
+    assert back[S.EXAMPLE_ID].tolist() == table.loc[mask, S.EXAMPLE_ID].tolist()
+    np.testing.assert_allclose(back[S.CONFIDENCE], table.loc[mask, S.CONFIDENCE].to_numpy())
+
+
+# ---- curated training set --------------------------------------------------------------------------
+
+
+def _hand_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        S.EXAMPLE_ID: [0, 1, 2, 3, 4, 5, 6, 7],
+        S.SPLIT: ["train", "train", "train", "train", "train", "test", "train", "ood:far"],
+        S.LABEL: pd.array([0, 1, 2, 0, 1, 0, 2, pd.NA], dtype="Int64"),
+        S.LABEL_NAME: ["cat", "dog", "fox", "cat", "dog", "cat", "fox", None],
+        S.DIAGNOSIS: ["clean", "suspect_mislabeled", "suspect_mislabeled", "clean", "suspect_ood",
+                      "clean", "ambiguous", "suspect_ood"],
+    })
+
+
+def _hand_flags() -> pd.DataFrame:
+    return pd.DataFrame({
+        S.EXAMPLE_ID: [1, 2, 3, 6, 5],
+        FLAG: pd.Series([None, "keep", "mislabeled", None, None], dtype="str"),
+        NEW_LABEL: pd.array([pd.NA, 0, pd.NA, 1, 2], dtype="Int64"),
+        NOTE: pd.Series([None] * 5, dtype="str"),
+    })
+
+
+def test_curated_training_set_by_hand() -> None:
+    out = curate_training_set(_hand_table(), _hand_flags(), class_names=["cat", "dog", "fox"])
+    # 5, 7 not train; 1 suspect_mislabeled; 4 suspect_ood; 3 flagged mislabeled.
+    # 2 is suspect_mislabeled but flagged keep, and relabelled to 0; 6 relabelled to 1.
+    assert out[S.EXAMPLE_ID].tolist() == [0, 2, 6]
+    assert out[S.LABEL].tolist() == [0, 0, 1]
+    assert out[S.ORIGINAL_LABEL].tolist() == [0, 2, 2]
+    assert out[S.LABEL_NAME].tolist() == ["cat", "cat", "dog"]
+    assert out.columns.tolist().index(S.ORIGINAL_LABEL) == out.columns.tolist().index(S.LABEL) + 1
+
+
+def test_curated_options() -> None:
+    table, flags = _hand_table(), _hand_flags()
+    no_relabel = curate_training_set(table, flags, apply_relabels=False)
+    assert no_relabel[S.LABEL].tolist() == [0, 2, 2] and S.ORIGINAL_LABEL not in no_relabel
+    keep_all = curate_training_set(table, flags, drop_diagnoses=(), drop_flags=())
+    assert keep_all[S.EXAMPLE_ID].tolist() == [0, 1, 2, 3, 4, 6]
+    # Without class names they come from the table's own label/label_name pairs.
+    inferred = curate_training_set(table, flags)
+    assert inferred[S.LABEL_NAME].tolist() == ["cat", "cat", "dog"]
+    # An existing original_label column is kept as it is.
+    with_orig = table.assign(**{S.ORIGINAL_LABEL: [9, 9, 9, 9, 9, 9, 9, 9]})
+    assert curate_training_set(with_orig, flags)[S.ORIGINAL_LABEL].tolist() == [9, 9, 9]
+    bad = flags.copy()
+    bad.loc[bad[S.EXAMPLE_ID] == 6, NEW_LABEL] = 3
+    with pytest.raises(ValueError, match=r"classes \[3\]"):
+        curate_training_set(table, bad)
+    with pytest.raises(TypeError, match="sequence of str"):
+        curate_training_set(table, flags, drop_flags="ood")  # type: ignore[arg-type]
+
+
+def test_curated_export_through_the_journal(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    table = analysed[1]
+    train = table[table[S.SPLIT] == "train"]
+    ids = train[S.EXAMPLE_ID].to_numpy()
+    suspect = train[S.DIAGNOSIS].isin(E.DEFAULT_DROP_DIAGNOSES).to_numpy()
+    keep_id, flagged_id, relabel_id = int(ids[suspect][0]), int(ids[~suspect][0]), int(ids[~suspect][1])
+    j = FlagJournal(run)
+    j.add(keep_id, flag="keep")
+    j.add(flagged_id, flag="mislabeled")
+    old = int(train.loc[train[S.EXAMPLE_ID] == relabel_id, S.LABEL].iloc[0])
+    j.add(relabel_id, new_label=(old + 1) % 4)
+    res = export_subset(run, table, None, fmt="parquet", curated=True, name="cur")
+    out = pq.read_table(res.path).to_pandas()
+    expected = set(ids[~suspect].tolist()) - {flagged_id} | {keep_id}
+    assert set(out[S.EXAMPLE_ID].tolist()) == expected
+    row = out[out[S.EXAMPLE_ID] == relabel_id].iloc[0]
+    assert row[S.LABEL] == (old + 1) % 4 and row[S.LABEL_NAME] == f"class_{(old + 1) % 4}"
+    assert res.manifest["curated"]["enabled"] and res.manifest["curated"]["relabeled"] == 1
+    assert res.manifest["rows"]["exported"] == len(expected)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_export_with_shorthands(run: Path, analysed: tuple[Path, pd.DataFrame],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    table = analysed[1]
+    rc = main(["export", str(run), "--split", "train", "--region", f"{S.HARD},{S.AMBIGUOUS}",
+               "--range", f"{S.CONFIDENCE}::0.5", "--format", "csv", "--name", "cli"])
+    assert rc == 0
+    assert "cli.csv" in capsys.readouterr().out
+    want = table[(table[S.SPLIT] == "train") & table[S.REGION].isin([S.HARD, S.AMBIGUOUS])
+                 & (table[S.CONFIDENCE] <= 0.5)][S.EXAMPLE_ID].tolist()
+    got = pd.read_csv(run / S.EXPORTS_DIR / "cli.csv")[S.EXAMPLE_ID].tolist()
+    assert got == want and len(want) > 0
+    # Repeat it from its manifest, to another path.
+    out = run.parent / "elsewhere" / "again.parquet"
+    rc = main(["export", str(run), "--filter", str(run / S.EXPORTS_DIR / "cli.manifest.json"),
+               "--out", str(out)])
+    assert rc == 0 and (run.parent / "elsewhere" / "again.manifest.json").is_file()
+    assert pq.read_table(out).column(S.EXAMPLE_ID).to_pylist() == want
+
+
+def test_cli_export_filter_json_and_errors(run: Path, analysed: tuple[Path, pd.DataFrame],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    table = analysed[1]
+    assert main(["export", str(run), "--filter", '{"splits": ["test"], "labels": [1]}', "--name", "j"]) == 0
+    want = table[(table[S.SPLIT] == "test") & (table[S.LABEL] == 1)][S.EXAMPLE_ID].tolist()
+    assert pq.read_table(run / S.EXPORTS_DIR / "j.parquet").column(S.EXAMPLE_ID).to_pylist() == want
+    assert main(["export", str(run), "--filter", '{"bogus": 1}']) == 2
+    assert "unknown keys" in capsys.readouterr().err
+    assert main(["export", str(run), "--range", "x:1"]) == 2
+    assert "COLUMN:LO:HI" in capsys.readouterr().err
+    assert main(["export", str(run.parent / "missing")]) == 2
