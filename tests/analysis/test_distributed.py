@@ -1,0 +1,140 @@
+"""Distributed-safe recording: two CPU processes (gloo), one shard each, analysed as one run.
+
+Each rank trains a DDP model on its part of the data and, after every epoch, records the logits of
+its part of the training set (a shuffled ``DistributedSampler``, which pads the odd-sized dataset
+with a repeated example). Rank 0 also stores the epoch's weights. The reference is a single
+process that reloads those weights, records every example once per epoch, and is analysed the
+same way: the merged two-shard run must give the same per-example metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from analysis import runstore  # noqa: E402
+from analysis import schema as S  # noqa: E402
+from analysis.pipeline import AnalyzeOptions, analyze_run  # noqa: E402
+from analysis.recorder import DynamicsRecorder  # noqa: E402
+
+N, N_CLASSES, EPOCHS, WORLD = 201, 10, 3, 2  # N odd: the sampler pads one example
+
+
+def _data():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rng = np.random.default_rng(2)
+    rows = rng.choice(len(d.target), N, replace=False)
+    x = (d.data[rows] / 16.0).astype(np.float32)
+    y = d.target[rows].astype(np.int64)
+    ids = (rng.permutation(N) * 7 + 3).astype(np.int64)  # ids unlike positions
+    return x, y, ids
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, N_CLASSES))
+
+
+def _examples(y, ids):
+    import pandas as pd
+
+    return pd.DataFrame({S.EXAMPLE_ID: ids, S.SPLIT: S.TRAIN_SPLIT, S.LABEL: y})
+
+
+def _worker(rank: int, port: int, run_dir: str, weights_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        x, y, ids = _data()
+        ds = TensorDataset(torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(ids))
+        model = DDP(_model())
+        opt = torch.optim.SGD(model.parameters(), lr=0.2)
+        train_sampler = DistributedSampler(ds, shuffle=True, seed=0)
+        rec = DynamicsRecorder()  # rank comes from torch.distributed
+        for epoch in range(EPOCHS):
+            train_sampler.set_epoch(epoch)
+            model.train()
+            for xb, yb, _ in DataLoader(ds, batch_size=16, sampler=train_sampler):
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            eval_sampler = DistributedSampler(ds, shuffle=True, seed=100 + epoch)
+            with torch.no_grad():
+                for xb, yb, ib in DataLoader(ds, batch_size=32, sampler=eval_sampler):
+                    rec.update(ib, model(xb), yb, epoch=epoch)
+            if rank == 0:
+                state = {k: v.detach().numpy() for k, v in model.module.state_dict().items()}
+                np.savez(os.path.join(weights_dir, f"epoch-{epoch}.npz"), **state)
+        rec.save(run_dir, class_names=[str(k) for k in range(N_CLASSES)],
+                 examples=_examples(y, ids), source=S.SOURCE_EVAL_PASS)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_ranks_merge_to_the_single_process_result(tmp_path):
+    import torch.multiprocessing as mp
+
+    run, ref_run, weights = tmp_path / "run", tmp_path / "ref", tmp_path / "weights"
+    weights.mkdir()
+    mp.spawn(_worker, args=(_free_port(), str(run), str(weights)), nprocs=WORLD, join=True)
+
+    shards = sorted(p.name for p in (run / S.DYNAMICS_DIR).glob("*.parquet"))
+    assert shards == ["rank-0.parquet", "rank-1.parquet"]
+    dyn = runstore.load_dynamics(run).to_pandas()
+    padded = -(-N // WORLD) * WORLD
+    assert len(dyn) == EPOCHS * padded
+    import pyarrow.parquet as pq
+
+    first = [set(pq.read_table(run / S.DYNAMICS_DIR / s).to_pandas().query(f"{S.EPOCH} == 0")[S.EXAMPLE_ID])
+             for s in shards]
+    assert len(first[0] & first[1]) == padded - N  # only the sampler's padding repeats
+    for _, grp in dyn.groupby(S.EPOCH):
+        assert grp[S.EXAMPLE_ID].nunique() == N and len(grp) == padded
+
+    # single-process reference from the same weights
+    x, y, ids = _data()
+    ref = DynamicsRecorder(rank=0)
+    for epoch in range(EPOCHS):
+        model = _model()
+        state = np.load(weights / f"epoch-{epoch}.npz")
+        model.load_state_dict({k: torch.as_tensor(state[k]) for k in state.files})
+        model.eval()
+        with torch.no_grad():
+            ref.update(ids, model(torch.as_tensor(x)), y, epoch=epoch)
+    ref.save(ref_run, class_names=[str(k) for k in range(N_CLASSES)], examples=_examples(y, ids),
+             source=S.SOURCE_EVAL_PASS)
+
+    opts = AnalyzeOptions(ood=False)
+    with pytest.warns(UserWarning, match="more than once"):
+        got = analyze_run(run, opts, write=False).set_index(S.EXAMPLE_ID)
+    want = analyze_run(ref_run, opts, write=False).set_index(S.EXAMPLE_ID).loc[got.index]
+    assert (got[S.N_EPOCHS_SEEN] == EPOCHS).all()
+    for col in (S.CONFIDENCE, S.VARIABILITY, S.AUM, S.EL2N_MEAN, S.CORRECTNESS):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
+                                   rtol=1e-4, atol=1e-5, err_msg=col)
+    np.testing.assert_array_equal(got[S.FINAL_PRED].to_numpy(), want[S.FINAL_PRED].to_numpy())
+    assert runstore.load_run_meta(run).source == S.SOURCE_EVAL_PASS
+    assert runstore.load_run_meta(run).n_epochs == EPOCHS
