@@ -572,8 +572,9 @@ def _within_scatter(
     scatter = np.zeros((d, d), dtype=np.float64)
     mu = means.astype(dtype)
     for s in range(0, x.shape[0], block):
-        xc = np.asarray(x[s : s + block], dtype=dtype) - mu[inv[s : s + block]]
-        scatter += (xc.T @ xc).astype(np.float64)
+        xc = np.array(x[s : s + block], dtype=dtype, order="C")
+        xc -= mu[inv[s : s + block]]
+        scatter += xc.T @ xc  # numpy dispatches A.T @ A to BLAS (float32 products, float64 sum)
     return scatter
 
 
