@@ -1,0 +1,359 @@
+"""The dashboard in a real browser: `datamap serve` + headless Chromium driven by Playwright.
+
+One server per module (restarted once, for the persistence test). Runs on a copy of the shipped
+sample run when it exists, else on a small synthetic run with PNG images. Screenshots of every
+page go to ``artifacts/screenshots/``.
+
+Chromium: Debian's ``/usr/bin/chromium`` (``apt-get install chromium``); Playwright's own browser
+download is not needed. Override the path with ``DATAMAP_CHROMIUM``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import schema as S
+from analysis.filters import FilterSpec, apply_filter, points_in_box, points_in_polygon
+from analysis.flags import FlagJournal, apply_flags
+from tests.dashboard.runs import SAMPLE_RUN, make_image_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM = os.environ.get("DATAMAP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PAGES = ("", "embeddings", "ood", "review", "export")
+APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`datamap serve RUN --port P --no-browser` in a child process."""
+
+    def __init__(self, run_dir: Path, log_path: Path) -> None:
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.port = _free_port()
+        env = dict(os.environ)
+        env.pop("DISPLAY", None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "analysis.cli", "serve", str(self.run_dir),
+             "--port", str(self.port), "--no-browser"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not become healthy in 60 s")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()  # SIGTERM: serve() forwards it and waits
+        return self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the sample run (flags and exports are written into it)."""
+    dest = tmp_path_factory.mktemp("browser") / "run"
+    if (SAMPLE_RUN / S.TABLE_FILE).is_file():
+        shutil.copytree(SAMPLE_RUN, dest, ignore=shutil.ignore_patterns(
+            S.FLAGS_FILE + "*", S.EXPORTS_DIR, S.CACHE_DIR))
+        return dest
+    return make_image_run(dest, n_examples=1500, n_eval=200)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(run_dir, tmp_path_factory.mktemp("logs") / "server.log")
+    srv.start()
+    yield srv
+    if srv.proc is not None and srv.proc.poll() is None:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set DATAMAP_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: object, tmp_path: Path) -> Iterator[object]:
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def open_page(pg: object, url: str, *, plot: bool = False) -> None:
+    pg.goto(url)  # type: ignore[attr-defined]
+    wait_idle(pg)
+    if plot:
+        pg.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+
+
+def wait_idle(pg: object, *, settle: float = 0.3) -> None:
+    """Wait for the script run to finish (and the status to settle)."""
+    time.sleep(settle)
+    pg.wait_for_selector(APP_READY)  # type: ignore[attr-defined]
+
+
+def no_exception(pg: object) -> None:
+    n = pg.locator('[data-testid="stException"]').count()  # type: ignore[attr-defined]
+    assert n == 0, pg.locator('[data-testid="stException"]').first.inner_text()  # type: ignore[attr-defined]
+
+
+def nav(pg: object, title: str) -> None:
+    """Switch page through the sidebar (keeps the session, unlike a new URL)."""
+    pg.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()  # type: ignore[attr-defined]
+    wait_idle(pg, settle=0.8)
+
+
+def shown_count(pg: object) -> int:
+    text = pg.locator('[data-testid="stSidebar"] [data-testid="stMetricValue"]').first.inner_text()  # type: ignore[attr-defined]
+    return int(text.replace(",", ""))
+
+
+def pick_multiselect(pg: object, label: str, option: str) -> None:
+    box = pg.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(has_text=label).first  # type: ignore[attr-defined]
+    choose_option(pg, box.locator("input"), option)
+    pg.keyboard.press("Escape")  # type: ignore[attr-defined]
+    wait_idle(pg, settle=0.8)
+
+
+def choose_option(pg: object, widget: object, option: str) -> None:
+    """Open a select widget and click ``option`` (retried: a rerun may swallow the first click)."""
+    target = pg.get_by_role("option", name=option, exact=True)  # type: ignore[attr-defined]
+    for _ in range(4):
+        widget.click()  # type: ignore[attr-defined]
+        try:
+            target.wait_for(timeout=3_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; retry the click
+            wait_idle(pg)
+            continue
+        target.click()
+        return
+    raise AssertionError(f"option {option!r} never appeared")
+
+
+def selection_shape(pg: object) -> dict:
+    """The lasso/box the chart holds, in data coordinates (Plotly's persistent selections)."""
+    return pg.evaluate(  # type: ignore[attr-defined]
+        """() => {
+        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+        const sel = (gd.layout.selections || [])[0];
+        return sel ? {type: sel.type, path: sel.path || null,
+                      x0: sel.x0, x1: sel.x1, y0: sel.y0, y1: sel.y1} : null;
+    }"""
+    )
+
+
+def parse_path(path: str) -> np.ndarray:
+    nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", path)]
+    return np.asarray(nums).reshape(-1, 2)
+
+
+def download_csv(pg: object) -> pd.DataFrame:
+    with pg.expect_download() as info:  # type: ignore[attr-defined]
+        pg.locator('[data-testid="stDownloadButton"] button').first.click()  # type: ignore[attr-defined]
+    data = Path(info.value.path()).read_bytes()
+    return pd.read_csv(io.BytesIO(data))
+
+
+def prepare_export(pg: object, scope_prefix: str) -> None:
+    pg.locator('[data-testid="stRadio"] label', has_text=scope_prefix).first.click()  # type: ignore[attr-defined]
+    pg.get_by_role("button", name="Prepare export").click()  # type: ignore[attr-defined]
+    pg.wait_for_selector('[data-testid="stDownloadButton"]')  # type: ignore[attr-defined]
+    wait_idle(pg)
+
+
+def working_table(run_dir: Path) -> pd.DataFrame:
+    table = pd.read_parquet(run_dir / S.TABLE_FILE)
+    return apply_flags(table, FlagJournal(run_dir).latest())
+
+
+def shot(pg: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+
+
+def test_every_page_renders(server: Server, page: object) -> None:
+    for slug in PAGES:
+        open_page(page, f"{server.url}/{slug}", plot=slug in ("", "embeddings", "ood"))
+        no_exception(page)
+        assert page.locator("h1").first.is_visible()  # type: ignore[attr-defined]
+        shot(page, slug or "data_map")
+
+
+def test_lasso_fills_selection_with_the_polygon_rows(server: Server, page: object, run_dir: Path) -> None:
+    open_page(page, server.url, plot=True)
+    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
+    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
+    # a pentagon over the middle of the map
+    pts = [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)]
+    page.mouse.move(x0 + pts[0][0] * w, y0 + pts[0][1] * h)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for fx, fy in pts[1:]:
+        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=8)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    no_exception(page)
+    shape = selection_shape(page)
+    assert shape is not None and shape["path"], shape
+    polygon = parse_path(shape["path"])
+    table = working_table(run_dir)
+    xs = table[S.VARIABILITY].to_numpy(dtype=float, na_value=np.nan)
+    ys = table[S.CONFIDENCE].to_numpy(dtype=float, na_value=np.nan)
+    expected = set(table.loc[points_in_polygon(xs, ys, polygon), S.EXAMPLE_ID].tolist())
+    assert expected, "the lasso should enclose some examples"
+    text = page.get_by_text(re.compile(r"selected by lasso")).first.inner_text()  # type: ignore[attr-defined]
+    n_shown = int(re.search(r"([\d,]+) selected", text).group(1).replace(",", ""))
+    assert n_shown == len(expected)
+    shot(page, "data_map_lasso")
+    # the selection travels to the Export page: the downloaded ids are the polygon's
+    nav(page, "Export")
+    prepare_export(page, "current selection")
+    got = download_csv(page)
+    assert set(got[S.EXAMPLE_ID].tolist()) == expected
+
+
+def test_box_select_on_the_embedding(server: Server, page: object, run_dir: Path) -> None:
+    open_page(page, f"{server.url}/embeddings", plot=True)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first  # type: ignore[attr-defined]
+    chart.hover()
+    page.locator('.modebar-btn[data-val="select"]').first.click()  # type: ignore[attr-defined]
+    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
+    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
+    page.mouse.move(x0 + 0.1 * w, y0 + 0.1 * h)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    page.mouse.move(x0 + 0.6 * w, y0 + 0.9 * h, steps=10)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"selected by box")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    shape = selection_shape(page)
+    table = working_table(run_dir)
+    xs = table[S.UMAP_X].to_numpy(dtype=float, na_value=np.nan)
+    ys = table[S.UMAP_Y].to_numpy(dtype=float, na_value=np.nan)
+    inside = points_in_box(xs, ys, sorted((shape["x0"], shape["x1"])), sorted((shape["y0"], shape["y1"])))
+    text = page.get_by_text(re.compile(r"selected by box")).first.inner_text()  # type: ignore[attr-defined]
+    n_shown = int(re.search(r"([\d,]+) selected", text).group(1).replace(",", ""))
+    assert n_shown == int(inside.sum()) > 0
+    no_exception(page)
+
+
+def test_filter_change_updates_counts_and_export(server: Server, page: object, run_dir: Path) -> None:
+    open_page(page, server.url, plot=True)
+    table = working_table(run_dir)
+    assert shown_count(page) == len(table)
+    pick_multiselect(page, "split", "train")
+    spec = FilterSpec(splits=["train"])
+    expected = apply_filter(table, spec)
+    assert shown_count(page) == int(expected.sum())
+    # a second criterion narrows further
+    pick_multiselect(page, "region", S.HARD)
+    spec = FilterSpec(splits=["train"], regions=[S.HARD])
+    expected = apply_filter(table, spec)
+    assert shown_count(page) == int(expected.sum())
+    assert page.get_by_text(re.compile("Filter: split ∈ {train}; region")).count() == 1  # type: ignore[attr-defined]
+    no_exception(page)
+    # the export of the filter holds exactly the filtered rows
+    nav(page, "Export")
+    prepare_export(page, "current filter")
+    got = download_csv(page)
+    assert sorted(got[S.EXAMPLE_ID].tolist()) == sorted(table.loc[expected, S.EXAMPLE_ID].tolist())
+    shot(page, "export_done")
+    # reset brings every row back
+    page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
+    assert shown_count(page) == len(table)
+
+
+def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: Path) -> None:
+    table = working_table(run_dir)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    first_id = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].iloc[0]
+    open_page(page, f"{server.url}/review")
+    grid = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # row-selection cell of the first row  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(rf"Example {first_id}\b")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    form = page.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
+    choose_option(page, form.locator('[data-testid="stSelectbox"]').first, "mislabeled")
+    form.locator('input[type="text"]').last.fill("flagged by the browser test")
+    form.get_by_role("button", name="Save").click()
+    page.get_by_text(re.compile(rf"Saved: example {first_id}")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    no_exception(page)
+    latest = FlagJournal(run_dir).latest()
+    assert latest[S.EXAMPLE_ID].tolist() == [first_id]
+    assert latest["flag"].tolist() == ["mislabeled"]
+
+    assert server.stop() == 0
+    server.start()
+    open_page(page, f"{server.url}/review")
+    page.locator('[data-testid="stRadio"] label', has_text="already flagged").click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
+    values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()  # type: ignore[attr-defined]
+    assert "1" in values  # one flagged example listed
+    page.locator("summary", has_text="Journal").click()  # type: ignore[attr-defined]
+    nav(page, "Data map")
+    page.locator('[data-testid="stSidebar"] [data-testid="stRadio"] label', has_text="flagged").first.click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
+    assert shown_count(page) == 1
+    no_exception(page)
