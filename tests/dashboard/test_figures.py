@@ -1,0 +1,176 @@
+"""Pure figure builders and the server-side selection/sampling helpers of the dashboard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from analysis import schema as S
+from analysis.dynamics import RegionThresholds
+from dashboard import data as D
+from dashboard import figures as FIG
+
+
+def _table(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        S.EXAMPLE_ID: np.arange(1000, 1000 + n),
+        S.SPLIT: rng.choice(["train", "test", "ood:far"], n),
+        S.LABEL_NAME: rng.choice(["cat", "dog"], n),
+        S.CONFIDENCE: rng.random(n),
+        S.VARIABILITY: rng.random(n) * 0.4,
+        S.CORRECTNESS: rng.random(n),
+        S.UMAP_X: rng.normal(size=n),
+        S.UMAP_Y: rng.normal(size=n),
+        S.OOD_ENERGY: rng.normal(size=n),
+    })
+
+
+def test_data_map_is_one_trace_with_ids_and_boundaries_at_the_thresholds() -> None:
+    t = _table()
+    thr = RegionThresholds(confidence=0.6, variability=0.15)
+    fig = FIG.data_map_figure(t, thresholds=thr)
+    assert len(fig.data) == 1
+    trace = fig.data[0]
+    assert isinstance(trace, go.Scattergl)
+    np.testing.assert_array_equal(trace.customdata, t[S.EXAMPLE_ID].to_numpy())
+    np.testing.assert_allclose(trace.x, t[S.VARIABILITY].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(trace.y, t[S.CONFIDENCE].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(trace.marker.color, t[S.CORRECTNESS].to_numpy(), rtol=1e-6)
+    shapes = {s.name: s for s in fig.layout.shapes}
+    vert, horiz = shapes["variability threshold"], shapes["confidence threshold"]
+    assert (vert.x0, vert.x1, vert.y0, vert.y1) == (0.15, 0.15, 0, 1)
+    assert (horiz.x0, horiz.x1, horiz.y0, horiz.y1) == (0, 0.15, 0.6, 0.6)
+    assert {a.text for a in fig.layout.annotations} == {S.EASY, S.HARD, S.AMBIGUOUS}
+    assert fig.layout.dragmode == "lasso"
+
+
+def test_categorical_colour_stays_one_trace_with_named_ticks() -> None:
+    t = _table()
+    fig = FIG.data_map_figure(t, color=S.SPLIT)
+    assert len(fig.data) == 1
+    marker = fig.data[0].marker
+    assert list(marker.colorbar.ticktext) == ["ood:far", "test", "train"]
+    codes = np.asarray(marker.color)
+    # each point's colour code names its split
+    names = np.asarray(marker.colorbar.ticktext)[np.floor(codes).astype(int)]
+    np.testing.assert_array_equal(names, t[S.SPLIT].to_numpy())
+
+
+def test_highlight_adds_the_flagged_points_only() -> None:
+    t = _table(50)
+    hl = np.zeros(50, dtype=bool)
+    hl[[3, 7, 11]] = True
+    fig = FIG.embedding_figure(t, highlight=hl)
+    assert len(fig.data) == 2
+    np.testing.assert_array_equal(fig.data[1].customdata, t[S.EXAMPLE_ID].to_numpy()[hl])
+    with pytest.raises(ValueError, match="highlight"):
+        FIG.embedding_figure(t, highlight=hl[:10])
+
+
+def test_missing_values_do_not_break_the_colour_scale() -> None:
+    t = _table(20)
+    t.loc[::3, S.CORRECTNESS] = np.nan
+    t[S.DIAGNOSIS] = pd.Series(["clean", None] * 10, dtype="object")
+    FIG.data_map_figure(t).to_json()
+    spec = FIG.color_spec(t[S.DIAGNOSIS])
+    assert spec.categories == ["(missing)", "clean"]
+
+
+def test_ood_histogram_shares_bins_and_normalises_per_split() -> None:
+    t = _table(300)
+    fig = FIG.ood_histogram_figure(t, S.OOD_ENERGY, bins=20)
+    assert len(fig.data) == t[S.SPLIT].nunique()
+    xs = [tuple(np.round(tr.x, 9)) for tr in fig.data]
+    assert len(set(xs)) == 1 and len(xs[0]) == 20
+    for tr in fig.data:
+        assert np.isclose(np.sum(tr.y), 1.0)
+    with pytest.raises(ValueError, match="score column"):
+        FIG.ood_histogram_figure(t, "ood_missing")
+
+
+def test_roc_and_pr_figures_plot_the_given_points() -> None:
+    curves = {"ood:far": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1], "auroc": 0.95,
+                          "precision": [1, 0.9, 0.5], "recall": [0, 0.8, 1], "aupr_out": 0.9}}
+    roc = FIG.roc_figure(curves)
+    assert roc.data[0].name == "ood:far (AUROC 0.950)"
+    np.testing.assert_allclose(roc.data[0].y, [0, 0.9, 1])
+    assert roc.data[-1].name == "chance"
+    pr = FIG.pr_figure(curves)
+    np.testing.assert_allclose(pr.data[0].x, [0, 0.8, 1])
+
+
+def test_trajectory_is_sorted_by_epoch() -> None:
+    traj = pd.DataFrame({S.EPOCH: [2, 0, 1], S.GOLD_PROB: [0.9, 0.1, 0.5]})
+    fig = FIG.trajectory_figure(traj, confidence=0.5)
+    np.testing.assert_array_equal(fig.data[0].x, [0, 1, 2])
+    np.testing.assert_allclose(fig.data[0].y, [0.1, 0.5, 0.9])
+
+
+def test_column_choices_skip_payloads() -> None:
+    t = _table(10)
+    t[S.IMAGE] = [b"\x89PNG"] * 10
+    t[S.TEXT] = ["x"] * 10
+    choices = FIG.column_choices(t)
+    assert S.IMAGE not in choices and S.TEXT not in choices and S.EXAMPLE_ID not in choices
+    assert S.CORRECTNESS in choices and S.SPLIT in choices
+
+
+# ---- sampling and selection over every row ---------------------------------------------------------
+
+
+def _ctx(n: int, flagged: np.ndarray | None = None) -> D.RunContext:
+    t = _table(n)
+    ctx = D.RunContext(run_dir=D.Path("."), key=("k", n, 0), table=t, mask=np.ones(n, dtype=bool))
+    ctx._flagged = flagged if flagged is not None else np.zeros(n, dtype=bool)
+    return ctx
+
+
+def test_plot_rows_is_bounded_and_keeps_flagged_and_extreme_rows() -> None:
+    n = 20_000
+    flagged = np.zeros(n, dtype=bool)
+    flagged[[5, 19_999, 12_345]] = True
+    ctx = _ctx(n, flagged)
+    rows = D.plot_rows(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000,
+                       extreme_columns=(S.CONFIDENCE,))
+    assert len(rows) == 1_000
+    assert {5, 19_999, 12_345} <= set(rows.tolist())
+    lowest = np.argsort(ctx.table[S.CONFIDENCE].to_numpy())[: D.EXTREME_K]
+    assert set(lowest.tolist()) <= set(rows.tolist())
+    # the filter bounds the candidates
+    ctx.mask = np.zeros(n, dtype=bool)
+    ctx.mask[:100] = True
+    rows = D.plot_rows(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000)
+    assert set(rows.tolist()) == set(range(100))
+
+
+def test_lasso_is_applied_to_every_filtered_row_not_only_the_drawn_ones() -> None:
+    n = 5_000
+    ctx = _ctx(n)
+    ctx.mask[::2] = False  # the filter keeps odd rows
+    lasso = {"x": [0.0, 0.2, 0.2, 0.0], "y": [0.0, 0.0, 0.5, 0.5]}
+    mask, how = D.selection_mask(ctx, {"lasso": [lasso], "box": [], "points": []},
+                                 x=S.VARIABILITY, y=S.CONFIDENCE)
+    v, c = ctx.table[S.VARIABILITY].to_numpy(), ctx.table[S.CONFIDENCE].to_numpy()
+    expected = (v > 0) & (v < 0.2) & (c > 0) & (c < 0.5) & ctx.mask
+    assert how == "lasso"
+    np.testing.assert_array_equal(mask, expected)
+    box = {"x": [0.3, 0.1], "y": [0.9, 0.4]}
+    mask, how = D.selection_mask(ctx, {"lasso": [], "box": [box], "points": []},
+                                 x=S.VARIABILITY, y=S.CONFIDENCE)
+    expected = (v >= 0.1) & (v <= 0.3) & (c >= 0.4) & (c <= 0.9) & ctx.mask
+    assert how == "box"
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_clicked_points_resolve_by_customdata_ids() -> None:
+    ctx = _ctx(100)
+    ids = ctx.table[S.EXAMPLE_ID].to_numpy()
+    sel = {"points": [{"customdata": int(ids[4])}, {"customdata": [int(ids[9])]}], "box": [], "lasso": []}
+    mask, how = D.selection_mask(ctx, sel, x=S.VARIABILITY, y=S.CONFIDENCE)
+    assert how == "points"
+    assert np.flatnonzero(mask).tolist() == [4, 9]
+    mask, how = D.selection_mask(ctx, None, x=S.VARIABILITY, y=S.CONFIDENCE)
+    assert how == "" and not mask.any()

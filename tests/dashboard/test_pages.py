@@ -1,0 +1,215 @@
+"""Page logic with Streamlit's AppTest: every page, filters, thresholds, flags, exports, errors."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis import schema as S
+from analysis.dynamics import RegionThresholds, assign_regions
+from analysis.filters import FilterSpec, apply_filter
+from analysis.flags import FlagJournal
+from analysis.pipeline import AnalyzeOptions, analyze_run
+from analysis.synthetic import make_synthetic_run
+from dashboard import state as K
+from tests.dashboard.runs import make_image_run
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
+PAGE_FILES = ("data_map.py", "embeddings.py", "ood.py", "review.py", "export.py")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_run(tmp_path_factory.mktemp("pages") / "run", n_examples=600, n_eval=100)
+
+
+@pytest.fixture
+def fresh_run(run: Path, tmp_path: Path) -> Path:
+    """A private copy (for tests that write flags or exports)."""
+    dest = tmp_path / "run"
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def run_without_ood(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = make_synthetic_run(tmp_path_factory.mktemp("noood") / "run", n_examples=300)
+    analyze_run(run, AnalyzeOptions(ood=False))
+    return run
+
+
+def app_for(run_dir: Path | str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("DATAMAP_RUN_DIR", str(run_dir))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    return at.switch_page(str(PAGES / page)).run()
+
+
+def shown(at: AppTest) -> int:
+    return int(at.sidebar.metric[0].value.replace(",", ""))
+
+
+@pytest.fixture
+def at(run: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    yield app_for(run, monkeypatch)
+
+
+@pytest.mark.parametrize("page", PAGE_FILES)
+def test_every_page_runs_without_exception(at: AppTest, page: str) -> None:
+    goto(at, page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.title[0].value
+
+
+def test_sidebar_filter_changes_the_counts(at: AppTest, run: Path) -> None:
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    assert shown(at) == len(table)
+    at.sidebar.multiselect(key=K.W_SPLITS).set_value(["train"]).run()
+    assert shown(at) == int((table[S.SPLIT] == "train").sum())
+    assert "split ∈ {train}" in " ".join(c.value for c in at.sidebar.caption)
+    at.sidebar.text_input(key=K.W_SEARCH).set_value("12").run()
+    expected = apply_filter(table, FilterSpec(splits=["train"], search="12"))
+    assert shown(at) == int(expected.sum())
+    at.sidebar.button[0].click().run()  # reset
+    assert shown(at) == len(table)
+    assert not at.exception
+
+
+def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    at.sidebar.slider(key=K.W_VAR_THRESHOLD).set_value(0.1).run()
+    at.sidebar.multiselect(key=K.W_REGIONS).set_value([S.AMBIGUOUS]).run()
+    regions = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
+                             RegionThresholds(confidence=0.5, variability=0.1))
+    assert shown(at) == int((regions == S.AMBIGUOUS).sum())
+    assert not at.exception
+
+
+def test_review_flag_is_journaled_and_shown(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "review.py")
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"].sort_values(S.AUM, kind="stable")
+    first = suspects[S.EXAMPLE_ID].iloc[0]
+    at.session_state[K.W_REVIEW_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    assert any(f"Example `{first}`" in m.value for m in at.markdown)
+    flag_box = next(s for s in at.selectbox if s.label == "flag")
+    flag_box.set_value("mislabeled")
+    next(t for t in at.text_input if t.label == "note").set_value("wrong label")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    latest = FlagJournal(fresh_run).latest()
+    assert latest[S.EXAMPLE_ID].tolist() == [first]
+    assert latest["flag"].tolist() == ["mislabeled"] and latest["note"].tolist() == ["wrong label"]
+    # the flag filter sees it on every page
+    at.sidebar.radio(key=K.W_FLAGGED).set_value("flagged").run()
+    assert shown(at) == 1
+    goto(at, "data_map.py")
+    assert shown(at) == 1 and not at.exception
+
+
+def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
+    goto(at, "export.py")
+    at.radio(key=K.W_EXPORT_FORMAT).set_value("parquet")
+    next(b for b in at.button if b.label == "Prepare export").click().run()
+    assert not at.exception and not at.error
+    files = list((fresh_run / S.EXPORTS_DIR).glob("*.parquet"))
+    assert len(files) == 1
+    got = pd.read_parquet(files[0])
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    expected = table.loc[table[S.SPLIT].isin(["test", "ood:far"]), S.EXAMPLE_ID]
+    assert sorted(got[S.EXAMPLE_ID].tolist()) == sorted(expected.tolist())
+    assert list((fresh_run / S.EXPORTS_DIR).glob("*.manifest.json"))
+    assert at.session_state[K.EXPORT_RESULT].manifest["rows"]["exported"] == len(expected)
+
+
+def test_selection_scope_exports_the_selected_ids(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dashboard.data import Selection
+
+    at = app_for(fresh_run, monkeypatch)
+    ids = pd.read_parquet(fresh_run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[[1, 5, 8]]
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
+    at.session_state[K.LAST_SELECTION_PAGE] = "data_map"
+    goto(at, "export.py")
+    scope = at.radio(key=K.W_EXPORT_SCOPE)
+    scope.set_value(next(o for o in scope.options if o.startswith("current selection")))
+    next(b for b in at.button if b.label == "Prepare export").click().run()
+    got = pd.read_csv(next((fresh_run / S.EXPORTS_DIR).glob("*.csv")))
+    assert sorted(got[S.EXAMPLE_ID].tolist()) == sorted(ids.tolist())
+
+
+def test_curated_export_drops_suspects(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "export.py")
+    at.checkbox(key=K.W_EXPORT_CURATED).check()
+    next(b for b in at.button if b.label == "Prepare export").click().run()
+    got = pd.read_csv(next((fresh_run / S.EXPORTS_DIR).glob("*.csv")))
+    assert set(got[S.SPLIT]) == {"train"}
+    assert not set(got[S.DIAGNOSIS]) & {"suspect_mislabeled", "suspect_ood"}
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+
+def _all_pages_show_error(at: AppTest, match: str) -> None:
+    for page in PAGE_FILES:
+        goto(at, page)
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.error and match in at.error[0].value, (page, [e.value for e in at.error])
+
+
+def test_missing_run_dir_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(tmp_path / "nope", monkeypatch)
+    _all_pages_show_error(at, "does not exist")
+
+
+def test_corrupt_table_is_a_clear_error(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "run"
+    shutil.copytree(run, bad)
+    (bad / S.TABLE_FILE).write_bytes(b"not a parquet file")
+    at = app_for(bad, monkeypatch)
+    _all_pages_show_error(at, "corrupt")
+
+
+def test_run_without_ood_or_features_keeps_the_rest_working(
+    run_without_ood: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(run_without_ood, monkeypatch)
+    assert not at.exception and not at.error  # the data map works
+    goto(at, "ood.py")
+    assert not at.exception and "no OOD scores" in at.error[0].value
+    goto(at, "embeddings.py")
+    assert not at.exception and "no 2-D projection" in at.error[0].value
+    for page in ("review.py", "export.py", "data_map.py"):
+        goto(at, page)
+        assert not at.exception and not at.error, page
+
+
+def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
+    from dashboard.data import Selection
+
+    ids = pd.read_parquet(run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[:3]
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
+    at.session_state[K.FIGURE_SIGNATURE] = {}
+    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # the map and the trajectory
+    assert np.isfinite(float(ids[1]))
