@@ -162,6 +162,11 @@ def _is_text_column(ser: pd.Series) -> bool:
 
 def _neutralise(ser: pd.Series) -> pd.Series:
     """Prefix ``'`` to the string cells of ``ser`` that a spreadsheet would run as a formula."""
+    if isinstance(ser.dtype, pd.StringDtype):  # vectorised path for pandas' string dtype
+        danger = ser.str.startswith(_INJECTION_PREFIXES).to_numpy(dtype=bool, na_value=False)
+        if not danger.any():
+            return ser
+        return ser.mask(danger, "'" + ser)
     if isinstance(ser.dtype, pd.CategoricalDtype):
         ser = ser.astype(object)
     values = ser.to_numpy(dtype=object, na_value=None)
@@ -179,7 +184,7 @@ def _neutralise(ser: pd.Series) -> pd.Series:
 
 
 def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
-    """CSV bytes (UTF-8, header, no index, CRLF line ends) that are safe to open in a spreadsheet.
+    r"""CSV bytes (UTF-8, header, no index, CRLF line ends) that are safe to open in a spreadsheet.
 
     Cells of text columns starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
     get a leading ``'`` so that a spreadsheet shows them as text instead of running them as a
@@ -199,8 +204,11 @@ def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
     Examples
     --------
     >>> import pandas as pd
-    >>> to_csv_bytes(pd.DataFrame({"text": ["=1+1", "ok"], "x": [-1, 2]})).decode()
-    "text,x\\r\\n'=1+1,-1\\r\\nok,2\\r\\n"
+    >>> data = to_csv_bytes(pd.DataFrame({"text": ["=1+1", "ok"], "x": [-1, 2]}))
+    >>> print(data.decode().replace("\r\n", "\n"), end="")
+    "text","x"
+    "'=1+1",-1
+    "ok",2
     """
     out = df.copy()
     for col in binary_columns(out):
@@ -214,8 +222,32 @@ def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
     for col in out.columns:
         if _is_text_column(out[col]):
             out[col] = _neutralise(out[col])
-    # CRLF line ends (RFC 4180): the csv writer then quotes every cell holding a CR or LF.
-    return out.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+    # Column names are cells too.
+    out.columns = _neutralise(pd.Series([str(c) for c in out.columns], dtype=object)).tolist()
+    return _write_csv(out)
+
+
+def _write_csv(df: pd.DataFrame) -> bytes:
+    """Arrow's CSV writer (about 10x faster than pandas at a million rows); pandas as fallback.
+
+    Both write CRLF line ends (RFC 4180) and quote every cell that holds a delimiter, a quote, a
+    CR or an LF; Arrow quotes every text cell.
+    """
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        plain = pa.schema([
+            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in table.schema
+        ])
+        buf = io.BytesIO()
+        pacsv.write_csv(table.cast(plain), buf,
+                        pacsv.WriteOptions(include_header=True, quoting_style="needed", eol="\r\n"))
+        return buf.getvalue()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        # Mixed-type object columns and nested types: pandas writes anything.
+        return df.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -306,6 +306,7 @@ def apply_filter(
         return np.ones(len(table), dtype=bool)
     if not isinstance(spec, FilterSpec):
         spec = FilterSpec.from_dict(spec)
+    spec.validate()  # fields may have been assigned after construction
     mask = np.ones(len(table), dtype=bool)
     for name, col in (("splits", S.SPLIT), ("labels", S.LABEL), ("regions", S.REGION),
                       ("diagnoses", S.DIAGNOSIS)):

@@ -28,6 +28,7 @@ import contextlib
 import datetime as _dt
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -88,6 +89,12 @@ BEGIN SELECT RAISE(ABORT, 'flags journal is append-only'); END""",
     f"""CREATE TRIGGER IF NOT EXISTS edits_no_delete BEFORE DELETE ON {_TABLE}
 BEGIN SELECT RAISE(ABORT, 'flags journal is append-only'); END""",
 )
+
+
+# Ids of each run's table.parquet, keyed by its path and checked against (mtime, size), shared by
+# every FlagJournal of the process (a dashboard may create one per page run).
+_IDS_CACHE: dict[str, tuple[tuple[str, int, int], frozenset[int | str], str]] = {}
+_IDS_LOCK = threading.Lock()
 
 
 class _Unchanged:
@@ -177,7 +184,6 @@ class FlagJournal:
         if not self.run_dir.is_dir():
             raise FileNotFoundError(f"Run directory {str(self.run_dir)!r} does not exist.")
         self.path = self.run_dir / S.FLAGS_FILE
-        self._ids_cache: tuple[tuple[int, int], frozenset[int | str], str] | None = None
         if self.path.exists():
             with self._connect(write=False) as con:
                 self._check_schema(con)
@@ -267,12 +273,17 @@ class FlagJournal:
             st = path.stat()
         except FileNotFoundError:
             return None
-        key = (st.st_mtime_ns, st.st_size)
-        if self._ids_cache is None or self._ids_cache[0] != key:
-            col = pq.read_table(path, columns=[S.EXAMPLE_ID]).column(0).to_numpy(zero_copy_only=False)
-            kind = "int" if np.issubdtype(col.dtype, np.integer) else "str"
-            self._ids_cache = (key, frozenset(col.tolist()), kind)
-        return self._ids_cache[1], self._ids_cache[2]
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        with _IDS_LOCK:
+            hit = _IDS_CACHE.get(key[0])
+            if hit is not None and hit[0] == key:
+                return hit[1], hit[2]
+        col = pq.read_table(path, columns=[S.EXAMPLE_ID]).column(0).to_numpy(zero_copy_only=False)
+        kind = "int" if np.issubdtype(col.dtype, np.integer) else "str"
+        ids = frozenset(col.tolist())
+        with _IDS_LOCK:
+            _IDS_CACHE[key[0]] = (key, ids, kind)
+        return ids, kind
 
     def _validate(
         self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any

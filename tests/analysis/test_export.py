@@ -170,24 +170,28 @@ def _cells(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
 
 
-def test_csv_injection_is_neutralised() -> None:
+@pytest.mark.parametrize("mixed_object_column", [False, True], ids=["arrow-writer", "pandas-writer"])
+def test_csv_injection_is_neutralised(mixed_object_column: bool) -> None:
     df = pd.DataFrame({
         "text": ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd", "safe",
                  "a=b", None],
         "num": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
         "ints": [-1, 0, 1, 2, 3, 4, 5, 6, 7],
         "cat": pd.Categorical(["-x", "y", "=z", "y", "y", "y", "y", "y", "y"]),
-        "obj": pd.Series([1, "=1", None, "ok", 2, 3, 4, 5, 6], dtype=object),
     })
+    if mixed_object_column:  # Arrow cannot hold it: the pandas writer is used
+        df["obj"] = pd.Series([1, "=1", None, "ok", 2, 3, 4, 5, 6], dtype=object)
     rows = _cells(to_csv_bytes(df))
-    assert rows[0] == ["text", "num", "ints", "cat", "obj"]
+    assert rows[0] == ["text", "num", "ints", "cat"] + (["obj"] if mixed_object_column else [])
+    assert all(len(r) == len(rows[0]) for r in rows)  # the CR inside a cell did not split a row
     text = [r[0] for r in rows[1:]]
     assert text == ["'=HYPERLINK(\"http://x\")", "'+1+1", "'-2+3", "'@SUM(A1)", "'\tcmd", "'\rcmd",
                     "safe", "a=b", ""]
-    assert [r[1] for r in rows[1:]] == ["-1.5", "2.0", "-3.0", "4.0", "5.0", "6.0", "7.0", "8.0", "9.0"]
-    assert [r[2] for r in rows[1:]][:2] == ["-1", "0"]
+    assert [float(r[1]) for r in rows[1:]] == df["num"].tolist()  # numbers untouched
+    assert [r[1] for r in rows[1:]][0] == "-1.5" and [r[2] for r in rows[1:]][:2] == ["-1", "0"]
     assert [r[3] for r in rows[1:]][:3] == ["'-x", "y", "'=z"]
-    assert [r[4] for r in rows[1:]][:4] == ["1", "'=1", "", "ok"]
+    if mixed_object_column:
+        assert [r[4] for r in rows[1:]][:4] == ["1", "'=1", "", "ok"]
     # The input frame is not modified.
     assert df["text"].iloc[0].startswith("=")
 
@@ -330,3 +334,10 @@ def test_cli_export_filter_json_and_errors(run: Path, analysed: tuple[Path, pd.D
     assert main(["export", str(run), "--range", "x:1"]) == 2
     assert "COLUMN:LO:HI" in capsys.readouterr().err
     assert main(["export", str(run.parent / "missing")]) == 2
+
+
+def test_csv_injection_in_string_dtype_and_headers() -> None:
+    df = pd.DataFrame({"=cmd": pd.Series(["-1", "x", None, "@a"], dtype="str"),
+                       "ok": pd.Series(["+", "y", "z", "w"], dtype="string")})
+    rows = _cells(to_csv_bytes(df))
+    assert rows == [["'=cmd", "ok"], ["'-1", "'+"], ["x", "y"], ["", "z"], ["'@a", "w"]]
