@@ -25,7 +25,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -421,6 +421,7 @@ def export_subset(
     out_path: str | os.PathLike[str] | None = None,
     include_images: bool = False,
     overwrite: bool = False,
+    context: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write the rows of ``table`` chosen by ``mask`` (and ``selection_ids``) with a manifest.
 
@@ -457,6 +458,9 @@ def export_subset(
         always kept.
     overwrite : bool, default False
         Replace existing files of the same name.
+    context : mapping, optional
+        Anything else the rows depend on, recorded as the manifest's ``context`` (JSON-safe
+        values), e.g. the region thresholds a dashboard used when it re-derived ``region``.
 
     Returns
     -------
@@ -565,6 +569,7 @@ def export_subset(
             "journal_rows": journal_rows,
             "examples_with_edits": int(len(flags)) if flags is not None else 0,
         },
+        "context": dict(context) if context is not None else {},
         "format": fmt,
         "columns": [str(c) for c in subset.columns],
         "dropped_columns": [str(c) for c in dropped_binary],

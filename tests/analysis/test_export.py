@@ -71,9 +71,10 @@ def test_manifest_round_trip_reproduces_the_rows(run: Path, analysed: tuple[Path
     ids = table[S.EXAMPLE_ID].to_numpy()
     selection = list(ids[::3]) + [10**9]  # an id the table lacks selects nothing
     res = export_subset(run, table, mask, fmt="parquet", filter_spec=spec, selection_ids=selection,
-                        name="round")
+                        name="round", context={"thresholds": {"confidence": 0.5}})
     m = json.loads(res.manifest_path.read_text())
     assert m == res.manifest
+    assert m["context"] == {"thresholds": {"confidence": 0.5}}
     assert res.path == run / S.EXPORTS_DIR / "round.parquet"
     # Hashes: independent recomputation.
     assert m["output"]["sha256"] == _sha(res.path) == hashlib.sha256(res.data).hexdigest()
