@@ -145,5 +145,8 @@ def test_shipped_run_is_complete_and_small():
     # the shipped examples are what the builder makes from sklearn's data (the data side is exact)
     from analysis.sample import _examples_frame, load_sample_data
 
+    import pyarrow as pa
+
     fresh = runstore.validate_examples(_examples_frame(load_sample_data(seed=0)), n_classes=8, where="fresh")
+    fresh = pa.Table.from_pandas(fresh, preserve_index=False).to_pandas()  # the same Parquet dtypes
     pd.testing.assert_frame_equal(ex.reset_index(drop=True), fresh.reset_index(drop=True))
