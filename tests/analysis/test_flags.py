@@ -339,3 +339,26 @@ def test_concurrent_writers_from_processes_and_threads(run: Path) -> None:
         # Each writer's own edits are all there, in its own order.
         assert mine[S.EXAMPLE_ID].tolist() == list(ids)
     assert len(j.latest()) == 2 * n + 40
+
+
+def test_documented_sql_gives_the_latest_state(run: Path) -> None:
+    """The plain-SQL reading in docs/review-and-export.md agrees with FlagJournal.latest()."""
+    doc = (REPO / "docs" / "review-and-export.md").read_text()
+    start = doc.index("SELECT e.example_id")
+    query = doc[start: doc.index(";", start)]
+    j = FlagJournal(run)
+    j.add(1, flag="ood", new_label=2, note="a")
+    j.add(1, flag="")
+    j.add(2, new_label=3)
+    j.add(2, new_label=None, note="b")
+    j.add(3, flag="keep")
+    con = sqlite3.connect(run / S.FLAGS_FILE)
+    got = sorted(con.execute(query).fetchall())
+    con.close()
+    latest = j.latest()
+    want = sorted(
+        (int(r.example_id), None if pd.isna(r.flag) else r.flag,
+         None if pd.isna(r.new_label) else int(r.new_label), None if pd.isna(r.note) else r.note)
+        for r in latest.itertuples()
+    )
+    assert got == want == [(1, None, 2, "a"), (2, None, None, "b"), (3, "keep", None, None)]
