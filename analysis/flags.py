@@ -219,11 +219,20 @@ class FlagJournal:
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.IntegrityError):
                 raise ValueError(f"The flags journal refused the edit ({exc}).") from exc
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise TimeoutError(
-                    f"{str(self.path)!r} stayed locked by another writer for "
-                    f"{_BUSY_TIMEOUT_S:.0f} s."
-                ) from exc
+            if isinstance(exc, sqlite3.OperationalError):
+                text = str(exc)
+                if "locked" in text or "busy" in text:
+                    raise TimeoutError(
+                        f"{str(self.path)!r} stayed locked by another writer for "
+                        f"{_BUSY_TIMEOUT_S:.0f} s."
+                    ) from exc
+                if "readonly" in text or "read-only" in text:
+                    raise PermissionError(
+                        f"{str(self.path)!r} is read-only ({text}); edits need a writable run "
+                        "directory."
+                    ) from exc
+                if "malformed" not in text and "not a database" not in text:
+                    raise OSError(f"Could not use {str(self.path)!r} ({text}).") from exc
             raise self._corrupt(exc) from exc
         finally:
             con.close()

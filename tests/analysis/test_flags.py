@@ -362,3 +362,19 @@ def test_documented_sql_gives_the_latest_state(run: Path) -> None:
         for r in latest.itertuples()
     )
     assert got == want == [(1, None, 2, "a"), (2, None, None, "b"), (3, "keep", None, None)]
+
+
+def test_acknowledged_edit_survives_a_killed_writer(run: Path) -> None:
+    """A process killed (SIGKILL) right after add() returned: the edit is in the journal."""
+    code = (
+        "import os, signal, sys; from analysis.flags import FlagJournal; "
+        "row = FlagJournal(sys.argv[1]).add(11, flag='ood', note='before the crash'); "
+        "print(row, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == -9, proc.stderr
+    row = int(proc.stdout.strip())
+    h = FlagJournal(run).history(11)
+    assert h["row_id"].tolist() == [row] and h[NOTE].tolist() == ["before the crash"]
+
