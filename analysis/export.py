@@ -37,8 +37,17 @@ import pyarrow.parquet as pq
 from numpy.typing import ArrayLike, NDArray
 
 from analysis import schema as S
+from analysis.diagnosis import SUSPECT_MISLABELED, SUSPECT_OOD
 from analysis.filters import FilterSpec, apply_filter
-from analysis.flags import FLAG, NEW_LABEL, FlagJournal, apply_flags
+from analysis.flags import (
+    FLAG,
+    FLAG_KEEP,
+    FLAG_MISLABELED,
+    FLAG_OOD,
+    NEW_LABEL,
+    FlagJournal,
+    apply_flags,
+)
 from analysis.runstore import atomic_path, load_run_meta
 
 __all__ = [
@@ -64,9 +73,9 @@ MANIFEST_VERSION = 1
 MAX_LISTED_IDS = 10_000
 """Selections up to this size are listed in the manifest; larger ones are recorded by digest."""
 
-DEFAULT_DROP_DIAGNOSES: tuple[str, ...] = ("suspect_mislabeled", "suspect_ood")
-DEFAULT_DROP_FLAGS: tuple[str, ...] = ("mislabeled", "ood")
-KEEP_FLAG = "keep"
+DEFAULT_DROP_DIAGNOSES: tuple[str, ...] = (SUSPECT_MISLABELED, SUSPECT_OOD)
+DEFAULT_DROP_FLAGS: tuple[str, ...] = (FLAG_MISLABELED, FLAG_OOD)
+KEEP_FLAG = FLAG_KEEP
 """A row flagged ``keep`` is never dropped for its diagnosis."""
 
 _INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -210,7 +219,7 @@ def to_csv_bytes(df: pd.DataFrame, *, include_images: bool = False) -> bytes:
     "'=1+1",-1
     "ok",2
     """
-    out = df.copy()
+    out = df.copy(deep=False)  # columns are replaced, never modified in place
     for col in binary_columns(out):
         if include_images:
             import base64

@@ -43,6 +43,10 @@ from analysis.schema import SchemaError
 __all__ = [
     "FLAG",
     "FLAG_VALUES",
+    "FLAG_MISLABELED",
+    "FLAG_OOD",
+    "FLAG_AMBIGUOUS",
+    "FLAG_KEEP",
     "NEW_LABEL",
     "NOTE",
     "AUTHOR",
@@ -62,7 +66,11 @@ AUTHOR: Final = "author"
 AT: Final = "at"
 ROW_ID: Final = "row_id"
 
-FLAG_VALUES: Final = ("mislabeled", "ood", "ambiguous", "keep")
+FLAG_MISLABELED: Final = "mislabeled"
+FLAG_OOD: Final = "ood"
+FLAG_AMBIGUOUS: Final = "ambiguous"
+FLAG_KEEP: Final = "keep"
+FLAG_VALUES: Final = (FLAG_MISLABELED, FLAG_OOD, FLAG_AMBIGUOUS, FLAG_KEEP)
 """The flags a person can set. ``None`` or ``""`` clears the flag."""
 
 JOURNAL_VERSION: Final = 1
