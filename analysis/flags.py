@@ -135,7 +135,10 @@ def _normalize_id(example_id: Any) -> int | str:
     if isinstance(example_id, (bool, np.bool_)):
         raise TypeError(f"Expected `example_id` to be an int or a str, got bool {example_id!r}.")
     if isinstance(example_id, (int, np.integer)):
-        return int(example_id)
+        value = int(example_id)
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"Expected `example_id` to fit in 64 bits, got {value}.")
+        return value
     if isinstance(example_id, (str, np.str_)):
         return str(example_id)
     raise TypeError(

@@ -222,6 +222,8 @@ def test_unknown_and_mistyped_ids_are_refused(run: Path) -> None:
         j.add(3.0, flag="ood")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bool"):
         j.add(True, flag="ood")
+    with pytest.raises(ValueError, match="64 bits"):
+        j.add(2**64, flag="ood")
     # A batch with one bad id writes nothing.
     with pytest.raises(ValueError, match="unknown"):
         j.add_many([1, 2, 99999], flag="ood")
