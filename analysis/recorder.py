@@ -8,9 +8,17 @@
 >>> rec.save("runs/my-run", class_names=[...])                 # doctest: +SKIP
 
 Only compact scalars are kept per (example, epoch): ``gold_prob``, ``margin``, ``pred``, ``loss``,
-``el2n`` (and the full logits when ``keep_logits=True``). They are computed on the logits' own
-device (torch tensors stay on the GPU until reduced to five numbers per example) and in float64
-for NumPy input. Batch order, shuffling and batch size do not matter: ids travel with the batch.
+``el2n`` (and the full logits when ``keep_logits=True``). Batch order, shuffling and batch size do
+not matter: ids travel with the batch.
+
+Cost per training step: ``update`` validates the batch (shapes, label range, finite logits) and
+copies ids, logits and labels into a buffer; nothing else. The buffered batches are reduced to the
+five numbers per example in one vectorised pass when about 2**20 logit values are waiting and
+before any output (``to_table``, ``save``, ``labels``): CPU tensors and NumPy input in float64
+with NumPy, accelerator tensors on their own device with torch (they stay on the GPU until
+reduced). Reducing a few hundred batches at once instead of each one on its own is what keeps
+recording within a few percent of a small model's training step
+(``benchmarks/bench_recorder.py``).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _far_ood_patches(n: int, rng: np.random.Generator) -> NDArray[np.float32]:
         size = int(rng.integers(16, 97))
         left = int(rng.integers(0, photo.width - size + 1))
         top = int(rng.integers(0, photo.height - size + 1))
-        patch = photo.crop((left, top, left + size, top + size)).resize((8, 8), Image.BOX)
+        patch = photo.crop((left, top, left + size, top + size)).resize((8, 8), Image.Resampling.BOX)
         a = np.asarray(patch, dtype=np.float64)
         lo, hi = a.min(), a.max()
         a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
@@ -193,7 +193,7 @@ def image_png(pixels: NDArray[Any], *, size: int = PNG_SIZE) -> bytes:
 
     a = np.asarray(pixels, dtype=np.float64).reshape(8, 8)
     grey = np.round(255.0 - np.clip(a, 0.0, 16.0) * (255.0 / 16.0)).astype(np.uint8)
-    img = Image.fromarray(grey, mode="L").resize((size, size), Image.NEAREST)
+    img = Image.fromarray(grey, mode="L").resize((size, size), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()

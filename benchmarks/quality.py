@@ -34,7 +34,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import runstore  # noqa: E402
 from analysis import schema as S  # noqa: E402
 from analysis.pipeline import build_dynamics_table  # noqa: E402
 
@@ -55,7 +54,7 @@ def _oriented_metrics(train):  # type: ignore[no-untyped-def]
 
 def _cv_logreg(x, y, folds: int, seed: int):  # type: ignore[no-untyped-def]
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     clf = LogisticRegression(max_iter=2000, C=1.0)

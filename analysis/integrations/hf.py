@@ -47,7 +47,7 @@ from analysis import schema as S
 from analysis.integrations.capture import extract_logits
 from analysis.recorder import DynamicsRecorder
 
-__all__ = ["DynamicsTrainer", "DynamicsTrainerMixin", "with_dynamics"]
+__all__ = ["DynamicsTrainer", "DynamicsTrainerMixin", "with_dynamics"]  # noqa: F822 (lazy)
 
 Source = Literal["forward_pass", "eval_pass"]
 _SOURCES = (S.SOURCE_FORWARD_PASS, S.SOURCE_EVAL_PASS)
@@ -130,7 +130,7 @@ class DynamicsTrainerMixin:
     # -- keep the id column through the Trainer's column pruning --------------------------------
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()  # type: ignore[misc]
-        cols = self._signature_columns  # type: ignore[has-type]
+        cols = self._signature_columns  # type: ignore[attr-defined]
         if cols is not None and self.id_column not in cols:
             cols.append(self.id_column)
 
@@ -223,7 +223,7 @@ class DynamicsTrainerMixin:
 def _make_callback(trainer: DynamicsTrainerMixin) -> Any:
     transformers = _import_transformers()
 
-    class _DynamicsCallback(transformers.TrainerCallback):  # type: ignore[misc]
+    class _DynamicsCallback(transformers.TrainerCallback):  # type: ignore[misc,name-defined]
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             # state.epoch is the float number of epochs done so far (resumes included).
             trainer._dynamics_epoch = int(math.floor((state.epoch or 0.0) + 1e-6))

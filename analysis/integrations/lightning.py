@@ -39,7 +39,7 @@ from analysis.integrations import batch_get
 from analysis.integrations.capture import _default_forward, _to_device, extract_logits
 from analysis.recorder import DynamicsRecorder
 
-__all__ = ["DynamicsCallback", "DynamicsCallbackMixin"]
+__all__ = ["DynamicsCallback", "DynamicsCallbackMixin"]  # noqa: F822 (lazy)
 
 _SOURCES = (S.SOURCE_FORWARD_PASS, S.SOURCE_EVAL_PASS)
 
@@ -49,7 +49,7 @@ def _callback_base() -> type:
         from lightning.pytorch import Callback
     except ImportError:
         try:
-            from pytorch_lightning import Callback
+            from pytorch_lightning import Callback  # type: ignore[assignment]
         except ImportError as exc:
             raise ImportError(
                 "The Lightning integration needs Lightning: `pip install 'datamap[lightning]'`."

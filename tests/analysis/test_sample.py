@@ -143,9 +143,9 @@ def test_shipped_run_is_complete_and_small():
     assert len(table) == len(ex) and set(table[S.SPLIT]) == set(SPLITS)
     assert {S.AUM, S.REGION, S.DIAGNOSIS, S.IMAGE, S.IS_NOISY, S.IS_OOD} <= set(table.columns)
     # the shipped examples are what the builder makes from sklearn's data (the data side is exact)
-    from analysis.sample import _examples_frame, load_sample_data
-
     import pyarrow as pa
+
+    from analysis.sample import _examples_frame, load_sample_data
 
     fresh = runstore.validate_examples(_examples_frame(load_sample_data(seed=0)), n_classes=8, where="fresh")
     fresh = pa.Table.from_pandas(fresh, preserve_index=False).to_pandas()  # the same Parquet dtypes
