@@ -14,9 +14,10 @@ not matter: ids travel with the batch.
 Cost per training step: ``update`` validates the batch (shapes, label range, finite logits) and
 copies ids, logits and labels into a buffer; nothing else. The buffered batches are reduced to the
 five numbers per example in one vectorised pass when about 2**20 logit values are waiting and
-before any output (``to_table``, ``save``, ``labels``): CPU tensors and NumPy input in float64
-with NumPy, accelerator tensors on their own device with torch (they stay on the GPU until
-reduced). Reducing a few hundred batches at once instead of each one on its own is what keeps
+before any output (``to_table``, ``save``, ``labels``): CPU tensors with
+:func:`~analysis.dynamics.per_epoch_from_logits` (in the logits' precision, float32 as the
+original code's ``torch.softmax``), accelerator tensors on their own device with torch (they stay
+on the GPU until reduced). NumPy input is reduced at once, in its own precision. Reducing a few hundred batches at once instead of each one on its own is what keeps
 recording within a few percent of a small model's training step
 (``benchmarks/bench_recorder.py``).
 """
@@ -70,34 +71,6 @@ def _ids_to_numpy(example_ids: Any) -> NDArray[Any]:
     if arr.dtype.kind in "US":
         arr = arr.astype(object)
     return arr
-
-
-def _numpy_per_example(logits: NDArray[Any], labels: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
-    """Per-example values of :func:`_torch_per_example`, in float64 on a class-major copy.
-
-    Reductions run over the leading axis of a ``(n_classes, n)`` array (row-wise vector ops),
-    which is several times faster than reducing the short last axis of ``(n, n_classes)``.
-    """
-    zt = np.ascontiguousarray(logits.T, dtype=np.float64)
-    cols = np.arange(zt.shape[1])
-    zmax = zt.max(axis=0)
-    pred = zt.argmax(axis=0)
-    e = np.exp(zt - zmax)
-    total = e.sum(axis=0)
-    gold_z = zt[labels, cols]
-    gold_logp = gold_z - zmax - np.log(total)
-    gold_p = np.exp(gold_logp)
-    p = e / total
-    el2n = np.sqrt(np.maximum((p * p).sum(axis=0) - 2.0 * gold_p + 1.0, 0.0))
-    zt[labels, cols] = -np.inf
-    margin = gold_z - zt.max(axis=0)
-    return {
-        S.GOLD_PROB: gold_p,
-        S.MARGIN: margin,
-        S.LOSS: -gold_logp,
-        S.EL2N: el2n,
-        S.PRED: pred.astype(np.int32),
-    }
 
 
 def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
@@ -204,6 +177,8 @@ class DynamicsRecorder:
             raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
 
         if _is_torch(logits):
+            if n_classes < 2:
+                raise ValueError(f"Expected at least 2 classes in `logits`, got {n_classes}.")
             z = logits.detach()
             on_cpu = z.device.type == "cpu"
             if on_cpu:
@@ -263,7 +238,7 @@ class DynamicsRecorder:
         if all(isinstance(p[1], np.ndarray) for p in pending):
             z_np = np.concatenate([p[1] for p in pending])
             y_np = np.concatenate([p[2] for p in pending])
-            vals = _numpy_per_example(z_np, y_np)
+            vals = per_epoch_from_logits(z_np, y_np)
             raw = z_np.astype(np.float32, copy=False) if self.keep_logits else None
         else:
             import torch

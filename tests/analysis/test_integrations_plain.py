@@ -1,0 +1,109 @@
+"""The plain-loop path: DynamicsRecorder's buffered reduction gives what per-batch reduction gives.
+
+``update`` only validates and copies; batches are reduced together later. These tests pin down
+that the buffering changes nothing a user can observe: values, row order and "last measurement
+wins" for repeats, labels, row counts, and safety against the caller reusing its tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from analysis import schema as S  # noqa: E402
+from analysis.dynamics import per_epoch_from_logits  # noqa: E402
+from analysis.recorder import DynamicsRecorder  # noqa: E402
+
+
+def _feed(rec: DynamicsRecorder, logits: np.ndarray, labels: np.ndarray, ids: np.ndarray, *,
+          batch: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for e in range(logits.shape[0]):
+        order = rng.permutation(len(ids))
+        for s in range(0, len(ids), batch):
+            b = order[s:s + batch]
+            rec.update(torch.as_tensor(ids[b]), torch.as_tensor(logits[e, b]),
+                       torch.as_tensor(labels[b]), epoch=e)
+
+
+@pytest.mark.parametrize("flush_elements", [1, 64, 1 << 20])
+def test_buffered_reduction_matches_the_float64_reference(monkeypatch, flush_elements):
+    monkeypatch.setattr(DynamicsRecorder, "_FLUSH_ELEMENTS", flush_elements)
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(4, 203, 6)) * 4).astype(np.float32)
+    logits[1, 7] = [3, 3, 3, 0, 0, 0]  # a tie for the top class
+    labels = rng.integers(0, 6, 203)
+    ids = rng.permutation(10_000)[:203]
+    rec = DynamicsRecorder(keep_logits=True)
+    _feed(rec, logits, labels, ids, batch=17, seed=1)
+    assert rec.n_rows == 4 * 203
+    t = rec.to_table().to_pandas()
+    order = np.argsort(ids)
+    for e in range(4):
+        got = t[t[S.EPOCH] == e]
+        np.testing.assert_array_equal(got[S.EXAMPLE_ID], ids[order])
+        ref = per_epoch_from_logits(logits[e, order], labels[order])
+        for col in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N):
+            np.testing.assert_allclose(got[col], ref[col].astype(np.float32), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(got[S.PRED], ref[S.PRED])
+        np.testing.assert_array_equal(np.stack(got[S.LOGITS].to_numpy()), logits[e, order])
+    assert rec.labels == dict(zip(ids.tolist(), labels.tolist(), strict=True))
+
+
+def test_caller_reusing_its_tensors_changes_nothing():
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    ids = torch.tensor([5, 6])
+    y = torch.tensor([0, 1])
+    rec = DynamicsRecorder()
+    rec.update(ids, z, y, epoch=0)
+    z.mul_(-1)       # e.g. a buffer reused for the next batch
+    ids.add_(100)
+    y.fill_(0)
+    t = rec.to_table().to_pandas()
+    assert t[S.EXAMPLE_ID].tolist() == [5, 6]
+    assert t[S.PRED].tolist() == [0, 1]
+    assert rec.labels == {5: 0, 6: 1}
+
+
+def test_last_measurement_wins_across_torch_and_numpy_batches():
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]), torch.tensor([0]), epoch=0)
+    rec.update([1], np.array([[1.0, 0.0]]), [0], epoch=0)       # later, NumPy
+    rec.update(torch.tensor([2]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]), epoch=0)
+    rec.update([2], np.array([[0.0, 1.0]]), [1], epoch=0)       # later label wins too
+    with pytest.warns(UserWarning, match="more than once"):
+        t = rec.to_table().to_pandas().set_index(S.EXAMPLE_ID)
+    assert t.loc[1, S.PRED] == 0 and t.loc[2, S.PRED] == 1
+    assert rec.labels == {1: 0, 2: 1}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_low_and_high_precision_logits(dtype):
+    z = torch.tensor([[1.5, -0.5, 0.25]], dtype=dtype)
+    rec = DynamicsRecorder()
+    rec.update([0], z, [2], epoch=0)
+    ref = per_epoch_from_logits(z.float().numpy(), np.array([2]))
+    got = rec.to_table().to_pandas()
+    np.testing.assert_allclose(got[S.GOLD_PROB], ref[S.GOLD_PROB], rtol=1e-6)
+    np.testing.assert_allclose(got[S.MARGIN], ref[S.MARGIN], rtol=1e-6)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        rec.update([1], torch.tensor([[float("nan"), 0.0, 0.0]], dtype=dtype), [0], epoch=0)
+    assert rec.n_rows == 1  # the bad batch was not recorded
+
+
+def test_gradients_are_untouched():
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    logits = lin(x)
+    rec = DynamicsRecorder()
+    rec.update(torch.arange(4), logits, torch.tensor([0, 1, 0, 1]), epoch=0)
+    logits.sum().backward()           # the graph is intact after update
+    assert lin.weight.grad is not None
+    assert rec.to_table().num_rows == 4
+
+
+def test_one_class_is_refused_at_update():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        DynamicsRecorder().update(torch.tensor([0]), torch.zeros(1, 1), torch.tensor([0]), epoch=0)
