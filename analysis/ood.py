@@ -636,15 +636,22 @@ class KNNScorer(_Scorer):
     Parameters
     ----------
     k : int, default 50
-        Clipped to the number of training rows (minus one for :meth:`score_fitted`), with a
+        Clipped to the bank size minus one (so :meth:`score_fitted` can leave a row out), with a
         warning.
     block_size : int, default 1024
-        Query rows per matrix product (memory ``block_size * n_train * 4`` bytes).
+        Query rows per matrix product (memory ``block_size * n_bank * 4`` bytes).
+    max_train : int or None, default None
+        Keep at most this many training rows as the neighbour bank (a uniform random sample,
+        as Sun et al. do on ImageNet), so scoring stays linear in the number of rows. None: all.
+    random_state : int, default 0
+        Seed of that sample.
 
     Attributes
     ----------
-    train_ : ndarray of float32, shape (n_train, n_features)
-        L2-normalised training features.
+    train_ : ndarray of float32, shape (n_bank, n_features)
+        L2-normalised training features (the bank).
+    bank_index_ : ndarray of int, shape (n_bank,)
+        Rows of the ``fit`` input that form the bank.
     k_ : int
         The k actually used.
     """
@@ -652,39 +659,57 @@ class KNNScorer(_Scorer):
     column = S.OOD_KNN
     input_kind = "features"
 
-    def __init__(self, *, k: int = 50, block_size: int = 1024) -> None:
+    def __init__(
+        self, *, k: int = 50, block_size: int = 1024, max_train: int | None = None,
+        random_state: int = 0,
+    ) -> None:
         self.k = k
         self.block_size = block_size
+        self.max_train = max_train
+        self.random_state = random_state
 
     def fit(self, features: ArrayLike, labels: ArrayLike | None = None) -> KNNScorer:  # type: ignore[override]
         """Store the normalised training features; ``labels`` is ignored. Returns ``self``."""
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:
             raise ValueError(f"Expected `k` to be a positive integer, got {self.k!r}.")
+        if self.max_train is not None and (not isinstance(self.max_train, (int, np.integer))
+                                           or self.max_train < 2):
+            raise ValueError(f"Expected `max_train` None or an integer >= 2, got {self.max_train!r}.")
         x = _as_2d_float(features, "features", "n_features")
         if x.shape[0] < 2:
             raise ValueError(f"Expected at least 2 training rows for kNN, got {x.shape[0]}.")
-        self.train_ = _l2_normalise(x)
+        n_fit = x.shape[0]
+        if self.max_train is not None and n_fit > self.max_train:
+            rng = np.random.default_rng(self.random_state)
+            bank = np.sort(rng.choice(n_fit, int(self.max_train), replace=False))
+        else:
+            bank = np.arange(n_fit)
+        self.bank_index_ = bank
+        self.train_ = _l2_normalise(x[bank] if len(bank) < n_fit else x)
+        self._n_fit_ = n_fit
         k = int(self.k)
-        if k > x.shape[0] - 1:
+        if k > len(bank) - 1:
             warnings.warn(
-                f"k={k} exceeds the {x.shape[0]} training rows minus one; using k={x.shape[0] - 1}.",
+                f"k={k} exceeds the {len(bank)} training rows minus one; using k={len(bank) - 1}.",
                 stacklevel=2,
             )
-            k = x.shape[0] - 1
+            k = len(bank) - 1
         self.k_ = k
         self.n_features_in_ = int(x.shape[1])
         return self
 
-    def _kth(self, q: NDArray[np.float32], exclude_offset: int | None) -> NDArray[np.float64]:
+    def _kth(self, q: NDArray[np.float32], exclude: NDArray[np.intp] | None) -> NDArray[np.float64]:
+        """k-th neighbour distance of every query row; ``exclude[i]``: bank column to skip (-1: none)."""
         t = self.train_
         k = self.k_
         out = np.empty(q.shape[0], dtype=np.float64)
         b = max(1, int(self.block_size))
         for s in range(0, q.shape[0], b):
-            sims = q[s : s + b] @ t.T  # (b, n_train)
-            if exclude_offset is not None:
-                rows = np.arange(sims.shape[0])
-                sims[rows, exclude_offset + s + rows] = -np.inf
+            sims = q[s : s + b] @ t.T  # (b, n_bank)
+            if exclude is not None:
+                ex = exclude[s : s + b]
+                rows = np.flatnonzero(ex >= 0)
+                sims[rows, ex[rows]] = -np.inf
             # k-th largest similarity == k-th smallest distance
             kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
             out[s : s + b] = np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
@@ -703,11 +728,11 @@ class KNNScorer(_Scorer):
         """
         self._check_fitted()
         arr = self._check_input(x)
-        if arr.shape[0] != self.train_.shape[0]:
-            raise ValueError(
-                f"Expected the {self.train_.shape[0]} rows given to `fit`, got {arr.shape[0]}."
-            )
-        return self._kth(self.train_, 0)
+        if arr.shape[0] != self._n_fit_:
+            raise ValueError(f"Expected the {self._n_fit_} rows given to `fit`, got {arr.shape[0]}.")
+        exclude = np.full(arr.shape[0], -1, dtype=np.intp)
+        exclude[self.bank_index_] = np.arange(len(self.bank_index_))
+        return self._kth(_l2_normalise(arr), exclude)
 
 
 # ---- registry ---------------------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
 ``knn_k``                  int, default 50
+``knn_max_train``          int or None, default 50_000: the kNN neighbour bank (random training
+                           rows) is capped at this size so scoring stays linear in the run size
 ``projection``             "umap" (default), "pca" or "none"
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
+                           (default ``max_fit_rows=100_000``)
 ``diagnosis_scorer``       column used by the diagnosis (default: first of ``ood_mahalanobis``,
                            ``ood_energy``, ``ood_msp`` that was computed)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
@@ -48,8 +51,12 @@ DIAGNOSIS_PREFERENCE = (S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
-    "fpr_definition",
+    "fpr_definition", "knn_max_train",
 })
+KNN_MAX_TRAIN = 50_000
+PROJECTION_MAX_FIT_ROWS = 100_000
+"""Default: UMAP is fitted on at most this many training rows; the rest are transformed."""
+"""Default cap on the kNN neighbour bank (random training rows), keeping analyze linear in n."""
 _PROJECTIONS = ("umap", "pca", "none")
 
 
@@ -199,7 +206,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},
         S.OOD_MAHALANOBIS: {"shrinkage": extra.get("mahalanobis_shrinkage")},
         S.OOD_RMD: {"shrinkage": extra.get("mahalanobis_shrinkage")},
-        S.OOD_KNN: {"k": int(extra.get("knn_k", 50))},
+        S.OOD_KNN: {"k": int(extra.get("knn_k", 50)),
+                    "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
     }
 
     table = table.reset_index(drop=True)
@@ -227,7 +235,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     table[S.UMAP_X] = np.float32(np.nan)
     table[S.UMAP_Y] = np.float32(np.nan)
     if projection != "none" and feats:
-        _add_projection(run_dir, table, feats, projection, dict(extra.get("projection_params") or {}))
+        pparams = {"max_fit_rows": PROJECTION_MAX_FIT_ROWS, **dict(extra.get("projection_params") or {})}
+        _add_projection(run_dir, table, feats, projection, pparams)
 
     diag_col = extra.get("diagnosis_scorer")
     if diag_col is not None:

@@ -135,6 +135,7 @@ def project_features(
     n_epochs: int | None = None,
     metric: str = "euclidean",
     random_state: int = 0,
+    max_fit_rows: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
     """Project every split's features to 2-D, fitted on ``fit_split``.
@@ -153,6 +154,9 @@ def project_features(
         UMAP parameters (umap-learn's meaning and defaults; ``n_epochs=None`` lets umap choose).
     random_state : int, default 0
         Makes UMAP and PCA deterministic (UMAP then runs single-threaded).
+    max_fit_rows : int or None, default None
+        Fit UMAP on at most this many random rows of ``fit_split`` and transform the rest (for
+        large runs: UMAP's fit is the expensive part). None: fit on all of them.
     cache_dir : path, optional
         Where to cache results (``RUN_DIR/cache``); None disables caching.
 
@@ -197,6 +201,7 @@ def project_features(
     params = {
         "method": method, "fit_split": fit_split, "pca_dim": pca_dim, "n_neighbors": n_neighbors,
         "min_dist": min_dist, "n_epochs": n_epochs, "metric": metric, "random_state": random_state,
+        "max_fit_rows": max_fit_rows,
     }
     cache_path: Path | None = None
     if cache_dir is not None:
@@ -211,6 +216,7 @@ def project_features(
     out = _project(
         arrays, fit_split=fit_split, method=method, pca_dim=pca_dim, n_neighbors=n_neighbors,
         min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
+        max_fit_rows=max_fit_rows,
     )
     if cache_path is not None:
         _save_cache(cache_path, out)
@@ -228,6 +234,7 @@ def _project(
     n_epochs: int | None,
     metric: str,
     random_state: int,
+    max_fit_rows: int | None,
 ) -> dict[str, NDArray[np.float32]]:
     from sklearn.decomposition import PCA
 
@@ -269,9 +276,20 @@ def _project(
         metric=metric, random_state=random_state, n_jobs=1,
         verbose=log.isEnabledFor(logging.DEBUG),
     )
+    sample: NDArray[np.intp] | None = None
+    if max_fit_rows is not None and n > max_fit_rows and fit_split in arrays:
+        sample = np.sort(np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False))
+        log.info("projection: fitting UMAP on a sample of %d of the %d rows", max_fit_rows, n)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-        emb = model.fit_transform(fit_x).astype(np.float32)
+        if sample is None:
+            emb = model.fit_transform(fit_x).astype(np.float32)
+        else:
+            rest = np.ones(n, bool)
+            rest[sample] = False
+            emb = np.empty((n, 2), np.float32)
+            emb[sample] = model.fit_transform(fit_x[sample])
+            emb[rest] = model.transform(fit_x[rest])
     log.info("projection: UMAP fit in %.1f s", time.perf_counter() - t0)
     out = {}
     if fit_split not in arrays:  # fitted on all splits together: slice the embedding back

@@ -258,6 +258,26 @@ def test_knn_matches_sklearn_nearest_neighbors():
                                rtol=REL, atol=1e-5)
 
 
+def test_knn_bank_sample_leaves_out_only_bank_rows():
+    x, y, q, _ = gaussian_data(n=300, seed=18)
+    knn = O.KNNScorer(k=5, max_train=100, random_state=1).fit(x)
+    bank = knn.bank_index_
+    assert len(bank) == 100 and len(np.unique(bank)) == 100
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    nn = NearestNeighbors().fit(xn[bank])
+    got = knn.score_fitted(x)
+    in_bank = np.zeros(300, bool)
+    in_bank[bank] = True
+    # bank rows: leave-one-out among the bank; the others: plain neighbours in the bank
+    np.testing.assert_allclose(got[bank], nn.kneighbors(n_neighbors=5)[0][:, -1], rtol=REL, atol=1e-5)
+    np.testing.assert_allclose(got[~in_bank], nn.kneighbors(xn[~in_bank], n_neighbors=5)[0][:, -1],
+                               rtol=REL, atol=1e-5)
+    np.testing.assert_allclose(knn.score(q), nn.kneighbors(
+        q / np.linalg.norm(q, axis=1, keepdims=True), n_neighbors=5)[0][:, -1], rtol=REL)
+    with pytest.raises(ValueError, match="max_train"):
+        O.KNNScorer(max_train=1).fit(x)
+
+
 def test_knn_matches_pytorch_ood(pyood):
     import torch
 
