@@ -92,10 +92,30 @@ def _filter_options(key: D.RunKey, confidence: float, variability: float, _table
     return opts
 
 
+_FILTER_DEFAULTS: dict[str, Any] = {
+    K.W_SPLITS: [],
+    K.W_LABELS: [],
+    K.W_REGIONS: [],
+    K.W_DIAGNOSES: [],
+    K.W_FLAGGED: "any",
+    K.W_FLAG_VALUES: [],
+    K.W_SEARCH: "",
+}
+
+
 def _reset_filters() -> None:
-    for k in list(st.session_state.keys()):
-        if k in K.FILTER_WIDGETS or str(k).startswith(K.W_RANGE_PREFIX):
-            del st.session_state[k]
+    """Put every filter widget back to its default.
+
+    Values are assigned rather than deleted: an assigned value is pushed to the browser, while a
+    deleted key can be re-sent by a widget that still holds its old value.
+    """
+    for key, default in _FILTER_DEFAULTS.items():
+        if key in st.session_state:
+            st.session_state[key] = default
+    full = st.session_state.get(K.RANGE_DEFAULTS, {})
+    for key in list(st.session_state.keys()):
+        if str(key).startswith(K.W_RANGE_PREFIX) and key in full:
+            st.session_state[key] = full[key]
 
 
 def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | None = None) -> tuple[float, float] | None:
@@ -104,6 +124,7 @@ def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | Non
         return None
     step = float(10 ** (np.floor(np.log10(hi - lo)) - 2))
     lo_r, hi_r = float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step)
+    st.session_state.setdefault(K.RANGE_DEFAULTS, {})[K.W_RANGE_PREFIX + col] = (lo_r, hi_r)
     value = st.slider(label, lo_r, hi_r, (lo_r, hi_r), step=step, key=K.W_RANGE_PREFIX + col, help=help)
     if value[0] <= lo_r and value[1] >= hi_r:
         return None
@@ -386,9 +407,10 @@ def render_linked_map(
     highlight = ctx.flagged[rows]
     fig = figure(sample, color=color, highlight=highlight, **figure_kwargs)
     n_drawable = int((ctx.mask & np.isfinite(ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan))).sum())
+    generation = st.session_state.setdefault(K.CHART_GENERATION, {}).get(page, 0)
     event = st.plotly_chart(
         fig,
-        key=K.W_CHART_PREFIX + page,
+        key=f"{K.W_CHART_PREFIX}{page}_{generation}",
         on_select="rerun",
         selection_mode=("lasso", "box", "points"),
         config={"displaylogo": False, "scrollZoom": True},
@@ -426,6 +448,8 @@ def render_linked_map(
     head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
     if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
         selections.pop(page, None)
+        # a new chart key drops the lasso the browser still holds
+        st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
     clicked = render_selection_table(ctx, sel_rows, key=K.W_TABLE_PREFIX + page)
     if clicked is not None:

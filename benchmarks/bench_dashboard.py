@@ -1,0 +1,225 @@
+"""Dashboard speed in a real browser on synthetic runs of 10k, 100k and 1M examples.
+
+For each size: builds (or reuses) an analysed synthetic run under ``runs/bench-dashboard/``,
+starts ``datamap serve`` on it, drives headless Chromium with Playwright and measures
+
+* **map (cold)**: first page open after the server started (table loaded from disk) until the
+  script has finished and the Plotly data map is interactive;
+* **map (warm)**: the same in a new browser session (cached table);
+* **filter**: clicking a sidebar filter option until the new count is shown and the app is idle;
+* **lasso → table**: mouse-up of a lasso over the map until the selection table is shown and the
+  app is idle (the polygon is applied to every filtered row on the server).
+
+Medians of ``--repeat`` runs. Usage::
+
+    .venv/bin/python benchmarks/bench_dashboard.py            # 10k, 100k, 1M
+    .venv/bin/python benchmarks/bench_dashboard.py --sizes 10000 100000 --repeat 5
+
+Targets (issue 5): map under 3 s at 100k and under 8 s at 1M; filter and selection updates
+under 1 s at 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis import schema as S  # noqa: E402
+
+CHROMIUM = os.environ.get("DATAMAP_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+METRIC = '[data-testid="stSidebar"] [data-testid="stMetricValue"]'
+
+
+def build_run(n: int, base: Path) -> Path:
+    """An analysed synthetic run of ``n`` training examples (reused when present)."""
+    from analysis.pipeline import AnalyzeOptions, analyze_run
+    from analysis.synthetic import make_synthetic_run
+
+    run = base / f"n{n}"
+    if (run / S.TABLE_FILE).is_file():
+        return run
+    t0 = time.perf_counter()
+    n_eval = min(max(n // 20, 500), 20_000)
+    make_synthetic_run(run, n_examples=n, n_eval=n_eval, seed=1)
+    analyze_run(run, AnalyzeOptions(extra={
+        "projection": "pca",
+        "ood_scorers": ["ood_msp", "ood_energy", "ood_mahalanobis"],
+    }))
+    print(f"  built {run} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(run: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analysis.cli", "serve", str(run), "--port", str(port), "--no-browser"],
+        cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"server did not start; see {log}")
+
+
+def wait_idle(page: object) -> None:
+    page.wait_for_selector(APP_READY, timeout=120_000)  # type: ignore[attr-defined]
+
+
+def time_map(browser: object, url: str) -> tuple[float, object, object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.wait_for_selector(PLOT_READY, state="visible", timeout=120_000)
+    wait_idle(page)
+    return time.perf_counter() - t0, context, page
+
+
+def time_filter(page: object, option: str) -> float:
+    before = page.locator(METRIC).first.inner_text()  # type: ignore[attr-defined]
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]').filter(has_text="region").first  # type: ignore[attr-defined]
+    box.locator("input").click()
+    opt = page.get_by_role("option", name=option, exact=True)  # type: ignore[attr-defined]
+    opt.wait_for()
+    t0 = time.perf_counter()
+    opt.click()
+    page.wait_for_function(  # type: ignore[attr-defined]
+        """(before) => {
+            const m = document.querySelector('[data-testid="stSidebar"] [data-testid="stMetricValue"]');
+            const app = document.querySelector('[data-testid="stApp"]');
+            return m && m.innerText !== before && app.dataset.testScriptState === "notRunning";
+        }""", arg=before, timeout=120_000,
+    )
+    page.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+    dt = time.perf_counter() - t0
+    page.keyboard.press("Escape")  # type: ignore[attr-defined]
+    page.locator("h1").first.click()  # blur the multiselect before resetting  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    wait_idle(page)
+    page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        """(before) => {
+            const m = document.querySelector('[data-testid="stSidebar"] [data-testid="stMetricValue"]');
+            const app = document.querySelector('[data-testid="stApp"]');
+            return m && m.innerText === before && app.dataset.testScriptState === "notRunning";
+        }""", arg=before, timeout=120_000,
+    )
+    time.sleep(0.5)
+    wait_idle(page)
+    page.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+    return dt
+
+
+def time_lasso(page: object) -> tuple[float, int]:
+    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
+    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
+    pts = [(0.3, 0.3), (0.7, 0.25), (0.85, 0.6), (0.5, 0.8), (0.25, 0.6), (0.3, 0.3)]
+    page.mouse.move(x0 + pts[0][0] * w, y0 + pts[0][1] * h)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for fx, fy in pts[1:]:
+        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=6)  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    page.mouse.up()  # type: ignore[attr-defined]
+    label = page.get_by_text(re.compile(r"selected by lasso")).first  # type: ignore[attr-defined]
+    label.wait_for(timeout=120_000)
+    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)  # type: ignore[attr-defined]
+    wait_idle(page)
+    dt = time.perf_counter() - t0
+    n = int(label.inner_text().split(" selected")[0].replace(",", ""))
+    page.get_by_role("button", name="Clear selection").click()  # type: ignore[attr-defined]
+    page.get_by_text("Draw a lasso").wait_for(timeout=120_000)  # type: ignore[attr-defined]
+    wait_idle(page)
+    return dt, n
+
+
+def bench_size(n: int, base: Path, repeat: int, browser: object) -> dict[str, object]:
+    run = build_run(n, base)
+    port = free_port()
+    proc = start_server(run, port, base / f"server-n{n}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        cold, ctx, _ = time_map(browser, url)
+        ctx.close()  # type: ignore[attr-defined]
+        warm, filt, lasso, n_sel = [], [], [], 0
+        for _ in range(repeat):
+            t, ctx, page = time_map(browser, url)
+            warm.append(t)
+            filt.append(time_filter(page, S.HARD))
+            dt, n_sel = time_lasso(page)
+            lasso.append(dt)
+            ctx.close()  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "n_examples": n,
+        "n_rows": n + 2 * min(max(n // 20, 500), 20_000),
+        "map_cold_s": cold,
+        "map_warm_s": statistics.median(warm),
+        "filter_s": statistics.median(filt),
+        "lasso_s": statistics.median(lasso),
+        "lasso_selected": n_sel,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-dashboard")
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench_dashboard.json")
+    args = ap.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    results = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        for n in args.sizes:
+            print(f"n = {n:,} ...", flush=True)
+            results.append(bench_size(n, args.runs, args.repeat, browser))
+            print("  " + json.dumps(results[-1]), flush=True)
+        browser.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print("| examples (rows) | map, cold | map, warm | filter change | lasso → table (selected) |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
+              f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
