@@ -172,7 +172,9 @@ class DynamicsRecorder:
             raise ValueError(f"Expected `labels` of shape ({len(ids)},), got {y_np.shape}.")
         if y_np.dtype.kind not in "iu":
             raise TypeError(f"Expected integer labels, got dtype {y_np.dtype}.")
-        if len(y_np) and (y_np.min() < 0 or y_np.max() >= n_classes):
+        # One reduction instead of min and max: negative labels read as unsigned are huge.
+        as_unsigned = y_np.view(f"u{y_np.dtype.itemsize}") if y_np.dtype.kind == "i" else y_np
+        if len(y_np) and as_unsigned.max() >= n_classes:
             bad = y_np[(y_np < 0) | (y_np >= n_classes)][0]
             raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
 
@@ -183,7 +185,8 @@ class DynamicsRecorder:
             on_cpu = z.device.type == "cpu"
             if on_cpu:
                 z_np = (z if z.dtype in _numpy_floats() else z.float()).numpy()
-                finite = bool(np.isfinite(z_np).all())
+                # One reduction: a sum is finite iff every value is, barring overflow (rechecked).
+                finite = bool(np.isfinite(z_np.sum())) or bool(np.isfinite(z_np).all())
             else:
                 import torch
 
