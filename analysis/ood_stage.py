@@ -255,14 +255,21 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     evaluation["diagnosis"] = diag_info
     evaluation["diagnosis_counts"] = D.counts(table[S.DIAGNOSIS].astype(str))
     with runstore.atomic_path(run_dir / S.OOD_EVAL_FILE) as tmp:
-        tmp.write_text(json.dumps(evaluation, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_plain(evaluation), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return table
 
 
-def _json_default(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """JSON-safe copy: NumPy scalars to Python, NaN/inf to None (strict JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _add_projection(run_dir: Path, table: pd.DataFrame,

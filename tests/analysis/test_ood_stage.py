@@ -66,7 +66,7 @@ def test_scores_match_the_scorers_run_directly(analysed):
 
 def test_ood_eval_file(analysed):
     run, _ = analysed
-    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text(), parse_constant=lambda c: 1 / 0)
     assert set(ev["metrics"]) == set(O.SCORERS)
     assert ev["metrics"][S.OOD_MAHALANOBIS]["ood:far"]["auroc"] > 0.99
     assert ev["metrics"][S.OOD_KNN]["overall"]["fpr95_definition"] == "ood_accepted_at_95_id"
@@ -97,6 +97,15 @@ def test_run_without_features_or_logits_still_analyses(tmp_path):
     assert (table[S.DIAGNOSIS].astype(str).to_numpy() == expected).all()
     ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
     assert ev["metrics"] == {} and ev["skipped"]
+    assert ev["diagnosis"]["score_column"] is None
+
+
+def test_eval_file_values_are_strict_json():
+    from analysis.ood_stage import _plain
+
+    got = _plain({"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2), np.inf], 3: "x"})
+    assert got == {"a": None, "b": 1.5, "c": [2, None], "3": "x"}
+    json.dumps(got, allow_nan=False)
 
 
 def test_logits_only_run(tmp_path, run_with_features):
