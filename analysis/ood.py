@@ -4,22 +4,17 @@ Every score is oriented **higher = more anomalous** and named after its table co
 (:mod:`analysis.schema`). For logits ``z (n_examples, n_classes)``, ``p = softmax(z)`` and
 features ``x (n_examples, n_features)``:
 
-============== =============================================================================
-column         formula
-============== =============================================================================
-``ood_msp``         ``-max_k p_k`` (Hendrycks & Gimpel, 2017)
-``ood_maxlogit``    ``-max_k z_k`` (Hendrycks et al., 2022)
-``ood_energy``      ``-T * logsumexp(z / T)`` (Liu et al., 2020)
-``ood_mahalanobis`` ``min_k (x - mu_k)^T Sigma^-1 (x - mu_k)`` (Lee et al., 2018), no 1/2 factor;
-                    ``Sigma = S / N`` with ``S`` the pooled within-class scatter and ``N`` the
-                    number of training rows (maximum-likelihood normaliser, as
-                    ``sklearn.covariance.EmpiricalCovariance`` on class-centred features),
-                    optionally shrunk: ``(1 - a) Sigma + a * trace(Sigma) / D * I``
-``ood_rmd``         ``min_k MD_k(x) - MD_0(x)`` (Ren et al., 2021) with ``MD_0`` the squared
-                    Mahalanobis distance to one Gaussian fitted to all training rows
-``ood_knn``         Euclidean distance from ``x / ||x||`` to its k-th nearest L2-normalised
-                    training feature (Sun et al., 2022); training rows leave themselves out
-============== =============================================================================
+- ``ood_msp`` = ``-max_k p_k`` (Hendrycks & Gimpel, 2017).
+- ``ood_maxlogit`` = ``-max_k z_k`` (Hendrycks et al., 2022).
+- ``ood_energy`` = ``-T * logsumexp(z / T)`` (Liu et al., 2020).
+- ``ood_mahalanobis`` = ``min_k (x - mu_k)^T Sigma^-1 (x - mu_k)`` (Lee et al., 2018): squared,
+  no 1/2 factor; ``Sigma = S / N`` with ``S`` the pooled within-class scatter and ``N`` the number
+  of training rows (maximum-likelihood normaliser, as ``sklearn.covariance.EmpiricalCovariance``
+  on class-centred features), optionally shrunk: ``(1 - a) Sigma + a * trace(Sigma) / D * I``.
+- ``ood_rmd`` = ``min_k MD_k(x) - MD_0(x)`` (Ren et al., 2021), ``MD_0`` the squared Mahalanobis
+  distance to one Gaussian fitted to all training rows.
+- ``ood_knn`` = Euclidean distance from ``x / ||x||`` to its k-th nearest L2-normalised training
+  feature (Sun et al., 2022); training rows leave themselves out.
 
 The feature scorers follow scikit-learn's estimator contract: ``__init__`` stores parameters,
 ``fit`` learns attributes ending in ``_`` and returns ``self``, and scoring before ``fit`` raises
@@ -372,7 +367,6 @@ class _Gaussian:
 
 
 def _fit_gaussian(
-    x: NDArray[np.floating[Any]],
     means: NDArray[np.float64],
     scatter: NDArray[np.float64],
     n: int,
@@ -411,7 +405,7 @@ def _fit_gaussian(
             f"The {what} covariance of {n} rows x {cov.shape[0]} features is singular "
             "(more features than rows, or constant features); falling back to Ledoit-Wolf "
             f"shrinkage {alpha:.3g}. Pass `shrinkage=` to choose it yourself.",
-            stacklevel=4,
+            stacklevel=3,
         )
         cov = _shrink(scatter / n, alpha)
         chol = np.linalg.cholesky(cov)
@@ -508,7 +502,7 @@ class MahalanobisScorer(_Scorer):
                 stacklevel=3,
             )
         sums = np.zeros((len(classes), d), dtype=np.float64)
-        np.add.at(sums, inv, x) if n < 10_000 else _grouped_sum(sums, inv, x)
+        _grouped_sum(sums, inv, x)
         means = sums / counts[:, None]
         self.classes_ = classes
         self.class_counts_ = counts
@@ -536,7 +530,7 @@ class MahalanobisScorer(_Scorer):
         n = x.shape[0]
         scatter = _within_scatter(x, inv, means, dtype)
         g, cov, alpha = _fit_gaussian(
-            x, means, scatter, n, self.shrinkage,
+            means, scatter, n, self.shrinkage,
             lambda: np.asarray(x, dtype=np.float64) - means[inv], dtype, "shared within-class",
         )
         self.means_ = means
@@ -603,7 +597,7 @@ class RelativeMahalanobisScorer(MahalanobisScorer):
         zeros = np.zeros(x.shape[0], dtype=np.int64)
         scatter0 = _within_scatter(x, zeros, mean0[None, :], dtype)
         g0, cov0, _ = _fit_gaussian(
-            x, mean0[None, :], scatter0, x.shape[0], self.shrinkage,
+            mean0[None, :], scatter0, x.shape[0], self.shrinkage,
             lambda: np.asarray(x, dtype=np.float64) - mean0, dtype, "background",
         )
         self.background_mean_ = mean0
