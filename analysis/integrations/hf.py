@@ -45,6 +45,7 @@ import pandas as pd
 
 from analysis import schema as S
 from analysis.integrations.capture import extract_logits
+from analysis.integrations.distributed import save_recorder
 from analysis.recorder import DynamicsRecorder
 
 __all__ = ["DynamicsTrainer", "DynamicsTrainerMixin", "with_dynamics"]  # noqa: F822 (lazy)
@@ -201,6 +202,9 @@ class DynamicsTrainerMixin:
     def save_dynamics(self, run_dir: str | os.PathLike[str] | None = None) -> Path:
         """Write this process's dynamics shard (and, on rank 0, ``run.json``/examples).
 
+        Call it on every process: without ``examples``, the ids and labels seen by all processes
+        are gathered so that rank 0's ``examples.parquet`` lists them all.
+
         Parameters
         ----------
         run_dir : path, optional
@@ -209,15 +213,9 @@ class DynamicsTrainerMixin:
         target = run_dir if run_dir is not None else self.dynamics_dir
         if target is None:
             raise ValueError("Expected a `run_dir` (or `dynamics_dir` at construction), got None.")
-        rank = int(self.args.process_index)  # type: ignore[attr-defined]
-        self.dynamics_recorder.rank = rank
-        return self.dynamics_recorder.save(
-            target,
-            class_names=self.dynamics_class_names,
-            examples=self.dynamics_examples,
-            source=self.dynamics_source,
-            write_meta=rank == 0,
-        )
+        self.dynamics_recorder.rank = int(self.args.process_index)  # type: ignore[attr-defined]
+        return save_recorder(self.dynamics_recorder, target, class_names=self.dynamics_class_names,
+                             examples=self.dynamics_examples, source=self.dynamics_source)
 
 
 def _make_callback(trainer: DynamicsTrainerMixin) -> Any:
@@ -233,7 +231,7 @@ def _make_callback(trainer: DynamicsTrainerMixin) -> Any:
                 trainer.record_eval_pass(trainer._dynamics_epoch)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if trainer.dynamics_dir is not None and trainer.dynamics_recorder.n_rows:
+            if trainer.dynamics_dir is not None:
                 trainer.save_dynamics()
 
     return _DynamicsCallback()

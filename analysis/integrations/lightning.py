@@ -37,6 +37,7 @@ import pandas as pd
 from analysis import schema as S
 from analysis.integrations import batch_get
 from analysis.integrations.capture import _default_forward, _to_device, extract_logits
+from analysis.integrations.distributed import save_recorder
 from analysis.recorder import DynamicsRecorder
 
 __all__ = ["DynamicsCallback", "DynamicsCallbackMixin"]  # noqa: F822 (lazy)
@@ -165,17 +166,21 @@ class DynamicsCallbackMixin:
     # -- output --------------------------------------------------------------------------------------
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._rank = int(trainer.global_rank)
-        if self.run_dir is not None and self.recorder.n_rows:
+        if self.run_dir is not None:
             self.save()
 
     def save(self, run_dir: str | os.PathLike[str] | None = None) -> Path:
-        """Write this process's shard (and, on global rank 0, ``run.json``/examples)."""
+        """Write this process's shard (and, on global rank 0, ``run.json``/examples).
+
+        Call it on every process: without ``examples``, the ids and labels seen by all processes
+        are gathered so that rank 0's ``examples.parquet`` lists them all.
+        """
         target = run_dir if run_dir is not None else self.run_dir
         if target is None:
             raise ValueError("Expected a `run_dir` (or `run_dir` at construction), got None.")
         self.recorder.rank = self._rank
-        return self.recorder.save(target, class_names=self.class_names, examples=self.examples,
-                                  source=self.source, write_meta=self._rank == 0)
+        return save_recorder(self.recorder, target, class_names=self.class_names,
+                             examples=self.examples, source=self.source)
 
 
 _cache: dict[str, type] = {}

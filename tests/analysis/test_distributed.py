@@ -9,6 +9,8 @@ same way: the merged two-shard run must give the same per-example metrics.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 
@@ -19,6 +21,7 @@ torch = pytest.importorskip("torch")
 
 from analysis import runstore  # noqa: E402
 from analysis import schema as S  # noqa: E402
+from analysis.integrations.distributed import gather_labels  # noqa: E402
 from analysis.pipeline import AnalyzeOptions, analyze_run  # noqa: E402
 from analysis.recorder import DynamicsRecorder  # noqa: E402
 
@@ -82,6 +85,10 @@ def _worker(rank: int, port: int, run_dir: str, weights_dir: str) -> None:
                 np.savez(os.path.join(weights_dir, f"epoch-{epoch}.npz"), **state)
         rec.save(run_dir, class_names=[str(k) for k in range(N_CLASSES)],
                  examples=_examples(y, ids), source=S.SOURCE_EVAL_PASS)
+        # string and integer ids, unequal payload sizes, one id seen by both ranks
+        merged = gather_labels({f"only-on-{rank}": rank, 7: rank, **({"x" * 50: 9} if rank else {})})
+        with open(os.path.join(weights_dir, f"gathered-{rank}.json"), "w") as fh:
+            json.dump(sorted(merged.items(), key=str), fh)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -103,6 +110,10 @@ def test_two_ranks_merge_to_the_single_process_result(tmp_path):
 
     shards = sorted(p.name for p in (run / S.DYNAMICS_DIR).glob("*.parquet"))
     assert shards == ["rank-0.parquet", "rank-1.parquet"]
+    want = sorted({"only-on-0": 0, "only-on-1": 1, 7: 1, "x" * 50: 9}.items(), key=str)
+    for r in range(WORLD):
+        got = json.loads((weights / f"gathered-{r}.json").read_text())
+        assert [tuple(p) for p in got] == want  # every rank holds the merge; rank 1 wins id 7
     dyn = runstore.load_dynamics(run).to_pandas()
     padded = -(-N // WORLD) * WORLD
     assert len(dyn) == EPOCHS * padded
@@ -138,3 +149,90 @@ def test_two_ranks_merge_to_the_single_process_result(tmp_path):
     np.testing.assert_array_equal(got[S.FINAL_PRED].to_numpy(), want[S.FINAL_PRED].to_numpy())
     assert runstore.load_run_meta(run).source == S.SOURCE_EVAL_PASS
     assert runstore.load_run_meta(run).n_epochs == EPOCHS
+
+
+HF_SCRIPT = '''
+import sys
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from transformers import TrainingArguments
+
+from analysis.integrations.hf import DynamicsTrainer
+
+N = {n}
+
+
+class Digits(torch.utils.data.Dataset):
+    def __init__(self):
+        d = load_digits()
+        self.x = torch.tensor(d.data[:N] / 16.0, dtype=torch.float32)
+        self.y = torch.tensor(d.target[:N])
+
+    def __len__(self):
+        return N
+
+    def __getitem__(self, i):
+        return {{"pixels": self.x[i], "labels": self.y[i], "example_id": 5000 + 3 * i}}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, pixels, labels=None):
+        logits = self.body(pixels)
+        return {{"logits": logits, "loss": nn.functional.cross_entropy(logits, labels)}}
+
+
+args = TrainingArguments(
+    output_dir=sys.argv[1] + "-ckpt", use_cpu=True, report_to=[], save_strategy="no",
+    logging_strategy="no", disable_tqdm=True, num_train_epochs={epochs},
+    per_device_train_batch_size=8, gradient_accumulation_steps=2, ddp_backend="gloo",
+)
+trainer = DynamicsTrainer(model=Net(), args=args, train_dataset=Digits(), dynamics_dir=sys.argv[1])
+trainer.train()
+assert args.world_size == 2, args.world_size
+'''
+
+
+@pytest.mark.slow
+def test_hf_trainer_on_two_processes(tmp_path):
+    pytest.importorskip("transformers")
+    import subprocess
+    import sys
+    import warnings
+    from pathlib import Path
+
+    n, epochs = 101, 2
+    script = tmp_path / "hf_ddp.py"
+    script.write_text(HF_SCRIPT.format(n=n, epochs=epochs))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(run)], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    assert sorted(p.name for p in (run / S.DYNAMICS_DIR).glob("*.parquet")) == [
+        "rank-0.parquet", "rank-1.parquet"]
+    import pyarrow.parquet as pq
+
+    want = {5000 + 3 * i for i in range(n)}
+    shards = [pq.read_table(run / S.DYNAMICS_DIR / f"rank-{r}.parquet").to_pandas() for r in range(2)]
+    for epoch in range(epochs):
+        per_rank = [set(s.loc[s[S.EPOCH] == epoch, S.EXAMPLE_ID]) for s in shards]
+        assert per_rank[0] | per_rank[1] == want  # every example, under its own id
+        # each rank sees its own part: half the data padded to whole batches (accelerate's
+        # even_batches repeats a few examples), not the whole set
+        per_rank_max = math.ceil(math.ceil(n / 2) / 8) * 8
+        assert all(len(ids) <= per_rank_max for ids in per_rank)
+    meta = runstore.load_run_meta(run)
+    assert meta.source == S.SOURCE_FORWARD_PASS and meta.n_epochs == epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
+    assert len(table) == n and (table[S.N_EPOCHS_SEEN] == epochs).all()
