@@ -48,8 +48,9 @@ __all__ = [
     "trajectory",
 ]
 
-MAX_PLOT_POINTS = 30_000
-"""Points a scatter draws at most; filters, counts, selections and exports use every row."""
+MAX_PLOT_POINTS = int(os.environ.get("DATAMAP_MAX_POINTS", "30000"))
+"""Points a scatter draws at most (``DATAMAP_MAX_POINTS``, default 30,000); filters, counts,
+selections and exports use every row. Browsers without GPU acceleration draw faster with fewer."""
 EXTREME_K = 50
 """Per extreme column, the top and bottom ``k`` rows always drawn."""
 
@@ -448,6 +449,17 @@ def load_ood_eval(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def best_ood_score(scores: Sequence[str], evaluation: dict[str, Any] | None) -> str:
+    """The score to show first: best overall AUROC in ``ood_eval.json``, else the first listed."""
+    best, best_auc = scores[0], -1.0
+    metrics = (evaluation or {}).get("metrics") or {}
+    for col in scores:
+        auc = ((metrics.get(col) or {}).get("overall") or {}).get("auroc")
+        if isinstance(auc, int | float) and auc > best_auc:
+            best, best_auc = col, float(auc)
+    return best
 
 
 def ood_truth(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:

@@ -463,7 +463,7 @@ def trajectory_figure(
         showlegend=False,
     )
     fig.update_yaxes(range=[-0.02, 1.02])
-    fig.update_xaxes(dtick=1 if len(traj) <= 20 else None)
+    fig.update_xaxes(dtick=1 if len(traj) <= 12 else None)
     return fig
 
 

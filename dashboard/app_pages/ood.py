@@ -24,8 +24,10 @@ if not scores:
     )
     st.stop()
 
+evaluation = D.load_ood_eval(ctx.run_dir)
 score = st.selectbox(
     "OOD score (higher = more anomalous)", scores, key=K.W_OOD_SCORER,
+    index=scores.index(D.best_ood_score(scores, evaluation)),
     help="msp: −max softmax; maxlogit: −max logit; energy: −T·logsumexp(z/T); mahalanobis: min "
          "class-conditional distance; rmd: relative Mahalanobis; knn: k-th neighbour distance.",
 )
@@ -35,7 +37,6 @@ st.caption(f"{len(filtered):,} filtered examples; bars are fractions of each spl
 
 # ---- evaluation against ground truth -------------------------------------------------------------
 st.subheader("Detection quality")
-evaluation = D.load_ood_eval(ctx.run_dir)
 source = f"`{S.OOD_EVAL_FILE}`"
 if evaluation is None:
     evaluation = D.ood_metrics(ctx.key, tuple(scores), ctx.table)
