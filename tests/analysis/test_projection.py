@@ -157,3 +157,17 @@ def test_umap_is_deterministic_and_can_fit_on_a_sample(umap_result):
     np.testing.assert_array_equal(fresh["train"], fresh2["train"])
     assert fresh["train"].shape == (600, 2)
     assert trustworthiness(sub["train"], fresh["train"], n_neighbors=10) >= 0.9
+
+
+@pytest.mark.slow
+def test_umap_kernels_use_the_numba_disk_cache(umap_result):
+    import umap.layouts
+    import umap.umap_
+    from numba.core.registry import CPUDispatcher
+
+    kernels = [obj for mod in (umap.umap_, umap.layouts) for obj in vars(mod).values()
+               if isinstance(obj, CPUDispatcher)]
+    cached = [k for k in kernels if type(k._cache).__name__ != "NullCache"]
+    # umap-learn itself marks one kernel cacheable; we enable the rest before first use
+    assert len(cached) > len(kernels) // 2, (len(cached), len(kernels))
+
