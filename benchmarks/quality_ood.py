@@ -118,6 +118,27 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def readme_table(rows: list[dict[str, Any]]) -> str:
+    """Compact table for the README: AUROC per scorer (rows) and OOD split (columns)."""
+    auroc = [r for r in rows if r["check"] == "ood_auroc"]
+    splits = sorted({r["split"] for r in auroc} - {ood_eval.OVERALL}) + [ood_eval.OVERALL]
+    scorers = sorted({r["scorer"] for r in auroc})
+    val = {(r["scorer"], r["split"]): r for r in auroc}
+    lines = ["| score | " + " | ".join(f"AUROC {s}" for s in splits) + " | FPR@95 overall |",
+             "| --- |" + " ---: |" * (len(splits) + 1)]
+    for sc in scorers:
+        cells = [f"{val[(sc, s)]['value']:.3f}" if (sc, s) in val else "" for s in splits]
+        fpr = val.get((sc, ood_eval.OVERALL))
+        fpr_cell = f"{fpr['fpr95']:.3f}" if fpr else ""
+        lines.append(f"| `{sc}` | " + " | ".join(cells) + f" | {fpr_cell} |")
+    trust = [r for r in rows if r["check"] == "trustworthiness"]
+    if trust:
+        lines.append("")
+        lines.append("UMAP trustworthiness (10 neighbours): " + ", ".join(
+            f"{r['split']} {r['value']:.3f}" for r in trust) + ".")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", nargs="?", default=str(ROOT / "sample_data" / "run"))
@@ -127,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
               "RUN_DIR (e.g. one from analysis.synthetic.make_synthetic_run).", file=sys.stderr)
         return 2
     rows = ood_quality_rows(args.run_dir)
+    print(readme_table(rows))
+    print()
     print(markdown(rows))
     return 0 if all(r["ok"] is not False for r in rows) else 1
 
