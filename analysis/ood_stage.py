@@ -61,7 +61,8 @@ _PROJECTIONS = ("umap", "pca", "none")
 
 
 def _warn(message: str) -> None:
-    log.warning(message)
+    """A user-facing warning (the CLI prints it as one line), also in the INFO log."""
+    log.info("warning: %s", message)
     warnings.warn(message, stacklevel=3)
 
 
