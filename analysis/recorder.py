@@ -150,6 +150,13 @@ class DynamicsRecorder:
         """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"Expected `epoch` to be a non-negative int, got {epoch!r}.")
+        if (
+            type(logits).__module__ == "torch"
+            and type(example_ids) is type(logits)
+            and type(labels) is type(logits)
+            and self._fast_cpu_update(example_ids, logits, labels, int(epoch))
+        ):
+            return
         ids = _ids_to_numpy(example_ids)
         shape = tuple(logits.shape)
         if len(shape) == 1 and len(ids) == 1:
@@ -214,6 +221,37 @@ class DynamicsRecorder:
         self._n_classes = n_classes
         self._flush()  # keep measurements in call order (the last one of a repeat wins)
         self._append_chunk(ids, np.full(len(ids), int(epoch), dtype=np.int32), y_np, vals, raw)
+
+    def _fast_cpu_update(self, example_ids: Any, logits: Any, labels: Any, epoch: int) -> bool:
+        """The common case in few operations: CPU tensors, integer ids and labels, float logits.
+
+        Returns False (nothing recorded) whenever the general path must decide, including every
+        input it would reject, so errors and their messages come from one place.
+        """
+        if not (logits.is_cpu and example_ids.is_cpu and labels.is_cpu):
+            return False
+        z = logits.detach().numpy() if logits.dtype in _numpy_floats() else None
+        if z is None or z.ndim != 2 or example_ids.requires_grad or labels.requires_grad:
+            return False
+        ids = example_ids.numpy()
+        y = labels.numpy()
+        n, n_classes = z.shape
+        if (
+            ids.ndim != 1 or y.ndim != 1 or ids.shape[0] != n or y.shape[0] != n or n == 0
+            or ids.dtype.kind not in "iu" or y.dtype.kind not in "iu" or n_classes < 2
+            or (self._n_classes is not None and n_classes != self._n_classes)
+        ):
+            return False
+        if (y.view(f"u{y.dtype.itemsize}") if y.dtype.kind == "i" else y).max() >= n_classes:
+            return False
+        if not (np.isfinite(z.sum()) or np.isfinite(z).all()):
+            return False
+        self._n_classes = n_classes
+        self._pending.append((ids.copy(), z.copy(), y.astype(np.int64), epoch))
+        self._pending_rows += n
+        if self._pending_rows * n_classes >= self._FLUSH_ELEMENTS:
+            self._flush()
+        return True
 
     def _append_chunk(
         self,
