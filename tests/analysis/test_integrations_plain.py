@@ -107,3 +107,40 @@ def test_gradients_are_untouched():
 def test_one_class_is_refused_at_update():
     with pytest.raises(ValueError, match="at least 2 classes"):
         DynamicsRecorder().update(torch.tensor([0]), torch.zeros(1, 1), torch.tensor([0]), epoch=0)
+
+
+@pytest.mark.parametrize(
+    ("ids", "logits", "labels", "error", "match"),
+    [
+        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, 3]), ValueError, r"labels in \[0, 3\)"),
+        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, -1]), ValueError, r"labels in \[0, 3\)"),
+        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0.0, 1.0]), TypeError, "integer labels"),
+        (torch.tensor([0.0, 1.0]), torch.zeros(2, 3), torch.tensor([0, 1]), TypeError, "floats"),
+        (torch.tensor([0, 1]), torch.zeros(3, 3), torch.tensor([0, 1]), ValueError, r"shape \(2, n_classes\)"),
+        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, 1, 2]), ValueError, r"labels` of shape"),
+        (torch.tensor([[0, 1]]), torch.zeros(2, 3), torch.tensor([0, 1]), ValueError, "1-D"),
+        (torch.tensor([0, 1]), torch.tensor([[0.0, 1e38, 1e38], [0.0, 0.0, float("inf")]]),
+         torch.tensor([0, 1]), ValueError, "NaN or inf"),
+    ],
+)
+def test_bad_torch_input_is_refused_with_the_general_messages(ids, logits, labels, error, match):
+    rec = DynamicsRecorder()
+    with pytest.raises(error, match=match):
+        rec.update(ids, logits, labels, epoch=0)
+    assert rec.n_rows == 0
+
+
+def test_huge_but_finite_logits_are_accepted():
+    # their float32 sum overflows to inf; the check must look again before refusing them
+    z = torch.tensor([[3e38, 3e38, 0.0], [0.0, 1.0, 2.0]])
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0, 1]), z, torch.tensor([0, 2]), epoch=0)
+    t = rec.to_table().to_pandas()
+    assert t[S.PRED].tolist() == [0, 2]
+
+
+def test_class_count_change_with_tensors():
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0]), torch.zeros(1, 3), torch.tensor([0]), epoch=0)
+    with pytest.raises(ValueError, match="Expected 3 classes"):
+        rec.update(torch.tensor([1]), torch.zeros(1, 4), torch.tensor([0]), epoch=0)
