@@ -193,7 +193,7 @@ class DynamicsRecorder:
             if on_cpu:
                 z_np = (z if z.dtype in _numpy_floats() else z.float()).numpy()
                 # One reduction: a sum is finite iff every value is, barring overflow (rechecked).
-                finite = bool(np.isfinite(z_np.sum())) or bool(np.isfinite(z_np).all())
+                finite = bool(np.isfinite(z_np.sum(dtype=np.float64))) or bool(np.isfinite(z_np).all())
             else:
                 import torch
 
@@ -244,7 +244,7 @@ class DynamicsRecorder:
             return False
         if (y.view(f"u{y.dtype.itemsize}") if y.dtype.kind == "i" else y).max() >= n_classes:
             return False
-        if not (np.isfinite(z.sum()) or np.isfinite(z).all()):
+        if not (np.isfinite(z.sum(dtype=np.float64)) or np.isfinite(z).all()):
             return False
         self._n_classes = n_classes
         self._pending.append((ids.copy(), z.copy(), y.astype(np.int64), epoch))
