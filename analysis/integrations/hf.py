@@ -157,10 +157,10 @@ class DynamicsTrainerMixin:
     # -- forward_pass recording ------------------------------------------------------------------
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                      **kwargs: Any) -> Any:
-        if self.id_column not in inputs:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)  # type: ignore[misc]
-        inputs, ids = self._pop_ids(inputs)
         record = self.dynamics_source == S.SOURCE_FORWARD_PASS and bool(model.training)
+        if self.id_column not in inputs and not record:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)  # type: ignore[misc]
+        inputs, ids = self._pop_ids(inputs)  # raises a clear KeyError when a training batch has no ids
         labels = self._batch_labels(inputs) if record else None
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)  # type: ignore[misc]
         if record:

@@ -161,6 +161,11 @@ def test_missing_id_column_and_bad_source(tmp_path):
                                  args=_args(tmp_path, accumulation=1, remove_unused=False))
     with pytest.raises(KeyError, match="example_id"):
         trainer.record_eval_pass(0)
+    # a training step without ids must fail loudly, not train without recording
+    trainer = hf.DynamicsTrainer(model=LoggingNet(), train_dataset=NoIds(),
+                                 args=_args(tmp_path, accumulation=1, remove_unused=False))
+    with pytest.raises(KeyError, match="example_id"):
+        trainer.train()
 
 
 def test_with_dynamics_rejects_non_trainer():
