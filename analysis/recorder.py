@@ -101,6 +101,38 @@ def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
     }
 
 
+class _CpuBuffer:
+    """Growable row buffers for CPU batches waiting to be reduced (no per-batch allocation)."""
+
+    __slots__ = ("ids", "logits", "labels", "epochs", "n")
+
+    def __init__(self, ids_dtype: Any, logits_dtype: Any, n_classes: int, capacity: int) -> None:
+        self.ids: NDArray[Any] = np.empty(capacity, dtype=ids_dtype)
+        self.logits: NDArray[Any] = np.empty((capacity, n_classes), dtype=logits_dtype)
+        self.labels: NDArray[np.int64] = np.empty(capacity, dtype=np.int64)
+        self.epochs: NDArray[np.int32] = np.empty(capacity, dtype=np.int32)
+        self.n = 0
+
+    def fits(self, ids: NDArray[Any], logits: NDArray[Any]) -> bool:
+        return (self.ids.dtype == ids.dtype and self.logits.dtype == logits.dtype
+                and self.logits.shape[1] == logits.shape[1])
+
+    def append(self, ids: NDArray[Any], logits: NDArray[Any], labels: NDArray[Any], epoch: int) -> None:
+        end = self.n + len(ids)
+        if end > len(self.ids):
+            cap = max(2 * len(self.ids), end)
+            for name in ("ids", "logits", "labels", "epochs"):
+                old = getattr(self, name)
+                new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        self.ids[self.n:end] = ids
+        self.logits[self.n:end] = logits
+        self.labels[self.n:end] = labels
+        self.epochs[self.n:end] = epoch
+        self.n = end
+
+
 class DynamicsRecorder:
     """Collect per-example dynamics batch by batch, then write them to a run directory.
 
@@ -128,8 +160,11 @@ class DynamicsRecorder:
         self.rank = rank
         self._chunks: list[dict[str, Any]] = []
         self._n_classes: int | None = None
-        # Torch batches wait here (ids, detached logits, labels, epoch) and are reduced together:
-        # a handful of tensor ops per flush instead of per training step.
+        # Batches wait to be reduced together: a handful of array ops per flush instead of per
+        # training step. CPU batches are copied into `_buffer`; accelerator batches wait in
+        # `_pending` as (ids, logits on their device, labels, epoch). Only one of the two holds
+        # rows at any time, so measurements stay in call order.
+        self._buffer: _CpuBuffer | None = None
         self._pending: list[tuple[NDArray[Any], Any, Any, int]] = []
         self._pending_rows = 0
 
@@ -207,10 +242,12 @@ class DynamicsRecorder:
             # Copies: the caller may reuse or modify its tensors after this call. CPU batches wait
             # as NumPy arrays, accelerator batches stay on their device until the flush.
             if on_cpu:
-                self._pending.append((np.array(ids), np.array(z_np), y_np.astype(np.int64), int(epoch)))
-            else:
-                y_t = labels.detach() if _is_torch(labels) else y_np.astype(np.int64)
-                self._pending.append((np.array(ids), z.clone(), y_t, int(epoch)))
+                self._buffer_append(ids, z_np, y_np, int(epoch))
+                return
+            if self._buffer is not None and self._buffer.n:
+                self._flush()
+            y_t = labels.detach() if _is_torch(labels) else y_np.astype(np.int64)
+            self._pending.append((np.array(ids), z.clone(), y_t, int(epoch)))
             self._pending_rows += len(ids)
             if self._pending_rows * n_classes >= self._FLUSH_ELEMENTS:
                 self._flush()
@@ -247,11 +284,25 @@ class DynamicsRecorder:
         if not (np.isfinite(z.sum(dtype=np.float64)) or np.isfinite(z).all()):
             return False
         self._n_classes = n_classes
-        self._pending.append((ids.copy(), z.copy(), y.astype(np.int64), epoch))
-        self._pending_rows += n
-        if self._pending_rows * n_classes >= self._FLUSH_ELEMENTS:
-            self._flush()
+        self._buffer_append(ids, z, y, epoch)
         return True
+
+    def _buffer_append(self, ids: NDArray[Any], logits: NDArray[Any], labels: NDArray[Any],
+                       epoch: int) -> None:
+        """Copy one validated CPU batch into the row buffer; reduce when it is full."""
+        if self._pending:  # accelerator batches recorded earlier go first
+            self._flush()
+        buf = self._buffer
+        if buf is not None and not buf.fits(ids, logits):
+            self._flush()
+            buf = None
+        if buf is None:
+            capacity = max(len(ids), min(8192, self._FLUSH_ELEMENTS // logits.shape[1] + 1))
+            buf = self._buffer = _CpuBuffer(ids.dtype, logits.dtype, logits.shape[1], capacity)
+        buf.append(ids, logits, labels, epoch)
+        self._pending_rows += len(ids)
+        if self._pending_rows * logits.shape[1] >= self._FLUSH_ELEMENTS:
+            self._flush()
 
     def _append_chunk(
         self,
@@ -269,31 +320,30 @@ class DynamicsRecorder:
 
     def _flush(self) -> None:
         """Reduce the pending batches to per-example values in one vectorised pass."""
+        buf = self._buffer
+        if buf is not None and buf.n:
+            n, self._pending_rows = buf.n, 0
+            z_np = buf.logits[:n]
+            vals = per_epoch_from_logits(z_np, buf.labels[:n])  # reads, never writes, z_np
+            raw = z_np.astype(np.float32) if self.keep_logits else None
+            self._append_chunk(buf.ids[:n].copy(), buf.epochs[:n].copy(), buf.labels[:n].copy(),
+                               vals, raw)
+            buf.n = 0
         if not self._pending:
             return
+        import torch
+
         pending, self._pending, self._pending_rows = self._pending, [], 0
         ids = np.concatenate([p[0] for p in pending])
         epochs = np.repeat(
             np.array([p[3] for p in pending], dtype=np.int32), [len(p[0]) for p in pending]
         )
-        if all(isinstance(p[1], np.ndarray) for p in pending):
-            z_np = np.concatenate([p[1] for p in pending])
-            y_np = np.concatenate([p[2] for p in pending])
-            vals = per_epoch_from_logits(z_np, y_np)
-            raw = z_np.astype(np.float32, copy=False) if self.keep_logits else None
-        else:
-            import torch
-
-            tensors = [p[1] for p in pending if not isinstance(p[1], np.ndarray)]
-            device = tensors[0].device
-            z = torch.cat([torch.as_tensor(p[1]).to(device=device, dtype=torch.float32)
-                           for p in pending])
-            y = torch.cat([torch.as_tensor(p[2]).to(device=device, dtype=torch.long)
-                           for p in pending])
-            vals = _torch_per_example(z, y)
-            raw = z.cpu().numpy() if self.keep_logits else None
-            y_np = y.cpu().numpy()
-        self._append_chunk(ids, epochs, y_np, vals, raw)
+        device = pending[0][1].device
+        z = torch.cat([p[1].to(device=device, dtype=torch.float32) for p in pending])
+        y = torch.cat([torch.as_tensor(p[2]).to(device=device, dtype=torch.long) for p in pending])
+        vals = _torch_per_example(z, y)
+        raw = z.cpu().numpy() if self.keep_logits else None
+        self._append_chunk(ids, epochs, y.cpu().numpy(), vals, raw)
 
     @property
     def n_rows(self) -> int:
@@ -322,26 +372,37 @@ class DynamicsRecorder:
             parts = [c[name] for c in self._chunks]
             cols[name] = np.concatenate(parts) if name != S.LOGITS else np.concatenate(parts, axis=0)
         ids = cols[S.EXAMPLE_ID]
-        keys = pd.MultiIndex.from_arrays([cols[S.EPOCH], ids])
-        dup = keys.duplicated(keep="last")
-        if dup.any():
+        if ids.dtype != object:
+            # Sort once (lexsort is stable: repeats stay in call order), then keep the last row
+            # of each run of equal (epoch, id) keys.
+            order = np.lexsort((ids, cols[S.EPOCH]))
+            s_ids, s_ep = ids[order], cols[S.EPOCH][order]
+            keep = np.ones(len(order), dtype=bool)
+            keep[:-1] = (s_ids[1:] != s_ids[:-1]) | (s_ep[1:] != s_ep[:-1])
+            n_dup = len(order) - int(keep.sum())
+            if n_dup:
+                order = order[keep]
+        else:
+            keys = pd.MultiIndex.from_arrays([cols[S.EPOCH], ids])
+            dup = keys.duplicated(keep="last")
+            n_dup = int(dup.sum())
+            if n_dup:
+                cols = {k: v[~dup] for k, v in cols.items()}
+                ids = cols[S.EXAMPLE_ID]
+            order = np.lexsort((ids.astype(str), cols[S.EPOCH]))
+        if n_dup:
             warnings.warn(
-                f"{int(dup.sum())} examples were recorded more than once within an epoch; "
+                f"{n_dup} examples were recorded more than once within an epoch; "
                 "keeping the last measurement of each.",
                 stacklevel=2,
             )
-            cols = {k: v[~dup] for k, v in cols.items()}
-            ids = cols[S.EXAMPLE_ID]
-        order = np.lexsort((ids, cols[S.EPOCH])) if ids.dtype != object else np.lexsort(
-            (ids.astype(str), cols[S.EPOCH])
-        )
         arrays = {}
         for name, v in cols.items():
             v = v[order]
             if name == S.LOGITS:
                 arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
             elif name in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N):
-                arrays[name] = pa.array(v.astype(np.float32))
+                arrays[name] = pa.array(v.astype(np.float32, copy=False))
             else:
                 arrays[name] = pa.array(v if v.dtype != object else v.tolist())
         return pa.table(arrays)

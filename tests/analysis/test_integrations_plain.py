@@ -144,3 +144,22 @@ def test_class_count_change_with_tensors():
     rec.update(torch.tensor([0]), torch.zeros(1, 3), torch.tensor([0]), epoch=0)
     with pytest.raises(ValueError, match="Expected 3 classes"):
         rec.update(torch.tensor([1]), torch.zeros(1, 4), torch.tensor([0]), epoch=0)
+
+
+def test_changing_dtypes_and_string_ids_keep_call_order():
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([1, 2], dtype=torch.int32), torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
+               torch.tensor([0, 0]), epoch=0)
+    rec.update(torch.tensor([1]), torch.tensor([[2.0, 0.0]], dtype=torch.float64),  # int64 ids, float64
+               torch.tensor([0]), epoch=0)
+    rec.update(torch.tensor([2]), torch.tensor([[0.0, 2.0]], dtype=torch.float16), torch.tensor([0]), epoch=0)
+    with pytest.warns(UserWarning, match="2 examples were recorded more than once"):
+        t = rec.to_table().to_pandas().set_index(S.EXAMPLE_ID)
+    assert t.loc[1, S.PRED] == 0 and t.loc[2, S.PRED] == 1  # the later measurements won
+
+    rec = DynamicsRecorder()
+    rec.update(["b", "a"], torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 0]), epoch=0)
+    rec.update(["a"], torch.tensor([[0.0, 1.0]]), torch.tensor([0]), epoch=0)
+    with pytest.warns(UserWarning, match="1 examples were recorded more than once"):
+        t = rec.to_table().to_pandas()
+    assert t[S.EXAMPLE_ID].tolist() == ["a", "b"] and t[S.PRED].tolist() == [1, 1]
