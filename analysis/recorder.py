@@ -24,6 +24,7 @@ recording within a few percent of a small model's training step
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from analysis.dynamics import per_epoch_from_logits
 
 __all__ = ["DynamicsRecorder"]
 
+_UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
 _LABEL_KEY = "_label"  # per-row gold label kept beside each chunk (not a dynamics column)
 _NUMPY_FLOATS: tuple[Any, ...] = ()
 
@@ -104,14 +106,23 @@ def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
 class _CpuBuffer:
     """Growable row buffers for CPU batches waiting to be reduced (no per-batch allocation)."""
 
-    __slots__ = ("ids", "logits", "labels", "epochs", "n")
+    __slots__ = ("ids", "logits", "labels", "batch_sizes", "batch_epochs", "n")
 
     def __init__(self, ids_dtype: Any, logits_dtype: Any, n_classes: int, capacity: int) -> None:
         self.ids: NDArray[Any] = np.empty(capacity, dtype=ids_dtype)
         self.logits: NDArray[Any] = np.empty((capacity, n_classes), dtype=logits_dtype)
         self.labels: NDArray[np.int64] = np.empty(capacity, dtype=np.int64)
-        self.epochs: NDArray[np.int32] = np.empty(capacity, dtype=np.int32)
+        self.batch_sizes: list[int] = []
+        self.batch_epochs: list[int] = []
         self.n = 0
+
+    def epochs(self) -> NDArray[np.int32]:
+        """Epoch of every buffered row."""
+        return np.repeat(np.array(self.batch_epochs, dtype=np.int32), self.batch_sizes)
+
+    def clear(self) -> None:
+        self.n = 0
+        self.batch_sizes, self.batch_epochs = [], []
 
     def fits(self, ids: NDArray[Any], logits: NDArray[Any]) -> bool:
         return (self.ids.dtype == ids.dtype and self.logits.dtype == logits.dtype
@@ -121,7 +132,7 @@ class _CpuBuffer:
         end = self.n + len(ids)
         if end > len(self.ids):
             cap = max(2 * len(self.ids), end)
-            for name in ("ids", "logits", "labels", "epochs"):
+            for name in ("ids", "logits", "labels"):
                 old = getattr(self, name)
                 new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
                 new[: self.n] = old[: self.n]
@@ -129,7 +140,8 @@ class _CpuBuffer:
         self.ids[self.n:end] = ids
         self.logits[self.n:end] = logits
         self.labels[self.n:end] = labels
-        self.epochs[self.n:end] = epoch
+        self.batch_sizes.append(len(ids))
+        self.batch_epochs.append(epoch)
         self.n = end
 
 
@@ -279,9 +291,12 @@ class DynamicsRecorder:
             or (self._n_classes is not None and n_classes != self._n_classes)
         ):
             return False
-        if (y.view(f"u{y.dtype.itemsize}") if y.dtype.kind == "i" else y).max() >= n_classes:
+        # Each NumPy call costs microseconds right after a training step (cold caches), so the
+        # checks use as few as possible: negative labels read as unsigned are huge, and the max
+        # and min of the logits are finite iff every logit is (NaN propagates through both).
+        if (y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y).max() >= n_classes:
             return False
-        if not (np.isfinite(z.sum(dtype=np.float64)) or np.isfinite(z).all()):
+        if not (math.isfinite(z.max()) and math.isfinite(z.min())):
             return False
         self._n_classes = n_classes
         self._buffer_append(ids, z, y, epoch)
@@ -326,9 +341,8 @@ class DynamicsRecorder:
             z_np = buf.logits[:n]
             vals = per_epoch_from_logits(z_np, buf.labels[:n])  # reads, never writes, z_np
             raw = z_np.astype(np.float32) if self.keep_logits else None
-            self._append_chunk(buf.ids[:n].copy(), buf.epochs[:n].copy(), buf.labels[:n].copy(),
-                               vals, raw)
-            buf.n = 0
+            self._append_chunk(buf.ids[:n].copy(), buf.epochs(), buf.labels[:n].copy(), vals, raw)
+            buf.clear()
         if not self._pending:
             return
         import torch
