@@ -95,9 +95,11 @@ def wait_idle(page: object) -> None:
     page.wait_for_selector(APP_READY, timeout=120_000)  # type: ignore[attr-defined]
 
 
-def time_map(browser: object, url: str) -> tuple[float, object, object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
-    page = context.new_page()
+def time_map(browser: object, url: str, context: object | None = None) -> tuple[float, object, object]:
+    """Open the data map in a new tab (of ``context``: cached assets; else a fresh context)."""
+    if context is None:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = context.new_page()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     page.goto(url)
     page.wait_for_selector(PLOT_READY, state="visible", timeout=120_000)
@@ -162,22 +164,68 @@ def time_lasso(page: object) -> tuple[float, int]:
     return dt, n
 
 
+BASELINE_APP = """
+import numpy as np, plotly.graph_objects as go, streamlit as st
+st.title("baseline")
+n = 500
+r = np.random.default_rng(0)
+fig = go.Figure(go.Scattergl(x=r.random(n), y=r.random(n), mode="markers", customdata=np.arange(n)))
+fig.update_layout(dragmode="lasso")
+st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"), key="c")
+"""
+
+
+def bench_baseline(base: Path, repeat: int, browser: object) -> float:
+    """Median time to an interactive chart for a bare Streamlit page with one 500-point Plotly
+    scatter: the floor that Streamlit + Plotly set on this machine, whatever the app does."""
+    app = base / "baseline_app.py"
+    app.write_text(BASELINE_APP)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        url = f"http://127.0.0.1:{port}"
+        _, ctx, first = time_map(browser, url)
+        first.close()  # type: ignore[attr-defined]
+        times = []
+        for _ in range(repeat):
+            t, ctx, page = time_map(browser, url, ctx)
+            times.append(t)
+            page.close()  # type: ignore[attr-defined]
+        ctx.close()  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return statistics.median(times)
+
+
 def bench_size(n: int, base: Path, repeat: int, browser: object) -> dict[str, object]:
     run = build_run(n, base)
     port = free_port()
     proc = start_server(run, port, base / f"server-n{n}.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        cold, ctx, _ = time_map(browser, url)
-        ctx.close()  # type: ignore[attr-defined]
+        cold, ctx, first = time_map(browser, url)
+        first.close()  # type: ignore[attr-defined]
         warm, filt, lasso, n_sel = [], [], [], 0
         for _ in range(repeat):
-            t, ctx, page = time_map(browser, url)
+            t, ctx, page = time_map(browser, url, ctx)
             warm.append(t)
             filt.append(time_filter(page, S.HARD))
             dt, n_sel = time_lasso(page)
             lasso.append(dt)
-            ctx.close()  # type: ignore[attr-defined]
+            page.close()  # type: ignore[attr-defined]
+        ctx.close()  # type: ignore[attr-defined]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -205,16 +253,19 @@ def main() -> int:
     results = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        baseline = bench_baseline(args.runs, args.repeat, browser)
+        print(f"baseline (bare Streamlit page, one 500-point Plotly chart): {baseline:.2f} s", flush=True)
         for n in args.sizes:
             print(f"n = {n:,} ...", flush=True)
             results.append(bench_size(n, args.runs, args.repeat, browser))
             print("  " + json.dumps(results[-1]), flush=True)
         browser.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json.dumps({"baseline_map_s": baseline, "sizes": results}, indent=2) + "\n")
     print()
     print("| examples (rows) | map, cold | map, warm | filter change | lasso → table (selected) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| bare Streamlit page, one 500-point chart (floor) | — | {baseline:.2f} s | — | — |")
     for r in results:
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
               f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) |")

@@ -124,8 +124,11 @@ def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | Non
         return None
     step = float(10 ** (np.floor(np.log10(hi - lo)) - 2))
     lo_r, hi_r = float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step)
-    st.session_state.setdefault(K.RANGE_DEFAULTS, {})[K.W_RANGE_PREFIX + col] = (lo_r, hi_r)
-    value = st.slider(label, lo_r, hi_r, (lo_r, hi_r), step=step, key=K.W_RANGE_PREFIX + col, help=help)
+    key = K.W_RANGE_PREFIX + col
+    st.session_state.setdefault(K.RANGE_DEFAULTS, {})[key] = (lo_r, hi_r)
+    # the default only for a new widget: "Reset filters" sets the value through session state
+    default = None if key in st.session_state else (lo_r, hi_r)
+    value = st.slider(label, lo_r, hi_r, default, step=step, key=key, help=help)
     if value[0] <= lo_r and value[1] >= hi_r:
         return None
     return (float(value[0]), float(value[1]))
