@@ -49,7 +49,7 @@ def _save(page: object, name: str, *, height: int | None = None) -> None:
         clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": height}  # type: ignore[attr-defined]
     page.screenshot(path=str(path), clip=clip)  # type: ignore[attr-defined]
     img = Image.open(path).convert("RGB")
-    img.quantize(colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
         path, optimize=True)
     print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
 
