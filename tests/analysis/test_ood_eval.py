@@ -131,3 +131,19 @@ def test_nan_scores_are_left_out():
     t = _table(split=["test", "test", "ood:far", "ood:far"], ood_x=[0.0, np.nan, 1.0, np.nan])
     m = E.evaluate_ood(t)["metrics"]["ood_x"][E.OVERALL]
     assert (m["n_id"], m["n_ood"], m["auroc"]) == (1, 1, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    # a grid, so that exp() keeps distinct values distinct in float64
+    s_id=st.lists(st.integers(-50, 50).map(lambda v: v / 10), min_size=2, max_size=30),
+    s_ood=st.lists(st.integers(-50, 50).map(lambda v: v / 10), min_size=2, max_size=30),
+)
+def test_metrics_invariant_to_strictly_increasing_transforms(s_id, s_ood):
+    a, b = np.asarray(s_id), np.asarray(s_ood)
+    m1 = E.compute_ood_metrics(a, b)
+    m2 = E.compute_ood_metrics(np.exp(a) * 3 + 1, np.exp(b) * 3 + 1)
+    for key in ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr_id_rejected_at_95_ood"):
+        assert m1[key] == pytest.approx(m2[key], abs=1e-12), key
+    # swapping the roles of ID and OOD and negating the scores mirrors AUROC
+    assert E.auroc(-b, -a) == pytest.approx(m1["auroc"], abs=1e-12)
