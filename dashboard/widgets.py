@@ -409,7 +409,9 @@ def render_linked_map(
     sample = ctx.table.iloc[rows]
     highlight = ctx.flagged[rows]
     fig = figure(sample, color=color, highlight=highlight, **figure_kwargs)
-    n_drawable = int((ctx.mask & np.isfinite(ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan))).sum())
+    finite = np.isfinite(ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan)) & np.isfinite(
+        ctx.table[y].to_numpy(dtype=np.float64, na_value=np.nan))
+    n_drawable = int((ctx.mask & finite).sum())
     generation = st.session_state.setdefault(K.CHART_GENERATION, {}).get(page, 0)
     event = st.plotly_chart(
         fig,
@@ -418,13 +420,19 @@ def render_linked_map(
         selection_mode=("lasso", "box", "points"),
         config={"displaylogo": False, "scrollZoom": True},
     )
+    unplottable = ctx.n_filtered - n_drawable
+    missing = f" ({unplottable:,} filtered examples have no {x}/{y} and are not drawn.)" if unplottable else ""
     if len(rows) < n_drawable:
         st.caption(
             f"Drawing {len(rows):,} of {n_drawable:,} filtered examples (a uniform sample plus every "
             "flagged and extreme example). Counts, lasso/box selections and exports use every row."
+            + missing
         )
     else:
-        st.caption(f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table row to open it.")
+        st.caption(
+            f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table "
+            "row to open it." + missing
+        )
     # --- resolve the selection over every filtered row
     sig = _signature(ctx.key, ctx.spec.to_dict() if ctx.spec is not None else None, color,
                      ctx.thresholds, len(ctx.latest_flags) if ctx.latest_flags is not None else 0)
