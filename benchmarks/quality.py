@@ -106,14 +106,14 @@ def _markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(out)
 
 
-def _ood_rows(run_dir: Path) -> list[dict] | None:
+def _ood_module():  # type: ignore[no-untyped-def]
     for name in ("quality_ood", "benchmarks.quality_ood"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError:
             continue
         if hasattr(mod, "ood_quality_rows"):
-            return list(mod.ood_quality_rows(run_dir))
+            return mod
     return None
 
 
@@ -165,12 +165,15 @@ def main() -> int:
     print(_markdown(rows, ["detector", "auroc", "ap", "prec_at_k", "seconds"]))
 
     if not args.no_ood:
-        ood = _ood_rows(run)
-        if ood is None:
+        mod = _ood_module()
+        if mod is None:
             print("\n(benchmarks/quality_ood.py not found: no OOD rows)")
-        elif ood:
-            cols = list(dict.fromkeys(k for r in ood for k in r))
+        else:
+            ood = list(mod.ood_quality_rows(run))
             print("\nOOD detection and projection quality (benchmarks/quality_ood.py):\n")
+            if hasattr(mod, "readme_table"):
+                print(mod.readme_table(ood) + "\n")
+            cols = list(dict.fromkeys(k for r in ood for k in r))
             print(_markdown(ood, cols))
     return 0
 
