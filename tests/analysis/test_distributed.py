@@ -236,3 +236,80 @@ def test_hf_trainer_on_two_processes(tmp_path):
         warnings.simplefilter("ignore")
         table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
     assert len(table) == n and (table[S.N_EPOCHS_SEEN] == epochs).all()
+
+
+LIGHTNING_SCRIPT = '''
+import sys
+
+import lightning.pytorch as L
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from analysis.integrations.lightning import DynamicsCallback
+
+N = {n}
+
+
+class Digits(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        logits = self(batch["x"])
+        return {{"loss": nn.functional.cross_entropy(logits, batch["label"]), "logits": logits}}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+if __name__ == "__main__":
+    d = load_digits()
+    items = [{{"x": torch.tensor(d.data[i] / 16.0, dtype=torch.float32), "label": int(d.target[i]),
+               "example_id": 7000 + 2 * i}} for i in range(N)]
+    loader = torch.utils.data.DataLoader(items, batch_size=8, shuffle=True)
+    callback = DynamicsCallback(sys.argv[1], source=sys.argv[2], input_key="x")
+    trainer = L.Trainer(max_epochs={epochs}, accelerator="cpu", devices=2, strategy="ddp",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback])
+    trainer.fit(Digits(), loader)
+'''
+
+
+@pytest.mark.slow
+def test_lightning_callback_on_two_processes(tmp_path):
+    pytest.importorskip("lightning")
+    import subprocess
+    import sys
+    import warnings
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    n, epochs = 101, 2
+    script = tmp_path / "pl_ddp.py"
+    script.write_text(LIGHTNING_SCRIPT.format(n=n, epochs=epochs))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(script), str(run), "eval_pass"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    want = {7000 + 2 * i for i in range(n)}
+    shards = [pq.read_table(run / S.DYNAMICS_DIR / f"rank-{r}.parquet").to_pandas() for r in range(2)]
+    for epoch in range(epochs):
+        per_rank = [set(s.loc[s[S.EPOCH] == epoch, S.EXAMPLE_ID]) for s in shards]
+        assert per_rank[0] | per_rank[1] == want
+        assert all(len(ids) <= math.ceil(n / 2) for ids in per_rank)  # a part each, not all
+    meta = runstore.load_run_meta(run)
+    assert meta.source == S.SOURCE_EVAL_PASS and meta.n_epochs == epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
+    assert len(table) == n and (table[S.N_EPOCHS_SEEN] == epochs).all()
