@@ -464,6 +464,15 @@ def best_ood_score(scores: Sequence[str], evaluation: dict[str, Any] | None) -> 
     return best
 
 
+@st.cache_resource(max_entries=3, show_spinner=False)
+def ood_truth_all(key: RunKey, _table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluated rows, is_ood) over every row of the run (cached per run identity)."""
+    from analysis.ood_eval import ood_ground_truth
+
+    truth = ood_ground_truth(_table)
+    return truth.notna().to_numpy(), (truth == True).fillna(False).to_numpy(dtype=bool)  # noqa: E712
+
+
 def ood_truth(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
     """(evaluated rows, is_ood) from :func:`analysis.ood_eval.ood_ground_truth`, or None.
 

@@ -327,9 +327,11 @@ def ood_histogram_figure(
             hi = lo + 1.0
         edges = np.linspace(lo, hi, bins + 1)
         centers = (edges[:-1] + edges[1:]) / 2
-        groups = table[by].astype(str).to_numpy()
-        for k, name in enumerate(sorted(pd.unique(groups[finite]).tolist())):
-            sel = finite & (groups == name)
+        codes, names = pd.factorize(table[by], sort=True)
+        present = np.unique(codes[finite & (codes >= 0)])
+        for k, code in enumerate(present.tolist()):
+            name = str(names[code])
+            sel = finite & (codes == code)
             counts, _ = np.histogram(values[sel], bins=edges)
             total = max(int(sel.sum()), 1)
             fig.add_trace(

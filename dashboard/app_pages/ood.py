@@ -42,7 +42,9 @@ if evaluation is None:
     evaluation = D.ood_metrics(ctx.key, tuple(scores), ctx.table)
     source = "the table (no ood_eval.json in the run)"
 metrics = (evaluation or {}).get("metrics") or {}
-truth = D.ood_truth(ctx.table.loc[ctx.mask])
+rows_all, is_ood_all = D.ood_truth_all(ctx.key, ctx.table)
+rows, is_ood = rows_all[ctx.mask], is_ood_all[ctx.mask]
+truth = (rows, is_ood) if is_ood.any() and (rows & ~is_ood).any() else None
 if not metrics and truth is None:
     st.info(
         "No ground truth for OOD detection: the run needs in-distribution evaluation rows (a "
@@ -50,14 +52,13 @@ if not metrics and truth is None:
     )
 else:
     if truth is not None:
-        rows, is_ood = truth
-        sub = ctx.table.loc[ctx.mask]
-        split = sub[S.SPLIT].astype(str).to_numpy()
-        values = sub[score].to_numpy(dtype=np.float64, na_value=np.nan)
+        codes, names = pd.factorize(filtered[S.SPLIT], sort=True)
+        values = filtered[score].to_numpy(dtype=np.float64, na_value=np.nan)
         curves = {}
         id_rows = rows & ~is_ood
-        for name in sorted(set(split[is_ood])):
-            pick = id_rows | (is_ood & (split == name))
+        for code in np.unique(codes[is_ood]).tolist():
+            name = str(names[code])
+            pick = id_rows | (is_ood & (codes == code))
             curves[name] = D.ood_curves(ctx.key, score, name + repr(ctx.spec.to_dict()),
                                         values[pick], is_ood[pick])
         c1, c2 = st.columns(2)
@@ -94,6 +95,8 @@ st.subheader("Most anomalous examples")
 k = st.slider("how many", 6, 60, 18, 6, key=K.W_OOD_TOPK)
 vals = ctx.table[score].to_numpy(dtype=np.float64, na_value=np.nan)
 cand = np.flatnonzero(ctx.mask & np.isfinite(vals))
+if cand.size > k:  # partial sort: the k largest, then order them
+    cand = cand[np.argpartition(-vals[cand], k - 1)[:k]]
 top = cand[np.argsort(-vals[cand], kind="stable")[:k]]
 if top.size == 0:
     st.info("No filtered example has this score.")
