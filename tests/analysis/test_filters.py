@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -384,7 +383,8 @@ def test_extreme_mask_matches_sorting() -> None:
 # ---- scale ---------------------------------------------------------------------------------------
 
 
-def test_filter_and_lasso_are_fast_at_a_million_rows() -> None:
+def test_filter_and_lasso_are_exact_at_a_million_rows() -> None:
+    # Speed is measured in benchmarks/bench_filters.py, not asserted here.
     n = 1_000_000
     rng = np.random.default_rng(0)
     t = pd.DataFrame({
@@ -400,22 +400,14 @@ def test_filter_and_lasso_are_fast_at_a_million_rows() -> None:
     flags = pd.DataFrame({S.EXAMPLE_ID: np.arange(0, n, 101), FLAG: "mislabeled"})
     spec = FilterSpec(splits=["train"], regions=[S.HARD, S.AMBIGUOUS], diagnoses=["suspect_mislabeled"],
                       ranges={S.CONFIDENCE: (0.0, 0.3)}, flagged="unflagged")
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        mask = apply_filter(t, spec, flags=flags)
-        times.append(time.perf_counter() - t0)
+    mask = apply_filter(t, spec, flags=flags)
     expected = ((t[S.SPLIT] == "train") & t[S.REGION].isin([S.HARD, S.AMBIGUOUS])
                 & (t[S.DIAGNOSIS] == "suspect_mislabeled") & t[S.CONFIDENCE].between(0, 0.3)
                 & (t[S.EXAMPLE_ID] % 101 != 0)).to_numpy()
     np.testing.assert_array_equal(mask, expected)
-    # Target 0.2 s on a 2-core machine; the bound leaves room for a loaded CI runner.
-    assert min(times) < 0.5, times
     theta = np.linspace(0, 2 * np.pi, 300, endpoint=False)
     poly = np.c_[np.cos(theta), np.sin(theta)]
-    t0 = time.perf_counter()
     inside = points_in_polygon(t[S.UMAP_X], t[S.UMAP_Y], poly)
-    assert time.perf_counter() - t0 < 2.0
     r = np.hypot(t[S.UMAP_X].to_numpy(), t[S.UMAP_Y].to_numpy())
     sure = (r < 0.99) | (r > 1.0)  # a 300-gon lies between radii cos(pi/300) and 1
     np.testing.assert_array_equal(inside[sure], r[sure] < 0.99)
