@@ -559,7 +559,7 @@ def _grouped_sum(sums: NDArray[np.float64], inv: NDArray[np.int64], x: NDArray[n
 
 def _within_scatter(
     x: NDArray[np.floating[Any]], inv: NDArray[np.int64], means: NDArray[np.float64],
-    dtype: type[np.floating[Any]], block: int = 65_536,
+    dtype: type[np.floating[Any]], block: int = 16_384,
 ) -> NDArray[np.float64]:
     """``sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T`` accumulated blockwise (float64 sum of blocks)."""
     d = x.shape[1]
