@@ -392,6 +392,25 @@ def render_linked_map(
     default_color: str,
     extreme_columns: Sequence[str] = (),
 ) -> None:
+    """The linked map of a page, as a fragment: a lasso, a box, a row click or a colour change
+    reruns only this part of the page (the sidebar and the rest keep their state). Edits that
+    change the run (a saved flag) rerun the whole app."""
+    _linked_map_fragment(ctx, page=page, x=x, y=y, figure=figure, figure_kwargs=figure_kwargs,
+                         default_color=default_color, extreme_columns=tuple(extreme_columns))
+
+
+@st.fragment
+def _linked_map_fragment(
+    ctx: D.RunContext,
+    *,
+    page: str,
+    x: str,
+    y: str,
+    figure: Callable[..., Any],
+    figure_kwargs: dict[str, Any],
+    default_color: str,
+    extreme_columns: Sequence[str] = (),
+) -> None:
     """Scatter of the filtered rows → selection over every row → table → example view.
 
     The chart draws a bounded sample; a lasso or box is applied on the server to every filtered
