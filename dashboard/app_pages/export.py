@@ -46,6 +46,10 @@ if submitted:
                 ctx.run_dir, ctx.table, ctx.mask, fmt=fmt, filter_spec=ctx.spec,
                 selection_ids=(sel.ids.tolist() if scope == "selection" and sel is not None else None),
                 flags=ctx.latest_flags, curated=curated, apply_relabels=relabel,
+                # `region` is recomputed at the sidebar thresholds: record them so the
+                # manifest's filter reproduces the rows.
+                context={"region_thresholds": {"confidence": ctx.thresholds.confidence,
+                                               "variability": ctx.thresholds.variability}},
             )
         except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.EXPORT_RESULT, None)
