@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import sys
 import warnings
 
 import numpy as np
@@ -168,15 +168,14 @@ def test_cli_flags(tmp_path, run_with_features, capsys):
 
 
 @pytest.mark.slow
-def test_umap_projection_in_the_stage(tmp_path):
+def test_umap_projection_in_the_stage(tmp_path, monkeypatch):
     run = make_synthetic_run(tmp_path / "u", n_examples=600, n_eval=100, n_features=16)
     opts = AnalyzeOptions(extra={"projection": "umap", "projection_params": {"n_epochs": 50},
                                  "ood_scorers": ["mahalanobis"]})
     table = analyze_run(run, opts)
     assert table[S.UMAP_X].notna().all()
-    t0 = time.perf_counter()
+    monkeypatch.setitem(sys.modules, "umap", None)  # the second run must not need umap at all
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean second run: cache hit, no warnings
         again = analyze_run(run, opts, write=False)
-    assert time.perf_counter() - t0 < 5.0
     np.testing.assert_array_equal(again[S.UMAP_Y], table[S.UMAP_Y])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,12 +137,12 @@ def test_umap_quality_and_transform_into_the_train_space(umap_result):
 
 
 @pytest.mark.slow
-def test_umap_cached_reload_is_fast_and_identical(umap_result):
+def test_umap_cached_reload_is_identical_and_skips_umap(umap_result, monkeypatch):
+    # Reload speed is measured in benchmarks/bench_ood.py; here: the cache hit never touches umap.
     feats, params, out, cache, _ = umap_result
     assert len(list(Path(cache).glob("projection-umap-*.npz"))) == 1
-    t0 = time.perf_counter()
+    monkeypatch.setitem(sys.modules, "umap", None)  # any `import umap` now fails
     again = P.project_features(feats, **params)
-    assert time.perf_counter() - t0 < 1.0
     for k in out:
         np.testing.assert_array_equal(again[k], out[k])
 
