@@ -46,6 +46,7 @@ __all__ = [
     "compute_ood_metrics",
     "ood_ground_truth",
     "evaluate_ood",
+    "ood_curves",
     "OVERALL",
 ]
 
@@ -334,3 +335,45 @@ def evaluate_ood(
         if res:
             out["metrics"][col] = res
     return out
+
+
+def ood_curves(scores: ArrayLike, is_ood: ArrayLike, *, max_points: int = 500) -> dict[str, Any]:
+    """ROC and precision-recall curve points with OOD as the positive class.
+
+    Parameters
+    ----------
+    scores : array (n,)
+        OOD scores, higher = more anomalous; non-finite entries are dropped.
+    is_ood : array of bool (n,)
+    max_points : int
+        Each curve is thinned to about this many points (end points kept) for plotting.
+
+    Returns
+    -------
+    dict with ``fpr``, ``tpr`` (ROC), ``precision``, ``recall`` (PR, OOD positive) and the
+    matching summary numbers ``auroc`` and ``aupr_out`` (average precision, as in
+    :func:`compute_ood_metrics`).
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_ood, dtype=bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"Expected `scores` and `is_ood` of one shape (n,), got {s.shape} and {y.shape}.")
+    ok = np.isfinite(s)
+    s, y = s[ok], y[ok]
+    if y.all() or not y.any():
+        raise ValueError("Expected both in-distribution and OOD examples to draw curves, got one kind only.")
+    fpr, tpr, _ = roc_curve(y, s)
+    precision, recall, _ = precision_recall_curve(y, s)
+
+    def thin(n_total: int) -> NDArray[np.intp]:
+        if n_total <= max_points:
+            return np.arange(n_total)
+        return np.unique(np.linspace(0, n_total - 1, max_points).round().astype(np.intp))
+
+    r, p = thin(len(fpr)), thin(len(recall))
+    return {
+        "fpr": fpr[r], "tpr": tpr[r], "precision": precision[p], "recall": recall[p],
+        "auroc": auroc(s[~y], s[y]), "aupr_out": average_precision(s, y),
+    }

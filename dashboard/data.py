@@ -6,9 +6,7 @@ file it reads) and big arrays travel as ``_``-prefixed, unhashed arguments. The 
 cached with ``st.cache_resource`` (one shared, read-only object; never mutated) so a rerun does
 not copy a million rows.
 
-The dashboard does no metric arithmetic of its own: numbers come from ``analysis``. The one
-exception is :func:`ood_curves`, which asks scikit-learn for ROC/PR curve points when
-``analysis`` has no curve function.
+The dashboard does no metric arithmetic of its own: numbers come from ``analysis``.
 """
 
 from __future__ import annotations
@@ -504,37 +502,11 @@ def ood_metrics(key: RunKey, columns: tuple[str, ...], _table: pd.DataFrame) -> 
 def ood_curves(key: RunKey, score: str, group: str, _scores: np.ndarray, _is_ood: np.ndarray) -> dict[str, Any]:
     """ROC and PR curve points for one score (OOD positive), thinned to at most ~500 points.
 
-    Uses ``analysis.ood_eval`` when it provides curves, else scikit-learn's ``roc_curve`` and
-    ``precision_recall_curve`` (curve points only; the headline metrics come from analysis).
+    Computed by :func:`analysis.ood_eval.ood_curves`; cached per run, score and group.
     """
-    y = np.asarray(_is_ood, dtype=bool)
-    s = np.asarray(_scores, dtype=np.float64)
-    ok = np.isfinite(s)
-    y, s = y[ok], s[ok]
-    try:  # prefer the analysis implementation when it exists
-        from analysis import ood_eval  # type: ignore[attr-defined]
+    from analysis.ood_eval import ood_curves as _curves
 
-        curves = getattr(ood_eval, "ood_curves", None)
-        if curves is not None:
-            return dict(curves(s, y))
-    except ImportError:
-        pass
-    from sklearn.metrics import auc, precision_recall_curve, roc_curve
-
-    fpr, tpr, _ = roc_curve(y, s)
-    precision, recall, _ = precision_recall_curve(y, s)
-    out = {
-        "fpr": _thin(fpr), "tpr": _thin(tpr), "auroc": float(auc(fpr, tpr)),
-        "precision": _thin(precision), "recall": _thin(recall), "aupr_out": float(auc(recall, precision)),
-    }
-    return out
-
-
-def _thin(values: np.ndarray, n: int = 500) -> np.ndarray:
-    if len(values) <= n:
-        return values
-    idx = np.unique(np.linspace(0, len(values) - 1, n).round().astype(int))
-    return values[idx]
+    return _curves(_scores, _is_ood)
 
 
 # ---- images --------------------------------------------------------------------------------------

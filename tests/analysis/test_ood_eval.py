@@ -147,3 +147,18 @@ def test_metrics_invariant_to_strictly_increasing_transforms(s_id, s_ood):
         assert m1[key] == pytest.approx(m2[key], abs=1e-12), key
     # swapping the roles of ID and OOD and negating the scores mirrors AUROC
     assert E.auroc(-b, -a) == pytest.approx(m1["auroc"], abs=1e-12)
+
+
+def test_ood_curves_match_hand_computed_points():
+    from analysis.ood_eval import ood_curves
+
+    # ID scores 0, 1; OOD scores 2, 0.5 (one OOD ranked below an ID example)
+    c = ood_curves(np.array([0.0, 1.0, 2.0, 0.5]), np.array([False, False, True, True]))
+    # thresholds 2 -> (fpr 0, tpr .5); 1 -> (.5, .5); .5 -> (.5, 1); 0 -> (1, 1)
+    pts = set(zip(c["fpr"].tolist(), c["tpr"].tolist(), strict=True))
+    assert {(0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)} <= pts
+    assert c["auroc"] == pytest.approx(0.75)  # 3 of 4 (ID, OOD) pairs ordered correctly
+    # average precision, OOD positive: ranks 2.0 (hit), 1.0, 0.5 (hit) -> (1 + 2/3) / 2
+    assert c["aupr_out"] == pytest.approx((1 + 2 / 3) / 2)
+    with pytest.raises(ValueError, match="one kind only"):
+        ood_curves(np.array([0.0, 1.0]), np.array([True, True]))
