@@ -271,19 +271,22 @@ def pivot_dynamics(
     n = len(ex_ids)
     if y.shape != (n,):
         raise ValueError(f"Expected `labels` of shape ({n},), got {y.shape}.")
-    ids = dynamics.column(S.EXAMPLE_ID).to_numpy(zero_copy_only=False)
-    epoch_col = _col(dynamics, S.EPOCH, np.int64)
-    if len(epoch_col) == 0:
+    if dynamics.num_rows == 0:
         raise SchemaError("The dynamics table is empty.")
-    if ids.dtype.kind != ex_ids.dtype.kind and {ids.dtype.kind, ex_ids.dtype.kind} <= {"i", "u"}:
-        ids = ids.astype(np.int64)
-    epochs = np.unique(epoch_col) if len(epoch_col) < 4096 else _small_unique(epoch_col)
-    n_epochs = len(epochs)
-
-    # Fast path: rows stored epoch by epoch in examples order (what our writers produce).
-    if len(ids) == n_epochs * n and n and _is_blocked(ids, epoch_col, ex_ids, epochs):
-        flat = None
+    # Fast path: each epoch's rows stored as one block in examples order (what every datamap
+    # writer produces). Blocks are read slice by slice straight into the dense arrays.
+    blocked = _blocked_epochs(dynamics, ex_ids)
+    flat: NDArray[np.intp] | None = None
+    if blocked is not None:
+        epochs = blocked
+        n_epochs = len(epochs)
     else:
+        ids = dynamics.column(S.EXAMPLE_ID).to_numpy(zero_copy_only=False)
+        if ids.dtype.kind != ex_ids.dtype.kind and {ids.dtype.kind, ex_ids.dtype.kind} <= {"i", "u"}:
+            ids = ids.astype(np.int64)
+        epoch_col = _col(dynamics, S.EPOCH, np.int64)
+        epochs = np.unique(epoch_col) if len(epoch_col) < 4096 else _small_unique(epoch_col)
+        n_epochs = len(epochs)
         idx = _index_of(ids, ex_ids)
         if (idx < 0).any():
             missing = pd.unique(ids[idx < 0])
@@ -306,12 +309,18 @@ def pivot_dynamics(
             warnings.warn(msg + " Keeping the first row of each.", stacklevel=2)
 
     def dense(name: str, dtype: Any, fill: Any) -> NDArray[Any]:
-        vals = _col(dynamics, name, dtype)
         if flat is None:
-            return vals.reshape(n_epochs, n)
-        out = np.full(n_epochs * n, fill, dtype=dtype)
-        out[flat[::-1]] = vals[::-1]  # reversed so the first row of a duplicate wins
-        return out.reshape(n_epochs, n)
+            col = dynamics.column(name)
+            if col.null_count:
+                _col(dynamics, name, dtype)  # raises the missing-values error
+            out = np.empty((n_epochs, n), dtype=dtype)
+            for e in range(n_epochs):
+                out[e] = col.slice(e * n, n).to_numpy(zero_copy_only=False)
+            return out
+        vals = _col(dynamics, name, dtype)
+        flat_out = np.full(n_epochs * n, fill, dtype=dtype)
+        flat_out[flat[::-1]] = vals[::-1]  # reversed so the first row of a duplicate wins
+        return flat_out.reshape(n_epochs, n)
 
     observed: NDArray[np.bool_]
     if flat is None:
@@ -353,15 +362,29 @@ def _small_unique(values: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.unique(values)
 
 
-def _is_blocked(ids: NDArray[Any], epoch_col: NDArray[np.int64], ex_ids: NDArray[Any], epochs: NDArray[np.int64]) -> bool:
+def _blocked_epochs(dynamics: pa.Table, ex_ids: NDArray[Any]) -> NDArray[np.int64] | None:
+    """Epoch numbers if rows come as one block per epoch (increasing) in ``ex_ids`` order."""
+    import pyarrow.compute as pc
+
     n = len(ex_ids)
-    e2 = epoch_col.reshape(len(epochs), n)
-    if not bool(np.all(e2 == epochs[:, None])):
-        return False
-    try:
-        return bool(np.all(ids.reshape(len(epochs), n) == ex_ids[None, :]))
-    except (TypeError, ValueError):
-        return False
+    rows = dynamics.num_rows
+    if n == 0 or rows % n:
+        return None
+    epoch_col, id_col = dynamics.column(S.EPOCH), dynamics.column(S.EXAMPLE_ID)
+    if epoch_col.null_count or id_col.null_count:
+        return None
+    epochs = []
+    for e in range(rows // n):
+        mm = pc.min_max(epoch_col.slice(e * n, n)).as_py()
+        if mm["min"] != mm["max"] or (epochs and mm["min"] <= epochs[-1]):
+            return None
+        ids = id_col.slice(e * n, n).to_numpy(zero_copy_only=False)
+        if ids.dtype.kind != ex_ids.dtype.kind and not {ids.dtype.kind, ex_ids.dtype.kind} <= {"i", "u"}:
+            return None
+        if not np.array_equal(ids, ex_ids):
+            return None
+        epochs.append(int(mm["min"]))
+    return np.asarray(epochs, dtype=np.int64)
 
 
 # ---- metrics ---------------------------------------------------------------------------------------------
