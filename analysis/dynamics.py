@@ -168,13 +168,12 @@ def per_epoch_from_logits(
         pred[zt[k] == zmax] = k
     one = zt.dtype.type(1.0)
     el2n = np.sqrt(np.maximum(sum_p2 - 2 * gold_p + one, 0))
-    gold_p, margin, pred, gold_logp, el2n = (a.reshape(lead) for a in (gold_p, margin, pred, gold_logp, el2n))
     return {
-        S.GOLD_PROB: gold_p,
-        S.MARGIN: margin,
-        S.PRED: pred.astype(np.int32),
-        S.LOSS: -gold_logp,
-        S.EL2N: el2n,
+        S.GOLD_PROB: gold_p.reshape(lead),
+        S.MARGIN: margin.reshape(lead),
+        S.PRED: pred.reshape(lead),
+        S.LOSS: (-gold_logp).reshape(lead),
+        S.EL2N: el2n.reshape(lead),
     }
 
 
@@ -373,7 +372,7 @@ def _blocked_epochs(dynamics: pa.Table, ex_ids: NDArray[Any]) -> NDArray[np.int6
     epoch_col, id_col = dynamics.column(S.EPOCH), dynamics.column(S.EXAMPLE_ID)
     if epoch_col.null_count or id_col.null_count:
         return None
-    epochs = []
+    epochs: list[int] = []
     for e in range(rows // n):
         mm = pc.min_max(epoch_col.slice(e * n, n)).as_py()
         if mm["min"] != mm["max"] or (epochs and mm["min"] <= epochs[-1]):
