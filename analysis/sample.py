@@ -253,14 +253,14 @@ def train_one_epoch(
     total = 0.0
     for start in range(0, len(x), batch_size):
         b = order[start:start + batch_size]
-        xb, yb = x[b], y[b]
+        xb, yb, ib = x[b], y[b], ids[b]  # a data loader yields the ids whether or not we record
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if recorder is not None:
-            recorder.update(ids[b], logits, yb, epoch=epoch)
+            recorder.update(ib, logits, yb, epoch=epoch)
         total += float(loss.detach()) * len(b)
     return total / len(x)
 
