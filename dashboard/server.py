@@ -119,7 +119,7 @@ def serve(
     url = f"http://{'localhost' if address in ('0.0.0.0', '::') else address}:{port}"
     print(f"datamap: serving {run} at {url}  (Ctrl-C to stop)", flush=True)
     proc = subprocess.Popen(cmd, env=env)
-    stopping = {"signal": None}
+    stopping: dict[str, int | None] = {"signal": None}
 
     def _forward(signum: int, frame: FrameType | None) -> None:
         stopping["signal"] = signum
