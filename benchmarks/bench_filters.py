@@ -75,8 +75,8 @@ def main() -> None:
         m = 2_000
         loop = _best(lambda t=t, m=m: _pip_loop(t[S.UMAP_X].to_numpy()[:m], t[S.UMAP_Y].to_numpy()[:m], poly), repeat=1) * n / m
         samp = _best(lambda t=t, n=n: plot_sample(n, max_points=30_000, priority=extreme_mask(t, [S.AUM], k=500)))
-        print(f"{n:>10,} {ours:>11.3f} {f"~{naive:.1f}":>13} {naive / ours:>6.0f}x {lasso:>10.3f} "
-              f"{f"~{loop:.1f}":>10} {loop / lasso:>6.0f}x {samp:>11.3f}")
+        print(f"{n:>10,} {ours:>11.3f} {'~' + format(naive, '.1f'):>13} {naive / ours:>6.0f}x {lasso:>10.3f} "
+              f"{'~' + format(loop, '.1f'):>10} {loop / lasso:>6.0f}x {samp:>11.3f}")
 
 
 if __name__ == "__main__":
