@@ -20,11 +20,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/datamap demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check analysis dashboard tests benchmarks
+	$(BIN)/ruff check analysis dashboard tests benchmarks sample_data
 	$(BIN)/mypy
 
 bench: $(STAMP)
