@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -108,8 +109,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return _serve(run, args)
 
 
+def _sample_run_dir() -> Path:
+    """The shipped sample run, or (installed without it) a copy built in the user's cache."""
+    if (SAMPLE_RUN / S.RUN_JSON).exists():
+        return SAMPLE_RUN
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "datamap" / "sample-run"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir) if args.run_dir else SAMPLE_RUN
+    run = Path(args.run_dir) if args.run_dir else _sample_run_dir()
     if not (run / S.RUN_JSON).exists():
         from analysis import sample
 

@@ -145,6 +145,15 @@ class _CpuBuffer:
         self.n = end
 
 
+def _world_size() -> int:
+    """Processes in the torch.distributed job, 1 outside one (or without torch)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return 1
+    return int(dist.get_world_size()) if dist.is_available() and dist.is_initialized() else 1
+
+
 class DynamicsRecorder:
     """Collect per-example dynamics batch by batch, then write them to a run directory.
 
@@ -475,6 +484,13 @@ class DynamicsRecorder:
         if len(names) != n_classes:
             raise ValueError(
                 f"Expected {n_classes} class names (the logits have {n_classes} columns), got {len(names)}."
+            )
+        if write_meta and examples is None and _world_size() > 1 and not (run / S.EXAMPLES_FILE).exists():
+            warnings.warn(
+                "save() without `examples` in a distributed job lists only this process's "
+                "examples in examples.parquet; call analysis.integrations.distributed."
+                "save_recorder(recorder, run_dir) on every rank instead (it gathers them all).",
+                stacklevel=2,
             )
         if write_meta:
             epochs = np.unique(table.column(S.EPOCH).to_numpy())
