@@ -182,12 +182,13 @@ def dynamics_from_logits(
     labels: NDArray[np.integer[Any]],
     *,
     example_ids: NDArray[Any] | None = None,
-    chunk_size: int = 32_768,
+    chunk_size: int = 4096,
 ) -> DenseDynamics:
     """Dense dynamics straight from in-memory logits ``(n_epochs, n_examples, n_classes)``.
 
     Works epoch by epoch in chunks of ``chunk_size`` examples, so peak memory stays near the
-    size of the inputs plus a few ``(n_epochs, n_examples)`` float32 arrays.
+    size of the inputs plus a few ``(n_epochs, n_examples)`` float32 arrays. Small chunks keep
+    the temporaries in cache and out of fresh ``mmap`` allocations (measured fastest at 4096).
     """
     z = np.asarray(logits)
     if z.ndim != 3:
