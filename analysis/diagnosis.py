@@ -133,10 +133,10 @@ def diagnose(
     ['clean', 'suspect_mislabeled', 'suspect_ood', 'suspect_ood']
     """
     th = thresholds or DiagnosisThresholds()
-    reg = np.asarray(region).astype(str)
+    reg = np.asarray(region, dtype=object)
     if reg.ndim != 1:
         raise ValueError(f"Expected `region` to have shape (n_examples,), got {reg.shape}.")
-    unknown = sorted(set(np.unique(reg)) - set(S.REGIONS))
+    unknown = sorted(str(r) for r in set(pd.unique(reg)) - set(S.REGIONS))  # hashing, not sorting
     if unknown:
         raise ValueError(f"Expected regions among {S.REGIONS}, got {unknown}.")
     n = reg.shape[0]
@@ -185,14 +185,19 @@ def diagnosis_column(
     (Categorical with categories :data:`DIAGNOSES`, dict of the thresholds and score column)
     """
     th = thresholds or DiagnosisThresholds()
-    split = table[S.SPLIT].astype(str).to_numpy()
-    ref = np.isin(split, np.asarray(th.reference_splits))
+    ref = table[S.SPLIT].astype(str).isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
     score = None
     if score_column is not None and score_column in table.columns:
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    diag = diagnose(table[S.REGION].astype(str).to_numpy(), score, ref, thresholds=th)
+    region = table[S.REGION]
+    if isinstance(region.dtype, pd.CategoricalDtype) and not region.isna().any():
+        # categories by code: no per-row string conversion (a second at a million rows)
+        reg = np.asarray([str(c) for c in region.cat.categories], dtype=object)[region.cat.codes.to_numpy()]
+    else:
+        reg = region.astype(str).to_numpy(dtype=object)
+    diag = diagnose(reg, score, ref, thresholds=th)
     info: dict[str, Any] = {"score_column": score_column if score is not None else None,
                             "ood_quantile": th.ood_quantile,
                             "learned_ood_quantile": th.learned_ood_quantile,

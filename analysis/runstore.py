@@ -73,9 +73,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def _write_parquet(table: pa.Table, path: Path, *, dictionary: bool = True) -> None:
+def _write_parquet(
+    table: pa.Table, path: Path, *, dictionary: bool = True, compression: str = "zstd"
+) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+        pq.write_table(table, tmp, compression=compression, use_dictionary=dictionary)
 
 
 def _write_json(obj: Any, path: Path) -> None:
@@ -300,8 +302,9 @@ def save_dynamics(
     if any(c in shard for c in "/\\") or shard.startswith("."):
         raise ValueError(f"Expected a plain file stem for `shard`, got {shard!r}.")
     path = _run_dir(run_dir, must_exist=False) / S.DYNAMICS_DIR / f"{shard}.parquet"
-    # Numbers barely repeat: dictionary encoding would cost time and save nothing.
-    _write_parquet(table, path, dictionary=False)
+    # Numbers barely repeat: dictionary encoding would cost time and save nothing. LZ4 reads
+    # about 3x faster than zstd for ~35% more bytes; dynamics are read on every analysis.
+    _write_parquet(table, path, dictionary=False, compression="lz4")
     return path
 
 
