@@ -11,20 +11,20 @@ Only compact scalars are kept per (example, epoch): ``gold_prob``, ``margin``, `
 ``el2n`` (and the full logits when ``keep_logits=True``). Batch order, shuffling and batch size do
 not matter: ids travel with the batch.
 
-Cost per training step: ``update`` validates the batch (shapes, label range, finite logits) and
-copies ids, logits and labels into a buffer; nothing else. The buffered batches are reduced to the
-five numbers per example in one vectorised pass when about 2**20 logit values are waiting and
-before any output (``to_table``, ``save``, ``labels``): CPU tensors with
+Cost per training step: for torch tensors, ``update`` checks what it can see without reading
+values (types, shapes, dtypes, class count, epoch) and keeps references to the tensors; nothing
+is copied or computed. Waiting batches are validated and reduced to the five numbers per example
+in one vectorised pass when about 2**20 logit values (or 4096 batches) are waiting and before any
+output (``to_table``, ``save``, ``labels``): CPU tensors with
 :func:`~analysis.dynamics.per_epoch_from_logits` (in the logits' precision, float32 as the
 original code's ``torch.softmax``), accelerator tensors on their own device with torch (they stay
-on the GPU until reduced). NumPy input is reduced at once, in its own precision. Reducing a few hundred batches at once instead of each one on its own is what keeps
-recording within a few percent of a small model's training step
-(``benchmarks/bench_recorder.py``).
+on the GPU until reduced). NumPy input is checked and reduced at once, in its own precision.
+Reducing a few hundred batches at once instead of each one on its own is what keeps recording
+within a few percent of a small model's training step (``benchmarks/bench_recorder.py``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -42,9 +42,10 @@ from analysis.dynamics import per_epoch_from_logits
 
 __all__ = ["DynamicsRecorder"]
 
-_UNSIGNED = {k: np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
 _LABEL_KEY = "_label"  # per-row gold label kept beside each chunk (not a dynamics column)
 _NUMPY_FLOATS: tuple[Any, ...] = ()
+_DEFER_DTYPES: tuple[frozenset[Any], frozenset[Any]] = (frozenset(), frozenset())
+_COPY_HINT = "pass a copy instead, e.g. `update(ids, logits.detach().clone(), labels.clone(), epoch=...)`"
 
 
 def _numpy_floats() -> tuple[Any, ...]:
@@ -54,6 +55,19 @@ def _numpy_floats() -> tuple[Any, ...]:
 
         _NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
     return _NUMPY_FLOATS
+
+
+def _defer_dtypes() -> tuple[frozenset[Any], frozenset[Any]]:
+    """(logit dtypes, id and label dtypes) whose batches ``update`` may check later."""
+    global _DEFER_DTYPES
+    if not _DEFER_DTYPES[0]:
+        import torch
+
+        _DEFER_DTYPES = (
+            frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}),
+            frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}),
+        )
+    return _DEFER_DTYPES
 
 
 def _is_torch(x: Any) -> bool:
@@ -103,46 +117,18 @@ def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
     }
 
 
-class _CpuBuffer:
-    """Growable row buffers for CPU batches waiting to be reduced (no per-batch allocation)."""
+def _own_if_view(t: Any) -> Any:
+    """A copy of ``t`` when it views a larger tensor (so waiting does not keep that one alive)."""
+    base = t._base
+    return t.clone() if base is not None and base.numel() > t.numel() else t
 
-    __slots__ = ("ids", "logits", "labels", "batch_sizes", "batch_epochs", "n")
 
-    def __init__(self, ids_dtype: Any, logits_dtype: Any, n_classes: int, capacity: int) -> None:
-        self.ids: NDArray[Any] = np.empty(capacity, dtype=ids_dtype)
-        self.logits: NDArray[Any] = np.empty((capacity, n_classes), dtype=logits_dtype)
-        self.labels: NDArray[np.int64] = np.empty(capacity, dtype=np.int64)
-        self.batch_sizes: list[int] = []
-        self.batch_epochs: list[int] = []
-        self.n = 0
+_TENSOR_NAMES = ("example_ids", "logits", "labels")
 
-    def epochs(self) -> NDArray[np.int32]:
-        """Epoch of every buffered row."""
-        return np.repeat(np.array(self.batch_epochs, dtype=np.int32), self.batch_sizes)
 
-    def clear(self) -> None:
-        self.n = 0
-        self.batch_sizes, self.batch_epochs = [], []
-
-    def fits(self, ids: NDArray[Any], logits: NDArray[Any]) -> bool:
-        return (self.ids.dtype == ids.dtype and self.logits.dtype == logits.dtype
-                and self.logits.shape[1] == logits.shape[1])
-
-    def append(self, ids: NDArray[Any], logits: NDArray[Any], labels: NDArray[Any], epoch: int) -> None:
-        end = self.n + len(ids)
-        if end > len(self.ids):
-            cap = max(2 * len(self.ids), end)
-            for name in ("ids", "logits", "labels"):
-                old = getattr(self, name)
-                new = np.empty((cap, *old.shape[1:]), dtype=old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
-        self.ids[self.n:end] = ids
-        self.logits[self.n:end] = logits
-        self.labels[self.n:end] = labels
-        self.batch_sizes.append(len(ids))
-        self.batch_epochs.append(epoch)
-        self.n = end
+def _plain(v: Any) -> Any:
+    """A NumPy scalar as the Python value it holds (ids in error messages)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _world_size() -> int:
@@ -171,10 +157,30 @@ class DynamicsRecorder:
     -----
     If an example is seen twice within one epoch (a sampler that repeats examples), the later
     measurement replaces the earlier one and a warning is issued once.
+
+    **When input is validated.** Errors visible without reading values (wrong types, shapes or
+    dtypes, a changed class count, a bad ``epoch``) are raised by ``update`` itself, for every
+    input. NumPy arrays and lists are also checked for values (NaN or inf logits, labels out of
+    range) and copied at once. Batches given as torch tensors (ids, logits and labels all
+    tensors, on any device) are not copied: ``update`` keeps references, and their values are
+    checked when the waiting batches are reduced, i.e. in a later ``update`` once about 2**20
+    logit values are waiting, and at the latest in ``to_table``, ``save`` or ``labels``. Such a
+    ``ValueError`` names the epoch and an example id of the offending batch; that batch is not
+    recorded, every other waiting batch is.
+
+    **Do not modify tensors in place after passing them to ``update``** (a buffer reused for the
+    next batch, ``logits.mul_(...)``): the recorder reads them later. Torch counts in-place
+    changes, so such a modification is detected at the reduction and reported as a
+    ``ValueError`` (that batch is not recorded); pass a copy (``logits.detach().clone()``)
+    instead. Writes torch cannot see (through ``.numpy()`` or ``.data``, or CUDA-graph output
+    memory that a later replay overwrites) are not detected: copy such tensors. Tensors created
+    under ``torch.inference_mode`` carry no change counter; they are checked and copied at once.
     """
 
     _FLUSH_ELEMENTS = 1 << 20
-    """Pending logits (rows x classes) that trigger a batched reduction."""
+    """Waiting logits (rows x classes) that trigger a batched reduction."""
+    _FLUSH_BATCHES = 4096
+    """Waiting batches that trigger a batched reduction (bounds the references kept)."""
 
     def __init__(self, *, keep_logits: bool = False, rank: int | None = None) -> None:
         self.keep_logits = keep_logits
@@ -182,11 +188,10 @@ class DynamicsRecorder:
         self._chunks: list[dict[str, Any]] = []
         self._n_classes: int | None = None
         # Batches wait to be reduced together: a handful of array ops per flush instead of per
-        # training step. CPU batches are copied into `_buffer`; accelerator batches wait in
-        # `_pending` as (ids, logits on their device, labels, epoch). Only one of the two holds
-        # rows at any time, so measurements stay in call order.
-        self._buffer: _CpuBuffer | None = None
-        self._pending: list[tuple[NDArray[Any], Any, Any, int]] = []
+        # training step. Each waits as (ids, logits, labels, epoch, rows, versions): torch tensors
+        # as passed (detached), with their in-place change counters (`_version`) at `update` to
+        # check at the flush, or recorder-owned copies, already validated, with versions None.
+        self._pending: list[tuple[Any, Any, Any, int, int, tuple[int, int, int] | None]] = []
         self._pending_rows = 0
 
     # -- recording ----------------------------------------------------------------------------
@@ -203,14 +208,18 @@ class DynamicsRecorder:
             Gold labels.
         epoch : int
             Epoch number (keyword-only, so it cannot be confused with a label).
+
+        Torch tensors are kept by reference and checked for values later (see the class notes):
+        do not modify them in place afterwards.
         """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"Expected `epoch` to be a non-negative int, got {epoch!r}.")
+        t = type(logits)
         if (
-            type(logits).__module__ == "torch"
-            and type(example_ids) is type(logits)
-            and type(labels) is type(logits)
-            and self._fast_cpu_update(example_ids, logits, labels, int(epoch))
+            t.__module__ == "torch"
+            and type(example_ids) is t
+            and type(labels) is t
+            and self._defer(example_ids, logits, labels, int(epoch))
         ):
             return
         ids = _ids_to_numpy(example_ids)
@@ -242,90 +251,68 @@ class DynamicsRecorder:
             raise ValueError(f"Expected labels in [0, {n_classes}), got {int(bad)}.")
 
         if _is_torch(logits):
+            import torch
+
             if n_classes < 2:
                 raise ValueError(f"Expected at least 2 classes in `logits`, got {n_classes}.")
             z = logits.detach()
-            on_cpu = z.device.type == "cpu"
-            if on_cpu:
-                z_np = (z if z.dtype in _numpy_floats() else z.float()).numpy()
-                # One reduction: a sum is finite iff every value is, barring overflow (rechecked).
-                finite = bool(np.isfinite(z_np.sum(dtype=np.float64))) or bool(np.isfinite(z_np).all())
-            else:
-                import torch
-
-                finite = bool(torch.isfinite(z).all())
-            if not finite:
+            if not bool(torch.isfinite(z).all()):
                 raise ValueError(
                     f"`logits` for epoch {epoch} contain NaN or inf (diverged training?); "
                     "the batch was not recorded."
                 )
             self._n_classes = n_classes
-            # Copies: the caller may reuse or modify its tensors after this call. CPU batches wait
-            # as NumPy arrays, accelerator batches stay on their device until the flush.
-            if on_cpu:
-                self._buffer_append(ids, z_np, y_np, int(epoch))
-                return
-            if self._buffer is not None and self._buffer.n:
-                self._flush()
-            y_t = labels.detach() if _is_torch(labels) else y_np.astype(np.int64)
-            self._pending.append((np.array(ids), z.clone(), y_t, int(epoch)))
-            self._pending_rows += len(ids)
-            if self._pending_rows * n_classes >= self._FLUSH_ELEMENTS:
-                self._flush()
+            # Checked already: wait as copies owned by the recorder (nothing to re-check).
+            y_t = torch.from_numpy(y_np.astype(np.int64))
+            self._pending.append((np.array(ids), z.clone(), y_t, int(epoch), len(ids), None))
+            self._after_append(len(ids), n_classes)
             return
         arr = np.asarray(logits)
         vals = per_epoch_from_logits(arr, y_np.astype(np.int64))
         raw = arr.astype(np.float64) if self.keep_logits else None
         self._n_classes = n_classes
-        self._flush()  # keep measurements in call order (the last one of a repeat wins)
-        self._append_chunk(ids, np.full(len(ids), int(epoch), dtype=np.int32), y_np, vals, raw)
+        try:
+            self._flush()  # keep measurements in call order (the last one of a repeat wins)
+        finally:  # this batch is fine even when an earlier, waiting one was not
+            self._append_chunk(ids, np.full(len(ids), int(epoch), dtype=np.int32), y_np, vals, raw)
 
-    def _fast_cpu_update(self, example_ids: Any, logits: Any, labels: Any, epoch: int) -> bool:
-        """The common case in few operations: CPU tensors, integer ids and labels, float logits.
+    def _defer(self, example_ids: Any, logits: Any, labels: Any, epoch: int) -> bool:
+        """The common case in O(1): keep references to a batch of tensors, check values later.
 
-        Returns False (nothing recorded) whenever the general path must decide, including every
-        input it would reject, so errors and their messages come from one place.
+        Only attributes are read (no values, no copies, no device synchronisation). Returns
+        False (nothing recorded) whenever the general path must decide, including every input
+        it would reject at once, so those errors and their messages come from one place.
         """
-        if not (logits.is_cpu and example_ids.is_cpu and labels.is_cpu):
-            return False
-        z = logits.detach().numpy() if logits.dtype in _numpy_floats() else None
-        if z is None or z.ndim != 2 or example_ids.requires_grad or labels.requires_grad:
-            return False
-        ids = example_ids.numpy()
-        y = labels.numpy()
-        n, n_classes = z.shape
+        floats, ints = _defer_dtypes()
         if (
-            ids.ndim != 1 or y.ndim != 1 or ids.shape[0] != n or y.shape[0] != n or n == 0
-            or ids.dtype.kind not in "iu" or y.dtype.kind not in "iu" or n_classes < 2
+            logits.ndim != 2 or example_ids.ndim != 1 or labels.ndim != 1
+            or logits.dtype not in floats or example_ids.dtype not in ints or labels.dtype not in ints
+        ):
+            return False
+        n, n_classes = logits.shape
+        if (
+            example_ids.shape[0] != n or labels.shape[0] != n or n_classes < 2
             or (self._n_classes is not None and n_classes != self._n_classes)
         ):
             return False
-        # Each NumPy call costs microseconds right after a training step (cold caches), so the
-        # checks use as few as possible: negative labels read as unsigned are huge, and the max
-        # and min of the logits are finite iff every logit is (NaN propagates through both).
-        if (y.view(_UNSIGNED[y.dtype.itemsize]) if y.dtype.kind == "i" else y).max() >= n_classes:
+        if logits._base is not None or example_ids._base is not None or labels._base is not None:
+            example_ids, logits, labels = (_own_if_view(example_ids), _own_if_view(logits),
+                                           _own_if_view(labels))
+        try:
+            versions = (example_ids._version, logits._version, labels._version)
+        except RuntimeError:  # inference tensors keep no change counter: checked and copied now
             return False
-        if not (math.isfinite(z.max()) and math.isfinite(z.min())):
-            return False
+        if logits.requires_grad:  # keep no autograd graph alive (shares the change counter)
+            logits = logits.detach()
         self._n_classes = n_classes
-        self._buffer_append(ids, z, y, epoch)
+        self._pending.append((example_ids, logits, labels, epoch, n, versions))
+        self._after_append(n, n_classes)
         return True
 
-    def _buffer_append(self, ids: NDArray[Any], logits: NDArray[Any], labels: NDArray[Any],
-                       epoch: int) -> None:
-        """Copy one validated CPU batch into the row buffer; reduce when it is full."""
-        if self._pending:  # accelerator batches recorded earlier go first
-            self._flush()
-        buf = self._buffer
-        if buf is not None and not buf.fits(ids, logits):
-            self._flush()
-            buf = None
-        if buf is None:
-            capacity = max(len(ids), min(8192, self._FLUSH_ELEMENTS // logits.shape[1] + 1))
-            buf = self._buffer = _CpuBuffer(ids.dtype, logits.dtype, logits.shape[1], capacity)
-        buf.append(ids, logits, labels, epoch)
-        self._pending_rows += len(ids)
-        if self._pending_rows * logits.shape[1] >= self._FLUSH_ELEMENTS:
+    def _after_append(self, n_rows: int, n_classes: int) -> None:
+        self._pending_rows += n_rows
+        if (self._pending_rows * n_classes >= self._FLUSH_ELEMENTS
+                or len(self._pending) >= self._FLUSH_BATCHES):
             self._flush()
 
     def _append_chunk(
@@ -343,30 +330,126 @@ class DynamicsRecorder:
         self._chunks.append(chunk)
 
     def _flush(self) -> None:
-        """Reduce the pending batches to per-example values in one vectorised pass."""
-        buf = self._buffer
-        if buf is not None and buf.n:
-            n, self._pending_rows = buf.n, 0
-            z_np = buf.logits[:n]
-            vals = per_epoch_from_logits(z_np, buf.labels[:n])  # reads, never writes, z_np
-            raw = z_np.astype(np.float32) if self.keep_logits else None
-            self._append_chunk(buf.ids[:n].copy(), buf.epochs(), buf.labels[:n].copy(), vals, raw)
-            buf.clear()
+        """Check the waiting batches and reduce them to per-example values, a few vectorised passes.
+
+        Every waiting batch that passes is recorded; if some do not, they are dropped and a
+        ValueError about the first of them (in call order) is raised afterwards.
+        """
         if not self._pending:
             return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        # Per waiting batch only a few attribute reads, in comprehensions; the rest is vectorised.
+        now = [None if p[5] is None else (p[0]._version, p[1]._version, p[2]._version)
+               for p in pending]
+        problems: list[tuple[int, str]] = []
+        if now != [p[5] for p in pending]:
+            for i, p in enumerate(pending):
+                v_now, v_then = now[i], p[5]
+                if v_now is not None and v_then is not None and v_now != v_then:
+                    name = _TENSOR_NAMES[[a != b for a, b in zip(v_now, v_then, strict=True)].index(True)]
+                    problems.append((i, (
+                        f"`{name}` of the batch of epoch {p[3]} was modified in place after "
+                        "`update` (the recorder reads the tensors it is given when it reduces "
+                        f"them, later); {_COPY_HINT}. The batch was not recorded."
+                    )))
+            bad = {i for i, _ in problems}
+            order = [i for i in range(len(pending)) if i not in bad]
+        else:
+            order = list(range(len(pending)))
+        # Batches on one device with one logits dtype are reduced together (in call order).
+        keys = [(pending[i][1].device, pending[i][1].dtype) for i in order]
+        start = 0
+        for end in range(1, len(order) + 1):
+            if end == len(order) or keys[end] != keys[start]:
+                problems += self._reduce(pending, order[start:end])
+                start = end
+        if problems:
+            problems.sort()
+            more = len(problems) - 1
+            extra = (f" {more} more waiting batch{'es' if more > 1 else ''} with problems "
+                     "were not recorded either; all other batches were.") if more else ""
+            raise ValueError(problems[0][1] + extra)
+
+    def _reduce(self, pending: list[Any], index: list[int]) -> list[tuple[int, str]]:
+        """Check and reduce the waiting batches ``pending[i] for i in index`` (one device, dtype).
+
+        Returns the problems found as (position in ``pending``, message); those batches are
+        left out, the others recorded.
+        """
         import torch
 
-        pending, self._pending, self._pending_rows = self._pending, [], 0
-        ids = np.concatenate([p[0] for p in pending])
-        epochs = np.repeat(
-            np.array([p[3] for p in pending], dtype=np.int32), [len(p[0]) for p in pending]
-        )
-        device = pending[0][1].device
-        z = torch.cat([p[1].to(device=device, dtype=torch.float32) for p in pending])
-        y = torch.cat([torch.as_tensor(p[2]).to(device=device, dtype=torch.long) for p in pending])
-        vals = _torch_per_example(z, y)
-        raw = z.cpu().numpy() if self.keep_logits else None
-        self._append_chunk(ids, epochs, y.cpu().numpy(), vals, raw)
+        batches = [pending[i] for i in index]
+        sizes = [b[4] for b in batches]
+        z = torch.cat([b[1] for b in batches])  # a new tensor: the reduction may not write the caller's
+        n_classes = z.shape[1]
+        y_parts = [b[2] for b in batches]
+        try:  # one device (else per batch below); integer dtypes promote
+            y = torch.cat(y_parts).to(device=z.device, dtype=torch.long)
+        except RuntimeError:
+            y = torch.cat([p.to(device=z.device, dtype=torch.long) for p in y_parts])
+        id_parts = [b[0] for b in batches]
+        try:  # all tensors on one device (else per batch below)
+            ids = torch.cat(id_parts).cpu().numpy()
+        except (TypeError, RuntimeError):
+            ids = np.concatenate([p.cpu().numpy() if _is_torch(p) else p for p in id_parts])
+        epochs = np.repeat(np.array([b[3] for b in batches], dtype=np.int32), sizes)
+
+        # Value checks over the whole chunk; rows are located only when one fails.
+        on_cpu = z.device.type == "cpu"
+        if on_cpu:
+            z_np = (z if z.dtype in _numpy_floats() else z.float()).numpy()
+            y_np = y.numpy()
+            bad_label = (y_np < 0) | (y_np >= n_classes) if len(y_np) and (
+                y_np.view(np.uint64).max() >= n_classes) else None
+            # A sum is finite iff every value is, barring overflow (rechecked).
+            finite = bool(np.isfinite(z_np.sum(dtype=np.float64))) or bool(np.isfinite(z_np).all())
+            bad_value = None if finite else ~np.isfinite(z_np).all(axis=1)
+        else:
+            bad_label_t = (y < 0) | (y >= n_classes)
+            bad_value_t = ~torch.isfinite(z).all(dim=1)
+            if bool((bad_label_t | bad_value_t).any()):
+                bad_label, bad_value = bad_label_t.cpu().numpy(), bad_value_t.cpu().numpy()
+            else:
+                bad_label = bad_value = None
+        problems: list[tuple[int, str]] = []
+        if bad_label is not None or bad_value is not None:
+            labels_np = y_np if on_cpu else y.cpu().numpy()
+            no = np.zeros(len(ids), dtype=bool)
+            bad_label = no if bad_label is None else bad_label
+            bad_value = no if bad_value is None else bad_value
+            batch_of_row = np.repeat(np.arange(len(batches)), sizes)
+            bad_batches = np.unique(batch_of_row[bad_label | bad_value])
+            for b in bad_batches.tolist():
+                rows = batch_of_row == b
+                epoch = batches[b][3]
+                if bad_label[rows].any():
+                    r = int(np.flatnonzero(rows & bad_label)[0])
+                    msg = (f"Expected labels in [0, {n_classes}), got {int(labels_np[r])} "
+                           f"(epoch {epoch}, example id {_plain(ids[r])!r}); the batch was not recorded.")
+                else:
+                    r = int(np.flatnonzero(rows & bad_value)[0])
+                    msg = (f"`logits` for epoch {epoch} contain NaN or inf (diverged training?), "
+                           f"e.g. for example id {_plain(ids[r])!r}; the batch was not recorded.")
+                problems.append((index[b], msg))
+            keep = ~np.isin(batch_of_row, bad_batches)
+            if not keep.any():
+                return problems
+            ids, epochs, y = ids[keep], epochs[keep], y[torch.from_numpy(keep).to(y.device)]
+            if on_cpu:
+                z_np, y_np = z_np[keep], y_np[keep]
+            else:
+                z = z[torch.from_numpy(keep).to(z.device)]
+
+        if on_cpu:
+            vals = per_epoch_from_logits(z_np, y_np)  # reads, never writes, z_np
+            raw = z_np.astype(np.float32) if self.keep_logits else None
+            self._append_chunk(ids, epochs, y_np, vals, raw)
+        else:
+            z = z.to(dtype=torch.float32)
+            vals = _torch_per_example(z, y)
+            raw = z.cpu().numpy() if self.keep_logits else None
+            self._append_chunk(ids, epochs, y.cpu().numpy(), vals, raw)
+        return problems
 
     @property
     def n_rows(self) -> int:

@@ -92,13 +92,141 @@ def test_bad_input(ids, logits, labels, match):
 
 
 def test_torch_nan_and_class_count_change():
+    # tensors are checked for values when reduced: the NaN surfaces at to_table, not at update
     rec = DynamicsRecorder()
+    rec.update(torch.tensor([0]), torch.tensor([[float("inf"), 0.0]]), torch.tensor([0]), epoch=0)
     with pytest.raises(ValueError, match="NaN or inf"):
-        rec.update(torch.tensor([0]), torch.tensor([[float("inf"), 0.0]]), torch.tensor([0]), epoch=0)
-    rec.update([0], np.zeros((1, 3)), [0], epoch=0)
-    with pytest.raises(ValueError, match="Expected 3 classes"):
+        rec.to_table()
+    rec.update([0], np.zeros((1, 2)), [0], epoch=0)
+    with pytest.raises(ValueError, match="Expected 2 classes"):
         rec.update([1], np.zeros((1, 4)), [0], epoch=0)
+    with pytest.raises(ValueError, match="Expected 2 classes"):  # shapes: still at update
+        rec.update(torch.tensor([1]), torch.zeros(1, 4), torch.tensor([0]), epoch=0)
     with pytest.raises(ValueError, match="non-negative int"):
-        rec.update([1], np.zeros((1, 3)), [0], epoch=-1)
+        rec.update([1], np.zeros((1, 2)), [0], epoch=-1)
+    with pytest.raises(ValueError, match="non-negative int"):
+        rec.update(torch.tensor([1]), torch.zeros(1, 2), torch.tensor([0]), epoch=-1)
     with pytest.raises(ValueError, match="Nothing recorded"):
         DynamicsRecorder().to_table()
+
+
+def test_torch_nan_is_reported_at_to_table_with_epoch_and_id():
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([1, 2]), torch.zeros(2, 3), torch.tensor([0, 1]), epoch=0)
+    z = torch.zeros(2, 3)
+    z[1, 2] = float("nan")
+    rec.update(torch.tensor([7, 8]), z, torch.tensor([0, 1]), epoch=3)  # no error yet
+    rec.update(torch.tensor([1, 2]), torch.ones(2, 3), torch.tensor([2, 2]), epoch=1)
+    with pytest.raises(ValueError, match=r"epoch 3 contain NaN or inf .*example id 8; the batch was not recorded"):
+        rec.to_table()
+    # the other batches were recorded; the bad one was dropped
+    t = rec.to_table().to_pandas()
+    assert list(zip(t[S.EPOCH], t[S.EXAMPLE_ID], strict=True)) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert rec.labels == {1: 2, 2: 2}
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_torch_label_out_of_range_is_reported_at_to_table(bad):
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([4, 5]), torch.zeros(2, 3), torch.tensor([0, bad]), epoch=2)
+    with pytest.raises(ValueError, match=rf"labels in \[0, 3\), got {bad} \(epoch 2, example id 5\)"):
+        rec.to_table()
+    with pytest.raises(ValueError, match="Nothing recorded"):
+        rec.to_table()
+
+
+def test_value_error_from_a_flush_inside_update_names_the_earlier_batch(monkeypatch):
+    monkeypatch.setattr(DynamicsRecorder, "_FLUSH_ELEMENTS", 8)
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0]), torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]), epoch=5)
+    with pytest.raises(ValueError, match="epoch 5 contain NaN"):
+        for i in range(1, 10):
+            rec.update(torch.tensor([i]), torch.zeros(1, 2), torch.tensor([1]), epoch=6)
+    t = rec.to_table().to_pandas()  # the batch whose update raised is recorded
+    assert t[S.EPOCH].tolist() == [6] * len(t) and len(t) >= 1
+
+
+@pytest.mark.parametrize("which", ["example_ids", "logits", "labels"])
+def test_in_place_modification_after_update_is_detected(which):
+    ids, z, y = torch.tensor([5, 6]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([1]), torch.zeros(1, 2), torch.tensor([0]), epoch=0)
+    rec.update(ids, z, y, epoch=4)
+    {"example_ids": ids, "logits": z, "labels": y}[which].add_(1)  # e.g. a reused buffer
+    with pytest.raises(ValueError, match=rf"`{which}` of the batch of epoch 4 was modified in place.*clone\(\)"):
+        rec.to_table()
+    assert rec.to_table().num_rows == 1  # the modified batch was dropped, the other kept
+
+
+def test_modification_through_a_detached_alias_is_detected_and_copies_are_safe():
+    z = torch.tensor([[2.0, 0.0]], requires_grad=True) * 1
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0]), z, torch.tensor([0]), epoch=0)
+    z.detach().mul_(-1)  # shares the change counter with z
+    with pytest.raises(ValueError, match="modified in place"):
+        rec.to_table()
+    # copies (and views of a larger buffer, which the recorder copies) may be reused freely
+    buf = torch.tensor([[2.0, 0.0], [0.0, 1.0], [9.0, 9.0]])
+    z = torch.tensor([[2.0, 0.0]])
+    rec.update(torch.tensor([1]), z.detach().clone(), torch.tensor([0]), epoch=0)
+    rec.update(torch.tensor([2, 3]), buf[:2], torch.tensor([0, 1]), epoch=0)
+    z.mul_(-1)
+    buf.mul_(-1)
+    assert rec.to_table().to_pandas()[S.PRED].tolist() == [0, 0, 1]
+
+
+def test_inference_mode_tensors_are_checked_and_copied_at_once():
+    rec = DynamicsRecorder()
+    with torch.inference_mode():
+        z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        ids, y = torch.tensor([5, 6]), torch.tensor([0, 1])
+        with pytest.raises(ValueError, match="NaN or inf"):
+            rec.update(ids, torch.full((2, 2), float("nan")), y, epoch=0)
+        rec.update(ids, z, y, epoch=0)
+        z.mul_(-1)
+    assert rec.to_table().to_pandas()[S.PRED].tolist() == [0, 1]
+
+
+def _batches(seed, n_examples=53, n_classes=4, epochs=3):
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(1000)[:n_examples]
+    labels = rng.integers(0, n_classes, n_examples)
+    logits = (rng.normal(size=(epochs, n_examples, n_classes)) * 3).astype(np.float32)
+    out = []
+    for e in range(epochs):
+        order = rng.permutation(n_examples)
+        start = 0
+        for size in [1, *rng.integers(1, 9, n_examples)]:  # includes batches of one
+            b = order[start:start + int(size)]
+            if len(b):
+                out.append((ids[b], logits[e, b], labels[b], e))
+            start += int(size)
+    out.append((ids[:1], logits[0, :1], labels[:1], 0))  # a repeat: the last measurement wins
+    return out
+
+
+@pytest.mark.parametrize("flush_elements", [1, 40, 1 << 20])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_deferred_tensor_path_gives_exactly_the_eager_numpy_results(monkeypatch, flush_elements, seed):
+    monkeypatch.setattr(DynamicsRecorder, "_FLUSH_ELEMENTS", flush_elements)
+    eager, deferred = DynamicsRecorder(), DynamicsRecorder()
+    for ids, z, y, e in _batches(seed):
+        eager.update(ids, z, y, epoch=e)
+        deferred.update(torch.as_tensor(ids), torch.as_tensor(z), torch.as_tensor(y), epoch=e)
+    with pytest.warns(UserWarning, match="more than once"):
+        a = eager.to_table()
+    with pytest.warns(UserWarning, match="more than once"):
+        b = deferred.to_table()
+    assert a.equals(b)
+    assert eager.labels == deferred.labels
+
+
+def test_string_ids_with_tensors_take_the_general_path():
+    rec = DynamicsRecorder()
+    rec.update(["b", "a"], torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 0]), epoch=0)
+    rec.update(["c"], torch.tensor([5.0, -5.0]), torch.tensor([1]), epoch=1)  # batch of one, 1-D logits
+    with pytest.raises(ValueError, match="NaN or inf"):  # not all tensors: checked at once
+        rec.update(["d"], torch.tensor([[float("nan"), 0.0]]), [0], epoch=1)
+    t = rec.to_table().to_pandas()
+    assert t[S.EXAMPLE_ID].tolist() == ["a", "b", "c"]
+    assert t[S.PRED].tolist() == [0, 1, 0]
