@@ -14,7 +14,7 @@ not matter: ids travel with the batch.
 Cost per training step: for torch tensors, ``update`` checks what it can see without reading
 values (types, shapes, dtypes, class count, epoch) and keeps references to the tensors; nothing
 is copied or computed. Waiting batches are validated and reduced to the five numbers per example
-in one vectorised pass when about 2**20 logit values (or 4096 batches) are waiting and before any
+in one vectorised pass when about 2**20 logit values (or 256 batches) are waiting and before any
 output (``to_table``, ``save``, ``labels``): CPU tensors with
 :func:`~analysis.dynamics.per_epoch_from_logits` (in the logits' precision, float32 as the
 original code's ``torch.softmax``), accelerator tensors on their own device with torch (they stay
@@ -163,10 +163,10 @@ class DynamicsRecorder:
     input. NumPy arrays and lists are also checked for values (NaN or inf logits, labels out of
     range) and copied at once. Batches given as torch tensors (ids, logits and labels all
     tensors, on any device) are not copied: ``update`` keeps references, and their values are
-    checked when the waiting batches are reduced, i.e. in a later ``update`` once about 2**20
-    logit values are waiting, and at the latest in ``to_table``, ``save`` or ``labels``. Such a
-    ``ValueError`` names the epoch and an example id of the offending batch; that batch is not
-    recorded, every other waiting batch is.
+    checked when the waiting batches are reduced, i.e. in a later ``update`` once 256 batches or
+    about 2**20 logit values are waiting, and at the latest in ``to_table``, ``save`` or
+    ``labels``. Such a ``ValueError`` names the epoch and an example id of the offending batch;
+    that batch is not recorded, every other waiting batch is.
 
     **Do not modify tensors in place after passing them to ``update``** (a buffer reused for the
     next batch, ``logits.mul_(...)``): the recorder reads them later. Torch counts in-place
@@ -179,8 +179,10 @@ class DynamicsRecorder:
 
     _FLUSH_ELEMENTS = 1 << 20
     """Waiting logits (rows x classes) that trigger a batched reduction."""
-    _FLUSH_BATCHES = 4096
-    """Waiting batches that trigger a batched reduction (bounds the references kept)."""
+    _FLUSH_BATCHES = 256
+    """Waiting batches that trigger a batched reduction: bounds the tensors kept alive, and the
+    reduction then reads batches still in cache (a few hundred scattered small tensors cost more
+    to gather than the reduction itself once they have left it)."""
 
     def __init__(self, *, keep_logits: bool = False, rank: int | None = None) -> None:
         self.keep_logits = keep_logits

@@ -135,8 +135,9 @@ def test_torch_label_out_of_range_is_reported_at_to_table(bad):
         rec.to_table()
 
 
-def test_value_error_from_a_flush_inside_update_names_the_earlier_batch(monkeypatch):
-    monkeypatch.setattr(DynamicsRecorder, "_FLUSH_ELEMENTS", 8)
+@pytest.mark.parametrize(("limit", "value"), [("_FLUSH_ELEMENTS", 8), ("_FLUSH_BATCHES", 3)])
+def test_value_error_from_a_flush_inside_update_names_the_earlier_batch(monkeypatch, limit, value):
+    monkeypatch.setattr(DynamicsRecorder, limit, value)
     rec = DynamicsRecorder()
     rec.update(torch.tensor([0]), torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]), epoch=5)
     with pytest.raises(ValueError, match="epoch 5 contain NaN"):
