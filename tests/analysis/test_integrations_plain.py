@@ -1,8 +1,10 @@
 """The plain-loop path: DynamicsRecorder's buffered reduction gives what per-batch reduction gives.
 
-``update`` only validates and copies; batches are reduced together later. These tests pin down
-that the buffering changes nothing a user can observe: values, row order and "last measurement
-wins" for repeats, labels, row counts, and safety against the caller reusing its tensors.
+For torch tensors ``update`` checks types and shapes and keeps the batch by reference; values are
+validated and batches reduced together later. These tests pin down that this changes nothing a
+user can observe: values, row order and "last measurement wins" for repeats, labels, row counts;
+and that a caller modifying its tensors in place after ``update`` is told so instead of getting
+silently wrong numbers.
 """
 
 from __future__ import annotations
@@ -52,13 +54,20 @@ def test_buffered_reduction_matches_the_float64_reference(monkeypatch, flush_ele
     assert rec.labels == dict(zip(ids.tolist(), labels.tolist(), strict=True))
 
 
-def test_caller_reusing_its_tensors_changes_nothing():
+def test_caller_reusing_its_tensors_is_detected_and_copies_are_safe():
     z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     ids = torch.tensor([5, 6])
     y = torch.tensor([0, 1])
     rec = DynamicsRecorder()
     rec.update(ids, z, y, epoch=0)
     z.mul_(-1)       # e.g. a buffer reused for the next batch
+    with pytest.raises(ValueError, match="modified in place"):
+        rec.to_table()
+    # passing copies, the caller may reuse its buffers freely
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    rec = DynamicsRecorder()
+    rec.update(ids.clone(), z.clone(), y.clone(), epoch=0)
+    z.mul_(-1)
     ids.add_(100)
     y.fill_(0)
     t = rec.to_table().to_pandas()
@@ -112,15 +121,11 @@ def test_one_class_is_refused_at_update():
 @pytest.mark.parametrize(
     ("ids", "logits", "labels", "error", "match"),
     [
-        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, 3]), ValueError, r"labels in \[0, 3\)"),
-        (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, -1]), ValueError, r"labels in \[0, 3\)"),
         (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0.0, 1.0]), TypeError, "integer labels"),
         (torch.tensor([0.0, 1.0]), torch.zeros(2, 3), torch.tensor([0, 1]), TypeError, "floats"),
         (torch.tensor([0, 1]), torch.zeros(3, 3), torch.tensor([0, 1]), ValueError, r"shape \(2, n_classes\)"),
         (torch.tensor([0, 1]), torch.zeros(2, 3), torch.tensor([0, 1, 2]), ValueError, r"labels` of shape"),
         (torch.tensor([[0, 1]]), torch.zeros(2, 3), torch.tensor([0, 1]), ValueError, "1-D"),
-        (torch.tensor([0, 1]), torch.tensor([[0.0, 1e38, 1e38], [0.0, 0.0, float("inf")]]),
-         torch.tensor([0, 1]), ValueError, "NaN or inf"),
     ],
 )
 def test_bad_torch_input_is_refused_with_the_general_messages(ids, logits, labels, error, match):
@@ -128,6 +133,22 @@ def test_bad_torch_input_is_refused_with_the_general_messages(ids, logits, label
     with pytest.raises(error, match=match):
         rec.update(ids, logits, labels, epoch=0)
     assert rec.n_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "match"),
+    [
+        (torch.zeros(2, 3), torch.tensor([0, 3]), r"labels in \[0, 3\)"),
+        (torch.zeros(2, 3), torch.tensor([0, -1]), r"labels in \[0, 3\)"),
+        (torch.tensor([[0.0, 1e38, 1e38], [0.0, 0.0, float("inf")]]), torch.tensor([0, 1]), "NaN or inf"),
+    ],
+)
+def test_bad_torch_values_are_refused_at_the_reduction(logits, labels, match):
+    # values of torch batches are checked when batches are reduced (at the latest in to_table)
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0, 1]), logits, labels, epoch=0)
+    with pytest.raises(ValueError, match=match):
+        rec.to_table()
 
 
 def test_huge_but_finite_logits_are_accepted():
