@@ -155,19 +155,24 @@ def diagnose(
     with np.errstate(invalid="ignore"):
         beyond = score > t  # NaN compares False
         beyond_easy = score > t_easy
-    learned = (reg == S.EASY) | (reg == S.AMBIGUOUS)
+    hard, easy, amb = reg == S.HARD, reg == S.EASY, reg == S.AMBIGUOUS
+    codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy)
+    return np.asarray(DIAGNOSES, dtype=object)[codes]
+
+
+def _diagnosis_codes(
+    hard: NDArray[np.bool_], easy: NDArray[np.bool_], amb: NDArray[np.bool_],
+    beyond: NDArray[np.bool_], beyond_easy: NDArray[np.bool_],
+) -> NDArray[np.int8]:
+    """Index into :data:`DIAGNOSES` of each row (the rule of :func:`diagnose`, first match wins)."""
+    code = {d: np.int8(i) for i, d in enumerate(DIAGNOSES)}
+    learned = easy | amb
     return np.select(
-        [
-            (reg == S.HARD) & beyond,
-            reg == S.HARD,
-            learned & beyond_easy,
-            reg == S.EASY,
-            reg == S.AMBIGUOUS,
-            beyond,
-        ],
-        [SUSPECT_OOD, SUSPECT_MISLABELED, SUSPECT_OOD, CLEAN, AMBIGUOUS, SUSPECT_OOD],
-        default=NO_DYNAMICS,
-    ).astype(object)
+        [hard & beyond, hard, learned & beyond_easy, easy, amb, beyond],
+        [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[CLEAN],
+         code[AMBIGUOUS], code[SUSPECT_OOD]],
+        default=code[NO_DYNAMICS],
+    ).astype(np.int8)
 
 
 def diagnosis_column(
@@ -193,11 +198,26 @@ def diagnosis_column(
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
     region = table[S.REGION]
     if isinstance(region.dtype, pd.CategoricalDtype) and not region.isna().any():
-        # categories by code: no per-row string conversion (a second at a million rows)
-        reg = np.asarray([str(c) for c in region.cat.categories], dtype=object)[region.cat.codes.to_numpy()]
+        # Work on category codes: no per-row strings (a second at a million rows).
+        cats = [str(c) for c in region.cat.categories]
+        unknown = sorted(set(cats) - set(S.REGIONS))
+        if unknown:
+            raise ValueError(f"Expected regions among {S.REGIONS}, got {unknown}.")
+        rc = region.cat.codes.to_numpy()
+
+        def is_(name: str) -> NDArray[np.bool_]:
+            return rc == cats.index(name) if name in cats else np.zeros(len(rc), bool)
+
+        sc = np.full(len(rc), np.nan) if score is None else score
+        t = ood_threshold(sc[ref], th.ood_quantile)
+        t_easy = (ood_threshold(sc[ref], th.learned_ood_quantile)
+                  if th.learned_ood_quantile is not None else float("nan"))
+        with np.errstate(invalid="ignore"):
+            codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy)
+        diag_cat = pd.Categorical.from_codes(codes, categories=list(DIAGNOSES))
     else:
         reg = region.astype(str).to_numpy(dtype=object)
-    diag = diagnose(reg, score, ref, thresholds=th)
+        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th), categories=list(DIAGNOSES))
     info: dict[str, Any] = {"score_column": score_column if score is not None else None,
                             "ood_quantile": th.ood_quantile,
                             "learned_ood_quantile": th.learned_ood_quantile,
@@ -206,10 +226,10 @@ def diagnosis_column(
         info["threshold"] = ood_threshold(score[ref], th.ood_quantile)
         if th.learned_ood_quantile is not None:
             info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile)
-    return pd.Categorical(diag, categories=list(DIAGNOSES)), info
+    return diag_cat, info
 
 
 def counts(diagnosis: Sequence[str]) -> dict[str, int]:
     """Number of examples per diagnosis value (all values present, zeros included)."""
-    s = pd.Series(np.asarray(diagnosis, dtype=object))
-    return {d: int((s == d).sum()) for d in DIAGNOSES}
+    vc = pd.Series(diagnosis).value_counts()
+    return {d: int(vc.get(d, 0)) for d in DIAGNOSES}

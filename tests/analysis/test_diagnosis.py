@@ -75,3 +75,26 @@ def test_diagnosis_column_uses_id_reference_rows():
     assert D.counts(col2)[D.SUSPECT_OOD] >= 10
     col3, info3 = D.diagnosis_column(table, None)
     assert info3["score_column"] is None and (col3[n:] == D.NO_DYNAMICS).all()
+
+
+def test_categorical_and_string_regions_give_the_same_diagnosis():
+    import numpy as np
+    import pandas as pd
+
+    from analysis import schema as S
+    from analysis.diagnosis import DiagnosisThresholds, diagnosis_column
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    regions = rng.choice(list(S.REGIONS), n)
+    table = pd.DataFrame({
+        S.SPLIT: rng.choice(["train", "test", "ood:far"], n),
+        S.REGION: pd.Categorical(regions, categories=list(S.REGIONS)),
+        "score": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+    })
+    th = DiagnosisThresholds(learned_ood_quantile=0.99)
+    fast, info_fast = diagnosis_column(table, "score", thresholds=th)
+    slow, info_slow = diagnosis_column(table.assign(**{S.REGION: regions.astype(object)}), "score", thresholds=th)
+    assert list(fast) == list(slow)
+    assert info_fast == info_slow
+    assert len(set(fast)) >= 4  # the cases are exercised
