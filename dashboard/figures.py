@@ -356,6 +356,36 @@ def ood_histogram_figure(
     return fig
 
 
+def _curve_figure(
+    curves: Mapping[str, Mapping[str, Any]], *, x: str, y: str, summary: str, summary_label: str,
+    x_title: str, y_title: str, height: int,
+) -> go.Figure:
+    """One line per curve, labelled with its summary number; axes on [0, 1]."""
+    fig = go.Figure()
+    for k, (name, c) in enumerate(curves.items()):
+        value = c.get(summary)
+        label = f"{name} ({summary_label} {value:.3f})" if value is not None else name
+        fig.add_trace(
+            go.Scatter(
+                x=np.asarray(c[x], dtype=np.float32),
+                y=np.asarray(c[y], dtype=np.float32),
+                mode="lines",
+                name=label,
+                line={"color": CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)]},
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01},
+    )
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
 def roc_figure(curves: Mapping[str, Mapping[str, Any]], *, height: int = 360) -> go.Figure:
     """ROC curves, OOD as the positive class.
 
@@ -363,32 +393,15 @@ def roc_figure(curves: Mapping[str, Mapping[str, Any]], *, height: int = 360) ->
     ----------
     curves : mapping name -> {"fpr": array, "tpr": array, "auroc": float}
     """
-    fig = go.Figure()
-    for k, (name, c) in enumerate(curves.items()):
-        auc = c.get("auroc")
-        label = f"{name} (AUROC {auc:.3f})" if auc is not None else name
-        fig.add_trace(
-            go.Scatter(
-                x=np.asarray(c["fpr"], dtype=np.float32),
-                y=np.asarray(c["tpr"], dtype=np.float32),
-                mode="lines",
-                name=label,
-                line={"color": CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)]},
-            )
-        )
+    fig = _curve_figure(
+        curves, x="fpr", y="tpr", summary="auroc", summary_label="AUROC",
+        x_title="false positive rate (in-distribution flagged as OOD)",
+        y_title="true positive rate (OOD detected)", height=height,
+    )
     fig.add_trace(
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                    line={"color": "#999999", "dash": "dot"}, hoverinfo="skip")
     )
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="false positive rate (in-distribution flagged as OOD)",
-        yaxis_title="true positive rate (OOD detected)",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01},
-    )
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1.02])
     return fig
 
 
@@ -399,29 +412,10 @@ def pr_figure(curves: Mapping[str, Mapping[str, Any]], *, height: int = 360) -> 
     ----------
     curves : mapping name -> {"recall": array, "precision": array, "aupr_out": float}
     """
-    fig = go.Figure()
-    for k, (name, c) in enumerate(curves.items()):
-        ap = c.get("aupr_out")
-        label = f"{name} (AUPR-out {ap:.3f})" if ap is not None else name
-        fig.add_trace(
-            go.Scatter(
-                x=np.asarray(c["recall"], dtype=np.float32),
-                y=np.asarray(c["precision"], dtype=np.float32),
-                mode="lines",
-                name=label,
-                line={"color": CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)]},
-            )
-        )
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="recall (OOD)",
-        yaxis_title="precision (OOD)",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01},
+    return _curve_figure(
+        curves, x="recall", y="precision", summary="aupr_out", summary_label="AUPR-out",
+        x_title="recall (OOD)", y_title="precision (OOD)", height=height,
     )
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1.02])
-    return fig
 
 
 # ---- one example --------------------------------------------------------------------------------
