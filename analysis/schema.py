@@ -110,6 +110,8 @@ SOURCE_EVAL_PASS = "eval_pass"
 SOURCE_CARTOGRAPHY = "cartography_import"
 SOURCE_SYNTHETIC = "synthetic"
 SOURCES = (SOURCE_FORWARD_PASS, SOURCE_EVAL_PASS, SOURCE_CARTOGRAPHY, SOURCE_SYNTHETIC)
+RECORDING_SOURCES = (SOURCE_FORWARD_PASS, SOURCE_EVAL_PASS)
+"""The two ways a training-framework integration can record logits."""
 
 
 def is_ood_split(split: str) -> bool:

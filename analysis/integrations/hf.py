@@ -51,7 +51,7 @@ from analysis.recorder import DynamicsRecorder
 __all__ = ["DynamicsTrainer", "DynamicsTrainerMixin", "with_dynamics"]  # noqa: F822 (lazy)
 
 Source = Literal["forward_pass", "eval_pass"]
-_SOURCES = (S.SOURCE_FORWARD_PASS, S.SOURCE_EVAL_PASS)
+_SOURCES = S.RECORDING_SOURCES
 _LABEL_KEYS = ("labels", "label", "label_ids")
 
 

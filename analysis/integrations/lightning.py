@@ -42,7 +42,7 @@ from analysis.recorder import DynamicsRecorder
 
 __all__ = ["DynamicsCallback", "DynamicsCallbackMixin"]  # noqa: F822 (lazy)
 
-_SOURCES = (S.SOURCE_FORWARD_PASS, S.SOURCE_EVAL_PASS)
+_SOURCES = S.RECORDING_SOURCES
 
 
 def _callback_base() -> type:

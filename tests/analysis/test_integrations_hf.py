@@ -24,6 +24,7 @@ from analysis import runstore  # noqa: E402
 from analysis import schema as S  # noqa: E402
 from analysis.integrations import hf  # noqa: E402
 from analysis.recorder import DynamicsRecorder  # noqa: E402
+from tests.analysis.dynamics_asserts import assert_tables_equal  # noqa: E402
 
 N, N_CLASSES, BATCH, EVAL_BATCH = 200, 10, 16, 64
 
@@ -87,16 +88,6 @@ def _reference(calls, *, training: bool, per_epoch: int) -> DynamicsRecorder:
     return ref
 
 
-def _assert_tables_equal(got, want) -> None:
-    got, want = got.to_pandas(), want.to_pandas()
-    assert len(got) == len(want)
-    np.testing.assert_array_equal(got[S.EXAMPLE_ID], want[S.EXAMPLE_ID])
-    np.testing.assert_array_equal(got[S.EPOCH], want[S.EPOCH])
-    np.testing.assert_array_equal(got[S.PRED], want[S.PRED])
-    for col in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N):
-        np.testing.assert_allclose(got[col], want[col], rtol=1e-6, atol=1e-7)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("accumulation", "remove_unused"), [(2, True), (1, False)])
 def test_forward_pass_matches_plain_recorder(tmp_path, accumulation, remove_unused):
@@ -112,7 +103,7 @@ def test_forward_pass_matches_plain_recorder(tmp_path, accumulation, remove_unus
     batches_per_epoch = -(-N // BATCH)
     ref = _reference(model.calls, training=True, per_epoch=batches_per_epoch)
     got = runstore.load_dynamics(run)
-    _assert_tables_equal(got, ref.to_table())
+    assert_tables_equal(got, ref.to_table())
     # each example exactly once per epoch, under its id (not its position)
     t = got.to_pandas()
     assert sorted(t[S.EPOCH].unique()) == [0, 1, 2]
@@ -137,7 +128,7 @@ def test_eval_pass_records_eval_mode_logits(tmp_path):
     )
     trainer.train()
     ref = _reference(model.calls, training=False, per_epoch=-(-N // EVAL_BATCH))
-    _assert_tables_equal(runstore.load_dynamics(run), ref.to_table())
+    assert_tables_equal(runstore.load_dynamics(run), ref.to_table())
     train_mode = _reference(model.calls, training=True, per_epoch=-(-N // BATCH)).to_table()
     # dropout and within-epoch updates make the training-step logits differ from the eval pass
     assert not np.allclose(train_mode.column(S.GOLD_PROB).to_numpy(),

@@ -22,6 +22,7 @@ from analysis import runstore  # noqa: E402
 from analysis import schema as S  # noqa: E402
 from analysis.integrations import lightning as dl  # noqa: E402
 from analysis.recorder import DynamicsRecorder  # noqa: E402
+from tests.analysis.dynamics_asserts import assert_tables_equal  # noqa: E402
 
 N, N_CLASSES, BATCH = 200, 10, 16
 
@@ -77,16 +78,6 @@ def _reference(calls, labels, *, training: bool, per_epoch: int) -> DynamicsReco
     return ref
 
 
-def _assert_tables_equal(got, want) -> None:
-    got, want = got.to_pandas(), want.to_pandas()
-    assert len(got) == len(want)
-    np.testing.assert_array_equal(got[S.EXAMPLE_ID], want[S.EXAMPLE_ID])
-    np.testing.assert_array_equal(got[S.EPOCH], want[S.EPOCH])
-    np.testing.assert_array_equal(got[S.PRED], want[S.PRED])
-    for col in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N):
-        np.testing.assert_allclose(got[col], want[col], rtol=1e-6, atol=1e-7)
-
-
 @pytest.mark.slow
 def test_forward_pass_with_shuffling_and_accumulation(tmp_path):
     items, labels = _data()
@@ -101,7 +92,7 @@ def test_forward_pass_with_shuffling_and_accumulation(tmp_path):
 
     ref = _reference(module.calls, labels, training=True, per_epoch=-(-N // BATCH))
     got = runstore.load_dynamics(run)
-    _assert_tables_equal(got, ref.to_table())
+    assert_tables_equal(got, ref.to_table())
     t = got.to_pandas()
     assert sorted(t[S.EPOCH].unique()) == [0, 1, 2]
     for _, grp in t.groupby(S.EPOCH):
@@ -124,7 +115,7 @@ def test_eval_pass(tmp_path):
     trainer.callbacks.append(cb)
     trainer.fit(module, train)
     ref = _reference(module.calls, labels, training=False, per_epoch=N // 50)
-    _assert_tables_equal(runstore.load_dynamics(run), ref.to_table())
+    assert_tables_equal(runstore.load_dynamics(run), ref.to_table())
     assert json.loads((run / S.RUN_JSON).read_text())["source"] == S.SOURCE_EVAL_PASS
     assert module.training
 
