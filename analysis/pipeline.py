@@ -7,7 +7,6 @@ the projection and the diagnosis (:mod:`analysis.ood_stage`); write the table at
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,6 @@ from analysis.dynamics import (
     compute_dynamics_metrics,
     pivot_dynamics,
 )
-
-log = logging.getLogger(__name__)
 
 __all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table"]
 

@@ -14,7 +14,6 @@ import datetime as _dt
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -468,8 +467,3 @@ def load_table(run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None
         raise SchemaError(
             f"{str(path)!r} is corrupt ({exc}). Rebuild it with `datamap analyze {str(path.parent)}`."
         ) from exc
-
-
-def warn_once(message: str) -> None:
-    """Emit a user-facing warning attributed to the caller's caller."""
-    warnings.warn(message, stacklevel=3)
