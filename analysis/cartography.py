@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from analysis import runstore
@@ -128,6 +131,87 @@ def _slow_parse(path: Path, epoch: int) -> EpochLog:
     return EpochLog(epoch, g_arr, np.array(gold, dtype=np.int64), np.array(logits, dtype=np.float64))
 
 
+_CSV_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _parse_compact(path: Path, epoch: int) -> EpochLog | None:
+    """Fast path for the exact layout ``pandas.DataFrame.to_json(orient="records", lines=True)``
+    writes, which is what the original code produces::
+
+        {"guid":50325,"logits_epoch_0":[2.94,-2.28,0.1],"gold":0}
+
+    Split at commas, such a line is ``C + 2`` fields: the inner logits are plain numbers that
+    Arrow's multithreaded CSV reader converts directly (several times faster than its JSON
+    reader), and only the four edge fields need their fixed prefix or suffix removed. Every row
+    is checked against that layout; anything else (other key order, whitespace, escapes in string
+    guids, fewer than three classes, null or malformed values, a varying class count) returns
+    None and the JSON reader handles the file.
+    """
+    key = f"logits_epoch_{epoch}"
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 16)
+    try:
+        rec = json.loads(first)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or list(rec) != ["guid", key, "gold"] or not isinstance(rec[key], list):
+        return None
+    n_classes = len(rec[key])
+    if n_classes < 3:
+        return None
+    names = [f"f{i}" for i in range(n_classes + 2)]
+    edges = (names[0], names[1], names[n_classes], names[n_classes + 1])
+    types = {n: (pa.string() if n in edges else pa.float64()) for n in names}
+    try:
+        tbl = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 20),
+            parse_options=pacsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, null_values=[], strings_can_be_null=False,
+            ),
+        )
+    except _CSV_ERRORS:
+        return None  # a row with another field count, or a logit that is not a plain number
+    n = tbl.num_rows
+    if n == 0:
+        return None
+    c_id, c_first, c_last, c_gold = (tbl.column(c).combine_chunks() for c in edges)
+    pre_id, pre_z, pre_gold = '{"guid":', f'"{key}":[', '"gold":'
+    layout = (pc.starts_with(c_id, pre_id), pc.starts_with(c_first, pre_z), pc.ends_with(c_last, "]"),
+              pc.starts_with(c_gold, pre_gold), pc.ends_with(c_gold, "}"))
+    if not all(pc.all(m).as_py() for m in layout):
+        return None
+    try:
+        z_first = pc.cast(pc.utf8_slice_codeunits(c_first, len(pre_z)), pa.float64())
+        z_last = pc.cast(pc.utf8_slice_codeunits(c_last, 0, -1), pa.float64())
+        gold = pc.cast(pc.utf8_slice_codeunits(c_gold, len(pre_gold), -1), pa.int64())
+    except _CSV_ERRORS:
+        return None
+    id_text = pc.utf8_slice_codeunits(c_id, len(pre_id))
+    n_quoted = pc.sum(pc.starts_with(id_text, '"')).as_py() or 0
+    guids: np.ndarray
+    if n_quoted == 0:
+        try:
+            guids = pc.cast(id_text, pa.int64()).to_numpy()
+        except _CSV_ERRORS:
+            return None
+    elif n_quoted == n and pc.all(pc.ends_with(id_text, '"')).as_py():
+        # pandas escapes "/" as "\\/"; any other escape is left to the JSON reader.
+        inner = pc.replace_substring(pc.utf8_slice_codeunits(id_text, 1, -1), "\\/", "/")
+        if pc.any(pc.match_substring_regex(inner, r'["\\]')).as_py():
+            return None
+        guids = inner.to_numpy(zero_copy_only=False).astype(object)
+    else:
+        return None  # mixed int and string guids
+    logits = np.empty((n, n_classes), dtype=np.float64)
+    logits[:, 0] = z_first.to_numpy(zero_copy_only=False)
+    for j in range(1, n_classes - 1):
+        logits[:, j] = tbl.column(j + 1).to_numpy()
+    logits[:, -1] = z_last.to_numpy(zero_copy_only=False)
+    return EpochLog(epoch, guids, gold.to_numpy(), logits)
+
+
 def read_epoch_file(path: str | os.PathLike[str], epoch: int) -> EpochLog:
     """Parse one ``dynamics_epoch_N.jsonl`` file.
 
@@ -140,6 +224,9 @@ def read_epoch_file(path: str | os.PathLike[str], epoch: int) -> EpochLog:
     key = f"logits_epoch_{epoch}"
     if p.stat().st_size == 0:
         raise SchemaError(f"{str(p)!r} is empty.")
+    fast = _parse_compact(p, epoch)
+    if fast is not None:
+        return fast
     try:
         # 1 MiB blocks let Arrow parse one file on every core (measured fastest here).
         tbl = pajson.read_json(p, read_options=pajson.ReadOptions(block_size=1 << 20))
@@ -206,74 +293,42 @@ def import_cartography(
             f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
         )
     files = _find_epoch_files(Path(log_dir))
-    # Files one after the other; Arrow parses each with all cores.
-    logs = [read_epoch_file(p, e) for e, p in files]
-    n_classes = logs[0].logits.shape[1]
-    for log, (_, p) in zip(logs, files, strict=True):
-        if log.logits.shape[1] != n_classes:
+    # Two files in flight: Arrow's reader spreads each over the cores, and one file's
+    # single-threaded finishing work (checks, ordering, per-epoch values) overlaps the other's parse.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        epochs = list(pool.map(lambda f: _prepare_epoch(f[1], f[0], keep_logits), files))
+    n_classes = epochs[0].n_classes
+    for ep in epochs:
+        if ep.n_classes != n_classes:
             raise SchemaError(
-                f"{str(p)!r} has {log.logits.shape[1]} logits per line but {str(files[0][1])!r} has "
+                f"{str(ep.path)!r} has {ep.n_classes} logits per line but {str(epochs[0].path)!r} has "
                 f"{n_classes}: all epochs must share one class count."
             )
-        if not np.isfinite(log.logits).all():
-            row = int(np.flatnonzero(~np.isfinite(log.logits).all(axis=1))[0])
-            raise SchemaError(
-                f"{p}:{row + 1}: logits contain NaN or inf; the model diverged. Re-run training "
-                "or drop that epoch's file."
-            )
-        bad = (log.gold < 0) | (log.gold >= n_classes)
+    for ep in epochs:
+        bad = (ep.gold < 0) | (ep.gold >= n_classes)
         if bad.any():
-            row = int(np.flatnonzero(bad)[0])
+            rows = np.flatnonzero(bad)
+            i = int(rows[np.argmin(ep.line[rows])])  # the first such line of the file
             raise SchemaError(
-                f"{p}:{row + 1}: gold label {int(log.gold[row])} is outside "
+                f"{ep.path}:{int(ep.line[i]) + 1}: gold label {int(ep.gold[i])} is outside "
                 f"[0, {n_classes}) for {n_classes} logits."
             )
-        ser = pd.Series(log.guids)
-        dup = ser.duplicated()
-        if dup.any():
-            raise SchemaError(
-                f"{str(p)!r}: guid {_py(ser[dup].iloc[0])!r} appears more than once "
-                f"({int(dup.sum())} duplicate lines). Each example may be logged once per epoch."
-            )
-    kinds = {log.guids.dtype.kind for log in logs}
-    if len(kinds) > 1:
-        for log in logs:
-            log.guids = log.guids.astype(str).astype(object)
+    if len({ep.guids.dtype.kind for ep in epochs}) > 1:
+        for ep in epochs:  # int guids in some files, strings in others: all become strings
+            ep.restring()
 
-    all_ids = pd.unique(np.concatenate([log.guids for log in logs]))
-    ex_ids = np.sort(all_ids) if all_ids.dtype.kind in "iu" else np.array(sorted(all_ids, key=str), dtype=object)
-    index = pd.Index(ex_ids)
+    ex_ids, positions = _example_positions([ep.guids for ep in epochs])
     gold = np.full(len(ex_ids), -1, dtype=np.int64)
-    parts: list[pa.Table] = []
-    for log, (_, p) in zip(logs, files, strict=True):
-        pos = index.get_indexer(log.guids)
-        order = np.argsort(pos, kind="stable")
-        pos, g = pos[order], log.gold[order]
+    for ep, pos in zip(epochs, positions, strict=True):
         seen = gold[pos]
-        clash = (seen >= 0) & (seen != g)
+        clash = (seen >= 0) & (seen != ep.gold)
         if clash.any():
             i = int(np.flatnonzero(clash)[0])
             raise SchemaError(
-                f"{str(p)!r}: guid {_py(ex_ids[pos[i]])!r} has gold {int(g[i])} but {int(seen[i])} in an "
-                "earlier epoch; a guid must keep its label."
+                f"{str(ep.path)!r}: guid {_py(ex_ids[pos[i]])!r} has gold {int(ep.gold[i])} but "
+                f"{int(seen[i])} in an earlier epoch; a guid must keep its label."
             )
-        gold[pos] = g
-        z = log.logits[order]
-        # The compact columns are stored as float32; computing them in float32 (as the original
-        # code's torch.softmax does) is faster and loses nothing that is kept.
-        vals = per_epoch_from_logits(z.astype(np.float32), g)
-        cols: dict[str, Any] = {
-            S.EXAMPLE_ID: pa.array(ex_ids[pos] if ex_ids.dtype != object else ex_ids[pos].tolist()),
-            S.EPOCH: pa.array(np.full(len(pos), log.epoch, dtype=np.int32)),
-            S.GOLD_PROB: pa.array(vals[S.GOLD_PROB].astype(np.float32)),
-            S.MARGIN: pa.array(vals[S.MARGIN].astype(np.float32)),
-            S.PRED: pa.array(vals[S.PRED]),
-            S.LOSS: pa.array(vals[S.LOSS].astype(np.float32)),
-            S.EL2N: pa.array(vals[S.EL2N].astype(np.float32)),
-        }
-        if keep_logits:
-            cols[S.LOGITS] = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), n_classes)
-        parts.append(pa.table(cols))
+        gold[pos] = ep.gold
 
     names = class_names or [str(k) for k in range(n_classes)]
     if len(names) != n_classes:
@@ -289,16 +344,102 @@ def import_cartography(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         runstore.save_run_meta(tmp, runstore.RunMeta(
-            class_names=names, n_epochs=len(logs), source=S.SOURCE_CARTOGRAPHY, task=task,
+            class_names=names, n_epochs=len(epochs), source=S.SOURCE_CARTOGRAPHY, task=task,
             extra={"imported_from": str(Path(log_dir).resolve())},
         ))
         runstore.save_examples(tmp, examples)
-        runstore.save_dynamics(tmp, pa.concat_tables(parts), shard="cartography")
+        runstore.save_dynamics(tmp, pa.concat_tables([ep.table for ep in epochs]), shard="cartography")
         _replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+@dataclass
+class _Epoch:
+    """One epoch file, checked and in guid order, as a dynamics table part."""
+
+    path: Path
+    n_classes: int
+    guids: np.ndarray  # sorted
+    gold: np.ndarray  # per sorted row
+    line: np.ndarray  # 0-based line of each sorted row in the file
+    table: pa.Table
+
+    def restring(self) -> None:
+        """Turn int guids into strings, re-sorted the way string guids sort."""
+        if self.guids.dtype.kind == "O":
+            return
+        as_str = self.guids.astype(str).astype(object)
+        order = np.array(sorted(range(len(as_str)), key=as_str.__getitem__), dtype=np.int64)
+        self.guids, self.gold, self.line = as_str[order], self.gold[order], self.line[order]
+        self.table = self.table.take(pa.array(order)).set_column(
+            0, S.EXAMPLE_ID, pa.array(self.guids.tolist(), type=pa.string())
+        )
+
+
+def _prepare_epoch(path: Path, epoch: int, keep_logits: bool) -> _Epoch:
+    """Parse one file, check it on its own (finite logits, unique guids), order its rows by guid
+    and compute the per-epoch values."""
+    log = read_epoch_file(path, epoch)
+    finite = np.isfinite(log.logits).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise SchemaError(
+            f"{path}:{row + 1}: logits contain NaN or inf; the model diverged. Re-run training "
+            "or drop that epoch's file."
+        )
+    ids, (pos,) = _example_positions([log.guids])
+    if len(ids) != len(pos):
+        ser = pd.Series(log.guids)
+        dup = ser.duplicated()
+        raise SchemaError(
+            f"{str(path)!r}: guid {_py(ser[dup].iloc[0])!r} appears more than once "
+            f"({int(dup.sum())} duplicate lines). Each example may be logged once per epoch."
+        )
+    order = np.empty(len(pos), dtype=np.int64)
+    order[pos] = np.arange(len(pos))  # rows in guid order, in O(n)
+    g = log.gold[order]
+    z = log.logits[order]
+    n_classes = z.shape[1]
+    # The compact columns are stored as float32; computing them in float32 (as the original
+    # code's torch.softmax does) is faster and loses nothing that is kept. Labels out of range
+    # are reported once every file is read, so they are clipped here.
+    vals = per_epoch_from_logits(z.astype(np.float32), np.clip(g, 0, max(n_classes - 1, 0)))
+    cols: dict[str, Any] = {
+        S.EXAMPLE_ID: pa.array(ids if ids.dtype != object else ids.tolist()),
+        S.EPOCH: pa.array(np.full(len(ids), epoch, dtype=np.int32)),
+        S.GOLD_PROB: pa.array(vals[S.GOLD_PROB].astype(np.float32)),
+        S.MARGIN: pa.array(vals[S.MARGIN].astype(np.float32)),
+        S.PRED: pa.array(vals[S.PRED]),
+        S.LOSS: pa.array(vals[S.LOSS].astype(np.float32)),
+        S.EL2N: pa.array(vals[S.EL2N].astype(np.float32)),
+    }
+    if keep_logits:
+        cols[S.LOGITS] = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), n_classes)
+    return _Epoch(path, n_classes, ids, g, order, pa.table(cols))
+
+
+def _example_positions(guids: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The sorted union of every epoch's guids, and each row's position in it.
+
+    Integer guids within a compact range (the usual ``0..n-1``) take an O(n) bitmap path;
+    others are hashed.
+    """
+    if all(g.dtype.kind in "iu" for g in guids):
+        lo = min(int(g.min()) for g in guids)
+        hi = max(int(g.max()) for g in guids)
+        if hi - lo < 4 * max(len(g) for g in guids) + 1024:
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            for g in guids:
+                present[g - lo] = True
+            lut = np.cumsum(present, dtype=np.int64) - 1
+            return np.flatnonzero(present).astype(np.int64) + lo, [lut[g - lo] for g in guids]
+    all_ids = pd.unique(np.concatenate(guids))
+    ex_ids = np.sort(all_ids) if all_ids.dtype.kind in "iu" else np.array(sorted(all_ids, key=str), dtype=object)
+    index = pd.Index(ex_ids)
+    return ex_ids, [index.get_indexer(g) for g in guids]
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

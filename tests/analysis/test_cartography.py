@@ -171,3 +171,88 @@ def test_cli_import_then_analyze(tmp_path, capsys):
     assert (table[S.REGION] != S.AMBIGUOUS).all()
     assert set(table[S.LABEL_NAME]) <= {"a", "b", "c"}
     assert "regions:" in capsys.readouterr().out
+
+
+# ---- the fast path for the layout pandas writes ------------------------------------------------
+
+
+def _json_reader(path, epoch):
+    """The general path alone: Arrow's JSON reader (or the line parser), no fast path."""
+    from analysis import cartography
+
+    saved = cartography._parse_compact
+    cartography._parse_compact = lambda *a: None
+    try:
+        return cartography.read_epoch_file(path, epoch)
+    finally:
+        cartography._parse_compact = saved
+
+
+@pytest.mark.parametrize("guid_kind", ["int", "str"])
+def test_fast_path_equals_json_reader(tmp_path, guid_kind):
+    from analysis.cartography import _parse_compact
+
+    rng = np.random.default_rng(3)
+    n, c = 500, 5
+    logits = rng.normal(size=(2, n, c)) * 10.0 ** rng.integers(-30, 30, size=(2, n, c))
+    logits[0, :5, 0] = [0.0, -0.0, 1e-300, -2.5e300, 7]  # zero signs, extremes, an integral value
+    guids = (rng.permutation(10 * n)[:n] - 3 * n) if guid_kind == "int" else [f"doc/{i}:x y" for i in range(n)]
+    logs = write_logs(tmp_path / "logs", logits, rng.integers(0, c, n), guids=guids)
+    for e in range(2):
+        path = logs / f"dynamics_epoch_{e}.jsonl"
+        fast, ref = _parse_compact(path, e), _json_reader(path, e)
+        assert fast is not None, "pandas' layout must take the fast path"
+        assert fast.guids.dtype == ref.guids.dtype
+        assert fast.guids.tolist() == ref.guids.tolist()
+        np.testing.assert_array_equal(fast.gold, ref.gold)
+        # bit for bit, against Python's own float parser as well
+        np.testing.assert_array_equal(fast.logits.view(np.int64), ref.logits.view(np.int64))
+        first = json.loads(path.read_text().splitlines()[0])
+        assert fast.logits[0].tolist() == first[f"logits_epoch_{e}"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: json.dumps(json.loads(s)),  # spaces after separators
+        lambda s: s.replace('"gold"', '"label"'),  # another key
+        lambda s: s.replace('"guid":', '"guid":"a\\\\\\"b",' + '"x":', 1),  # escapes, extra key
+        lambda s: s[:-1] + ',"extra":1}',  # an extra field
+        lambda s: s.replace("[", "[1e999,", 1),  # one more logit
+    ],
+    ids=["spaces", "key", "escape", "extra-field", "class-count"],
+)
+def test_other_layouts_leave_the_fast_path(tmp_path, edit):
+    from analysis.cartography import _parse_compact
+
+    logs = _good_logs(tmp_path)
+    path = logs / "dynamics_epoch_0.jsonl"
+    _edit_line(path, 4, edit)
+    assert _parse_compact(path, 0) is None
+
+
+def test_pandas_nan_in_the_middle_names_the_line(tmp_path):
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(1, 8, 4))
+    logits[0, 5, 2] = np.nan  # pandas writes it as null, between two numbers
+    logs = write_logs(tmp_path / "logs", logits, rng.integers(0, 4, 8), seed=0)
+    lines = (logs / "dynamics_epoch_0.jsonl").read_text().splitlines()
+    lineno = next(i for i, s in enumerate(lines, 1) if "null" in s)
+    with pytest.raises(SchemaError, match=rf"dynamics_epoch_0.jsonl:{lineno}: .*null"):
+        import_cartography(logs, tmp_path / "run")
+
+
+def test_mixed_guid_kinds_across_files_become_strings(tmp_path):
+    rng = np.random.default_rng(4)
+    logits, labels = rng.normal(size=(2, 12, 3)), rng.integers(0, 3, 12)
+    write_logs(tmp_path / "a", logits[:1], labels, guids=range(12))
+    write_logs(tmp_path / "b", logits, labels, guids=[str(i) for i in range(12)])
+    logs = tmp_path / "b"
+    (logs / "dynamics_epoch_0.jsonl").write_text((tmp_path / "a" / "dynamics_epoch_0.jsonl").read_text())
+    dyn = runstore.load_dynamics(import_cartography(logs, tmp_path / "run")).to_pandas()
+    expected = sorted(str(i) for i in range(12))  # "10" sorts before "2"
+    for e in (0, 1):
+        block = dyn[dyn[S.EPOCH] == e]
+        assert block[S.EXAMPLE_ID].tolist() == expected
+        ours = np.stack(block[S.LOGITS])  # pandas writes 10 decimals
+        np.testing.assert_allclose(ours, logits[e][[int(g) for g in expected]], rtol=1e-9, atol=1e-10)
