@@ -293,62 +293,37 @@ def import_cartography(
             f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
         )
     files = _find_epoch_files(Path(log_dir))
-    # Two files in flight: Arrow's reader spreads each over the cores, and one file's
-    # single-threaded finishing work (checks, ordering, per-epoch values) overlaps the other's parse.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        epochs = list(pool.map(lambda f: _prepare_epoch(f[1], f[0], keep_logits), files))
-    n_classes = epochs[0].n_classes
-    for ep in epochs:
-        if ep.n_classes != n_classes:
-            raise SchemaError(
-                f"{str(ep.path)!r} has {ep.n_classes} logits per line but {str(epochs[0].path)!r} has "
-                f"{n_classes}: all epochs must share one class count."
-            )
-    for ep in epochs:
-        bad = (ep.gold < 0) | (ep.gold >= n_classes)
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            i = int(rows[np.argmin(ep.line[rows])])  # the first such line of the file
-            raise SchemaError(
-                f"{ep.path}:{int(ep.line[i]) + 1}: gold label {int(ep.gold[i])} is outside "
-                f"[0, {n_classes}) for {n_classes} logits."
-            )
-    if len({ep.guids.dtype.kind for ep in epochs}) > 1:
-        for ep in epochs:  # int guids in some files, strings in others: all become strings
-            ep.restring()
-
-    ex_ids, positions = _example_positions([ep.guids for ep in epochs])
-    gold = np.full(len(ex_ids), -1, dtype=np.int64)
-    for ep, pos in zip(epochs, positions, strict=True):
-        seen = gold[pos]
-        clash = (seen >= 0) & (seen != ep.gold)
-        if clash.any():
-            i = int(np.flatnonzero(clash)[0])
-            raise SchemaError(
-                f"{str(ep.path)!r}: guid {_py(ex_ids[pos[i]])!r} has gold {int(ep.gold[i])} but "
-                f"{int(seen[i])} in an earlier epoch; a guid must keep its label."
-            )
-        gold[pos] = ep.gold
-
-    names = class_names or [str(k) for k in range(n_classes)]
-    if len(names) != n_classes:
-        raise ValueError(f"Expected {n_classes} class names, got {len(names)}.")
-    examples = pd.DataFrame({
-        S.EXAMPLE_ID: ex_ids if ex_ids.dtype != object else ex_ids.tolist(),
-        S.SPLIT: S.TRAIN_SPLIT,
-        S.LABEL: pd.array(gold, dtype="Int64"),
-    })
-    examples[S.LABEL_NAME] = np.asarray(names, dtype=object)[gold]
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        epochs = _import_epochs(files, tmp, keep_logits)
+        n_classes = epochs[0].n_classes
+        names = class_names or [str(k) for k in range(n_classes)]
+        if len(names) != n_classes:
+            raise ValueError(f"Expected {n_classes} class names, got {len(names)}.")
+        ex_ids, positions = _example_positions([ep.guids for ep in epochs])
+        gold = np.full(len(ex_ids), -1, dtype=np.int64)
+        for ep, pos in zip(epochs, positions, strict=True):
+            seen = gold[pos]
+            clash = (seen >= 0) & (seen != ep.gold)
+            if clash.any():
+                i = int(np.flatnonzero(clash)[0])
+                raise SchemaError(
+                    f"{str(ep.path)!r}: guid {_py(ex_ids[pos[i]])!r} has gold {int(ep.gold[i])} but "
+                    f"{int(seen[i])} in an earlier epoch; a guid must keep its label."
+                )
+            gold[pos] = ep.gold
+        examples = pd.DataFrame({
+            S.EXAMPLE_ID: ex_ids if ex_ids.dtype != object else ex_ids.tolist(),
+            S.SPLIT: S.TRAIN_SPLIT,
+            S.LABEL: pd.array(gold, dtype="Int64"),
+        })
+        examples[S.LABEL_NAME] = np.asarray(names, dtype=object)[gold]
         runstore.save_run_meta(tmp, runstore.RunMeta(
             class_names=names, n_epochs=len(epochs), source=S.SOURCE_CARTOGRAPHY, task=task,
             extra={"imported_from": str(Path(log_dir).resolve())},
         ))
         runstore.save_examples(tmp, examples)
-        runstore.save_dynamics(tmp, pa.concat_tables([ep.table for ep in epochs]), shard="cartography")
         _replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -419,6 +394,48 @@ def _prepare_epoch(path: Path, epoch: int, keep_logits: bool) -> _Epoch:
     if keep_logits:
         cols[S.LOGITS] = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1)), n_classes)
     return _Epoch(path, n_classes, ids, g, order, pa.table(cols))
+
+
+class _MixedGuids(Exception):
+    """Int guids in some files and strings in others (the shard is rewritten with strings)."""
+
+
+def _import_epochs(files: list[tuple[int, Path]], run_dir: Path, keep_logits: bool) -> list[_Epoch]:
+    """Prepare every epoch file and write the run's dynamics shard, checking each file as it
+    arrives. Two files are in flight (Arrow's reader spreads each over the cores and one file's
+    single-threaded finishing work overlaps the other's parse), and each epoch is written while
+    the next ones are parsed."""
+    epochs: list[_Epoch] = []
+    shard = "cartography"
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool, runstore.dynamics_writer(run_dir, shard=shard) as write:
+            mixed = False
+            for ep in pool.map(lambda f: _prepare_epoch(f[1], f[0], keep_logits), files):
+                first = epochs[0] if epochs else ep
+                if ep.n_classes != first.n_classes:
+                    raise SchemaError(
+                        f"{str(ep.path)!r} has {ep.n_classes} logits per line but {str(first.path)!r} "
+                        f"has {first.n_classes}: all epochs must share one class count."
+                    )
+                bad = (ep.gold < 0) | (ep.gold >= ep.n_classes)
+                if bad.any():
+                    rows = np.flatnonzero(bad)
+                    i = int(rows[np.argmin(ep.line[rows])])  # the first such line of the file
+                    raise SchemaError(
+                        f"{ep.path}:{int(ep.line[i]) + 1}: gold label {int(ep.gold[i])} is outside "
+                        f"[0, {ep.n_classes}) for {ep.n_classes} logits."
+                    )
+                epochs.append(ep)
+                mixed = mixed or ep.guids.dtype.kind != first.guids.dtype.kind
+                if not mixed:
+                    write(ep.table)
+            if mixed:
+                raise _MixedGuids  # drops the partly written shard
+    except _MixedGuids:
+        for ep in epochs:
+            ep.restring()
+        runstore.save_dynamics(run_dir, pa.concat_tables([ep.table for ep in epochs]), shard=shard)
+    return epochs
 
 
 def _example_positions(guids: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -37,6 +37,7 @@ __all__ = [
     "save_examples",
     "load_dynamics",
     "save_dynamics",
+    "dynamics_writer",
     "load_table",
     "save_table",
     "save_array_with_ids",
@@ -305,6 +306,48 @@ def save_dynamics(
     # about 3x faster than zstd for ~35% more bytes; dynamics are read on every analysis.
     _write_parquet(table, path, dictionary=False, compression="lz4")
     return path
+
+
+@contextlib.contextmanager
+def dynamics_writer(
+    run_dir: str | os.PathLike[str], *, shard: str = "part-0"
+) -> Iterator[Any]:
+    """Write one dynamics shard piece by piece (e.g. an epoch at a time, as it is ready).
+
+    Yields a function taking an Arrow table; every piece must have the first piece's schema.
+    The shard appears only when the block completes: on an error nothing is left behind.
+    Same encoding as :func:`save_dynamics`.
+    """
+    if any(c in shard for c in "/\\") or shard.startswith("."):
+        raise ValueError(f"Expected a plain file stem for `shard`, got {shard!r}.")
+    path = _run_dir(run_dir, must_exist=False) / S.DYNAMICS_DIR / f"{shard}.parquet"
+    state: dict[str, Any] = {}
+
+    def write(table: pa.Table) -> None:
+        writer = state.get("writer")
+        if writer is None:
+            missing = [c for c in S.DYNAMICS_REQUIRED if c not in table.column_names]
+            if missing:
+                raise SchemaError(f"dynamics shard {shard!r} misses the required columns {missing}.")
+            writer = state["writer"] = pq.ParquetWriter(
+                state["tmp"], table.schema, compression="lz4", use_dictionary=False
+            )
+        elif not table.schema.equals(writer.schema):
+            raise SchemaError(
+                f"dynamics shard {shard!r}: a piece has schema {table.schema} but the first had "
+                f"{writer.schema}; write every piece with the same columns and types."
+            )
+        writer.write_table(table)
+
+    with atomic_path(path) as tmp:
+        state["tmp"] = tmp
+        try:
+            yield write
+        finally:
+            if state.get("writer") is not None:
+                state["writer"].close()
+        if state.get("writer") is None:
+            raise SchemaError(f"dynamics shard {shard!r}: nothing was written.")
 
 
 def load_dynamics(

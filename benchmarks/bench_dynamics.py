@@ -11,8 +11,11 @@ Prints three tables:
    marked "~"); its outputs are checked against ours on the rows it computed.
 2. End to end: ``datamap analyze`` on stored runs with compact dynamics (a fresh process each,
    wall time and peak RSS).
-3. Importing cartography jsonl (100k examples x 5 epochs) vs pandas ``read_json(lines=True)``,
-   the way the original code reads it.
+3. Importing cartography jsonl (100k examples x 5 epochs, written by ``pandas.to_json`` as the
+   original code writes them) vs pandas ``read_json(lines=True)``, the way the original code reads
+   them: ``--repeat`` rounds, each a fresh process per reader, alternating; the ratio is the median
+   of the per-round ratios. A second row times our import with its fast path switched off (Arrow's
+   JSON reader, which files in any other layout take).
 
 Usage: ``python benchmarks/bench_dynamics.py [--quick]``. Each case runs in a fresh process so
 peak memory is its own. Machines are noisy: read the ratios, not the seconds.
@@ -24,6 +27,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,9 +96,12 @@ def case_analyze(run_dir: str) -> dict:
     return {"wall_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
 
 
-def case_import(log_dir: str, out_dir: str) -> dict:
+def case_import(log_dir: str, out_dir: str, general: bool = False) -> dict:
+    from analysis import cartography
     from analysis.cartography import import_cartography
 
+    if general:  # what a file in another layout (whitespace, key order, ...) costs
+        cartography._parse_compact = lambda *a: None  # type: ignore[assignment]
     t0 = time.perf_counter()
     import_cartography(log_dir, out_dir, overwrite=True)
     return {"wall_s": time.perf_counter() - t0, "peak_mb": _rss_mb()}
@@ -138,6 +146,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100k only (CI-sized)")
     ap.add_argument("--loop-max", type=int, default=100_000,
                     help="largest n the reference loop runs in full (default 100k)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds of the import comparison (default 5)")
+    ap.add_argument("--only", choices=["memory", "analyze", "import"], help="run one of the three tables")
     ap.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
@@ -146,8 +156,8 @@ def main() -> None:
             res = case_memory(int(rest[0]), int(rest[1]), int(rest[2]))
         elif kind == "analyze":
             res = case_analyze(rest[0])
-        elif kind == "import":
-            res = case_import(rest[0], rest[1])
+        elif kind in ("import", "import-general"):
+            res = case_import(rest[0], rest[1], general=kind == "import-general")
         else:
             res = case_pandas(rest[0])
         print(json.dumps(res))
@@ -156,36 +166,63 @@ def main() -> None:
     sizes = [100_000] if args.quick else [100_000, 1_000_000]
     epochs = [10] if args.quick else [10, 20]
     print(f"cpu cores: {os.cpu_count()}; numpy {np.__version__}\n")
+    sections = {args.only} if args.only else {"memory", "analyze", "import"}
+    if "memory" in sections:
+        _table_memory(sizes, epochs, args.loop_max)
+    with tempfile.TemporaryDirectory() as tmp:
+        if "analyze" in sections:
+            _table_analyze(Path(tmp), sizes, epochs)
+        if "import" in sections:
+            _table_import(Path(tmp), args.repeat)
+
+
+def _table_memory(sizes: list[int], epochs: list[int], loop_max: int) -> None:
     print("1. From full logits in memory (10 classes)")
     print(f"{'examples':>10} {'epochs':>6} {'ours (s)':>9} {'loop (s)':>10} {'speed-up':>9} {'peak RSS (MB)':>14} {'logits (MB)':>11}")
     for n in sizes:
         for e in epochs:
-            r = _sub("memory", str(n), str(e), str(args.loop_max))
+            r = _sub("memory", str(n), str(e), str(loop_max))
             loop = f"{'~' if r['loop_extrapolated'] else ''}{r['loop_s']:.1f}"
             print(f"{n:>10,} {e:>6} {r['ours_s']:>9.2f} {loop:>10} {r['loop_s'] / r['ours_s']:>8.0f}x "
                   f"{r['peak_mb']:>14.0f} {r['input_mb']:>11.0f}")
 
+
+
+def _table_analyze(tmp: Path, sizes: list[int], epochs: list[int]) -> None:
     from analysis.synthetic import make_synthetic_run
 
     print("\n2. End to end: `datamap analyze` on a stored run (compact dynamics, fresh process)")
     print(f"{'examples':>10} {'epochs':>6} {'analyze (s)':>12} {'process (s)':>12} {'peak RSS (MB)':>14}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            for e in epochs:
-                run = Path(tmp) / f"run-{n}-{e}"
-                make_synthetic_run(run, n_examples=n, n_epochs=e, n_eval=0)
-                r = _sub("analyze", str(run))
-                print(f"{n:>10,} {e:>6} {r['wall_s']:>12.2f} {r['process_s']:>12.2f} {r['peak_mb']:>14.0f}")
+    for n in sizes:
+        for e in epochs:
+            run = tmp / f"run-{n}-{e}"
+            make_synthetic_run(run, n_examples=n, n_epochs=e, n_eval=0)
+            r = _sub("analyze", str(run))
+            print(f"{n:>10,} {e:>6} {r['wall_s']:>12.2f} {r['process_s']:>12.2f} {r['peak_mb']:>14.0f}")
+            shutil.rmtree(run)
 
-        print("\n3. Importing cartography jsonl, 100k examples x 5 epochs x 10 classes")
-        logs = Path(tmp) / "logs"
-        _write_logs(logs, 100_000, 5)
-        ours = _sub("import", str(logs), str(Path(tmp) / "imported"))
-        pandas = _sub("pandas", str(logs))
-        print(f"{'reader':>34} {'wall (s)':>9} {'peak RSS (MB)':>14}")
-        print(f"{'pandas read_json(lines=True)':>34} {pandas['wall_s']:>9.2f} {pandas['peak_mb']:>14.0f}")
-        print(f"{'datamap import (parse+validate+write)':>34} {ours['wall_s']:>9.2f} {ours['peak_mb']:>14.0f}")
-        print(f"speed-up: {pandas['wall_s'] / ours['wall_s']:.1f}x")
+
+def _table_import(tmp: Path, repeat: int) -> None:
+    print("\n3. Importing cartography jsonl, 100k examples x 5 epochs x 10 classes "
+          f"(fresh process each, {repeat} alternating rounds)")
+    logs = tmp / "logs"
+    _write_logs(logs, 100_000, 5)
+    runs: dict[str, list[dict]] = {"pandas": [], "import": [], "import-general": []}
+    for _ in range(repeat):
+        for kind in runs:
+            extra = [] if kind == "pandas" else [str(tmp / "imported")]
+            runs[kind].append(_sub(kind, str(logs), *extra))
+    pandas = [r["wall_s"] for r in runs["pandas"]]
+    print(f"{'reader':>44} {'wall (s), median':>16} {'peak RSS (MB)':>14} {'speed-up vs pandas':>19}")
+    print(f"{'pandas read_json(lines=True)':>44} {statistics.median(pandas):>16.2f} "
+          f"{max(r['peak_mb'] for r in runs['pandas']):>14.0f} {'1.0x':>19}")
+    for kind, label in (("import", "datamap import (parse+validate+write)"),
+                        ("import-general", "datamap import, JSON reader (other layouts)")):
+        walls = [r["wall_s"] for r in runs[kind]]
+        ratios = sorted(p / w for p, w in zip(pandas, walls, strict=True))
+        spread = f"{statistics.median(ratios):.1f}x ({ratios[0]:.1f}-{ratios[-1]:.1f})"
+        print(f"{label:>44} {statistics.median(walls):>16.2f} "
+              f"{max(r['peak_mb'] for r in runs[kind]):>14.0f} {spread:>19}")
 
 
 if __name__ == "__main__":
