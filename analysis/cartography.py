@@ -6,9 +6,11 @@ The original code (Swayamdipta et al., 2020) writes one file per epoch,
     {"guid": 50325, "logits_epoch_0": [2.94, -2.28], "gold": 0}
 
 ``guid`` may be an int or a string and is kept as the run's ``example_id``; ``gold`` is the
-integer label. The importer parses with Arrow's multithreaded JSON reader and falls back to a
-line-by-line parser only to name the offending line when a file is malformed. Logits are kept
-as float64 in the ``logits`` column so that an export reproduces them exactly.
+integer label. Files in the exact layout pandas writes (no spaces, keys in that order) are split
+by Arrow's multithreaded CSV reader; any other layout goes through Arrow's JSON reader, and a
+line-by-line parser runs only to name the offending line when a file is malformed. Two files are
+parsed at a time and each epoch is written while the next are parsed. Logits are kept as float64
+in the ``logits`` column so that an export reproduces them exactly.
 """
 
 from __future__ import annotations
