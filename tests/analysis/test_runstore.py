@@ -101,6 +101,30 @@ def test_dynamics_shards_and_errors(run):
         runstore.load_dynamics(run)
 
 
+def test_dynamics_writer_streams_pieces_atomically(run):
+    import pyarrow as pa
+
+    part = pa.table({S.EXAMPLE_ID: [1, 2], S.EPOCH: pa.array([0, 0], pa.int32()), S.GOLD_PROB: [0.1, 0.2],
+                     S.MARGIN: [0.0, 1.0], S.PRED: [0, 1]})
+    with runstore.dynamics_writer(run, shard="stream") as write:
+        write(part)
+        write(part.set_column(1, S.EPOCH, pa.array([1, 1], pa.int32())))
+    got = runstore.load_dynamics(run).to_pandas()
+    assert got[S.EPOCH].tolist() == [0, 0, 1, 1] and got[S.EXAMPLE_ID].tolist() == [1, 2, 1, 2]
+    # a failure half-way, a piece with other types, or no piece at all leave no shard behind
+    for bad in (RuntimeError("boom"), part.set_column(0, S.EXAMPLE_ID, pa.array(["a", "b"]))):
+        with pytest.raises((RuntimeError, SchemaError)), runstore.dynamics_writer(run, shard="x") as write:
+            write(part)
+            if isinstance(bad, Exception):
+                raise bad
+            write(bad)
+    with pytest.raises(SchemaError, match="nothing was written"), runstore.dynamics_writer(run, shard="y"):
+        pass
+    with pytest.raises(SchemaError, match="misses the required"), runstore.dynamics_writer(run, shard="z") as w:
+        w(part.drop_columns([S.MARGIN]))
+    assert sorted(p.name for p in (run / S.DYNAMICS_DIR).iterdir()) == ["stream.parquet"]
+
+
 def test_corrupt_table(run):
     with pytest.raises(FileNotFoundError, match="datamap analyze"):
         runstore.load_table(run)
