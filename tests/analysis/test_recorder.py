@@ -231,3 +231,35 @@ def test_string_ids_with_tensors_take_the_general_path():
     t = rec.to_table().to_pandas()
     assert t[S.EXAMPLE_ID].tolist() == ["a", "b", "c"]
     assert t[S.PRED].tolist() == [0, 1, 0]
+
+
+def test_a_flush_larger_than_one_reduction_block_gives_the_eager_results():
+    # 3 x 7000 rows wait together and are reduced in blocks of 8192 rows: same values
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(3, 7000, 8)) * 3).astype(np.float32)
+    y = rng.integers(0, 8, 7000)
+    eager, deferred = DynamicsRecorder(), DynamicsRecorder()
+    for e in range(3):
+        eager.update(np.arange(7000), z[e], y, epoch=e)
+        deferred.update(torch.arange(7000), torch.as_tensor(z[e]), torch.as_tensor(y), epoch=e)
+    assert deferred.n_rows == 21000
+    assert eager.to_table().equals(deferred.to_table())
+
+
+@pytest.mark.parametrize("bad", ["nan", "label"])
+def test_a_bad_row_in_a_later_reduction_block_drops_only_its_batch(bad):
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(3, 7000, 4)).astype(np.float32)
+    y = rng.integers(0, 4, (3, 7000))
+    rec = DynamicsRecorder()
+    for e in range(3):
+        zt, yt = torch.as_tensor(z[e]), torch.as_tensor(y[e])
+        if e == 2:  # row 16400 of the waiting rows: in the third block of 8192
+            zt[2400, 1] = float("nan") if bad == "nan" else zt[2400, 1]
+            yt[2400] = 4 if bad == "label" else yt[2400]
+        rec.update(torch.arange(7000) + 10 * e, zt, yt, epoch=e)
+    match = "epoch 2 contain NaN.*example id 2420" if bad == "nan" else r"got 4 \(epoch 2, example id 2420\)"
+    with pytest.raises(ValueError, match=match):
+        rec.to_table()
+    t = rec.to_table().to_pandas()
+    assert sorted(set(t[S.EPOCH])) == [0, 1] and len(t) == 14000
