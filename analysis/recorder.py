@@ -136,6 +136,26 @@ def _per_example_cpu(z: NDArray[Any], y: NDArray[Any]) -> dict[str, NDArray[Any]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def _dense_order(ids: NDArray[Any], epochs: NDArray[Any]) -> NDArray[np.int64] | None:
+    """The rows in (epoch, id) order by counting instead of sorting, for integer ids in a range
+    not much wider than the rows seen per epoch (the usual 0..n-1); None when the ids are too
+    sparse or an (epoch, id) pair repeats (the sorting path then keeps the last of each)."""
+    n = len(ids)
+    if n == 0:
+        return None
+    lo, e_lo = int(ids.min()), int(epochs.min())
+    span = int(ids.max()) - lo + 1
+    size = span * (int(epochs.max()) - e_lo + 1)
+    if size > 4 * n + 1024:
+        return None
+    off = ids.astype(np.int64) - lo if ids.dtype.kind == "i" else (ids - ids.dtype.type(lo)).astype(np.int64)
+    key = (epochs.astype(np.int64) - e_lo) * span + off
+    slot = np.full(size, -1, dtype=np.int64)
+    slot[key] = np.arange(n, dtype=np.int64)
+    order = slot[slot >= 0]
+    return order if len(order) == n else None
+
+
 def _own_if_view(t: Any) -> Any:
     """A copy of ``t`` when it views a larger tensor (so waiting does not keep that one alive)."""
     base = t._base
@@ -535,7 +555,10 @@ class DynamicsRecorder:
             parts = [c[name] for c in self._chunks]
             cols[name] = np.concatenate(parts) if name != S.LOGITS else np.concatenate(parts, axis=0)
         ids = cols[S.EXAMPLE_ID]
-        if ids.dtype != object:
+        dense = _dense_order(ids, cols[S.EPOCH]) if ids.dtype.kind in "iu" else None
+        if dense is not None:
+            order, n_dup = dense, 0
+        elif ids.dtype != object:
             # Sort once (lexsort is stable: repeats stay in call order), then keep the last row
             # of each run of equal (epoch, id) keys.
             order = np.lexsort((ids, cols[S.EPOCH]))

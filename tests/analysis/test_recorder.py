@@ -263,3 +263,29 @@ def test_a_bad_row_in_a_later_reduction_block_drops_only_its_batch(bad):
         rec.to_table()
     t = rec.to_table().to_pandas()
     assert sorted(set(t[S.EPOCH])) == [0, 1] and len(t) == 14000
+
+
+@pytest.mark.parametrize(("dtype", "ids"), [
+    (np.int8, np.arange(-128, 128)),  # the whole range of a narrow type
+    (np.uint16, np.arange(65_000, 65_536)),
+    (np.int64, np.arange(-300, 0)),
+    (np.int64, np.arange(0, 10**12, 10**10)),  # sparse: sorted, not counted
+])
+def test_table_is_sorted_by_epoch_and_id_for_any_integer_ids(dtype, ids):
+    rng = np.random.default_rng(5)
+    ids = ids.astype(dtype)
+    z = rng.normal(size=(3, len(ids), 3)).astype(np.float32)
+    y = rng.integers(0, 3, len(ids))
+    rec = DynamicsRecorder()
+    want = {}
+    for e in (2, 0, 1):  # epochs out of order as well
+        order = rng.permutation(len(ids))
+        for s in range(0, len(ids), 37):
+            b = order[s:s + 37]
+            rec.update(ids[b], z[e, b], y[b], epoch=e)
+            vals = per_epoch_from_logits(z[e, b], y[b])[S.GOLD_PROB]
+            want.update({(e, int(i)): float(v) for i, v in zip(ids[b], vals, strict=True)})
+    t = rec.to_table().to_pandas()
+    keys = sorted(want)
+    assert list(zip(t[S.EPOCH].tolist(), t[S.EXAMPLE_ID].tolist(), strict=True)) == keys
+    np.testing.assert_array_equal(t[S.GOLD_PROB].to_numpy(), np.array([want[k] for k in keys], np.float32))
