@@ -40,11 +40,42 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         extra=extra,
     )
     t0 = time.perf_counter()
-    table = analyze_run(args.run_dir, opts)
+    if args.dask:
+        table = _analyze_on_dask(args, opts)
+    else:
+        table = analyze_run(args.run_dir, opts)
     dt = time.perf_counter() - t0
     print(f"wrote {Path(args.run_dir) / S.TABLE_FILE}: {len(table):,} examples in {dt:.2f} s")
     _print_summary(table)
     return 0
+
+
+def _analyze_on_dask(args: argparse.Namespace, opts: object):  # type: ignore[no-untyped-def]
+    """``--dask local[:N]`` starts N local worker processes; anything else is a scheduler address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise SystemExit('datamap: error: --dask needs dask: pip install "datamap[dask]"') from exc
+    from analysis.dask_backend import analyze_run_dask
+
+    spec = args.dask
+    if spec == "local" or spec.startswith("local:"):
+        n = int(spec.split(":", 1)[1]) if ":" in spec else None
+        if not args.verbose:
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+        # everything on the loopback interface; Dask's dashboard on a free local port
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0")
+        client = Client(cluster)
+    else:
+        cluster, client = None, Client(spec)
+    print(f"dask: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+    try:
+        return analyze_run_dask(args.run_dir, opts, npartitions=args.dask_partitions)  # type: ignore[arg-type]
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
@@ -159,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temperature T of the energy score (default 1)")
     a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",
                    help="covariance shrinkage for Mahalanobis/RMD (default none unless singular)")
+    a.add_argument("--dask", default=None, metavar="{local[:N],ADDRESS}",
+                   help="compute the dynamics metrics on Dask: 'local' (or local:N workers) starts a local"
+                        " cluster, else the scheduler address (e.g. tcp://host:8786)")
+    a.add_argument("--dask-partitions", type=int, default=None, metavar="N",
+                   help="partitions of the by-example shuffle (default: as many as the dynamics files)")
     a.set_defaults(func=_cmd_analyze)
 
     i = sub.add_parser("import-cartography", help="import dynamics_epoch_N.jsonl logs into a run")

@@ -371,14 +371,14 @@ def _fit_gaussian(
     scatter: NDArray[np.float64],
     n: int,
     shrinkage: float | Literal["auto"] | None,
-    centred_for_lw: Callable[[], NDArray[np.floating[Any]]],
+    lw_alpha: Callable[[], float],
     dtype: type[np.floating[Any]],
     what: str,
 ) -> tuple[_Gaussian, NDArray[np.float64], float]:
     cov = scatter / n
     alpha = 0.0
     if shrinkage == "auto":
-        alpha = _ledoit_wolf_alpha(centred_for_lw())
+        alpha = lw_alpha()
     elif shrinkage is not None:
         alpha = float(shrinkage)
     if alpha:
@@ -399,8 +399,7 @@ def _fit_gaussian(
                 f"Expected training features with some variance, got a zero {what} covariance "
                 "(every feature is constant within its class)."
             ) from None
-        alpha = _ledoit_wolf_alpha(centred_for_lw())
-        alpha = max(alpha, 1e-3)
+        alpha = max(lw_alpha(), 1e-3)
         warnings.warn(
             f"The {what} covariance of {n} rows x {cov.shape[0]} features is singular "
             "(more features than rows, or constant features); falling back to Ledoit-Wolf "
@@ -531,7 +530,8 @@ class MahalanobisScorer(_Scorer):
         scatter = _within_scatter(x, inv, means, dtype)
         g, cov, alpha = _fit_gaussian(
             means, scatter, n, self.shrinkage,
-            lambda: np.asarray(x, dtype=np.float64) - means[inv], dtype, "shared within-class",
+            lambda: _ledoit_wolf_alpha(np.asarray(x, dtype=np.float64) - means[inv]), dtype,
+            "shared within-class",
         )
         self.means_ = means
         self.covariance_ = cov
@@ -596,10 +596,16 @@ class RelativeMahalanobisScorer(MahalanobisScorer):
         mean0 = x.mean(axis=0, dtype=np.float64)
         zeros = np.zeros(x.shape[0], dtype=np.int64)
         scatter0 = _within_scatter(x, zeros, mean0[None, :], dtype)
-        g0, cov0, _ = _fit_gaussian(
-            mean0[None, :], scatter0, x.shape[0], self.shrinkage,
-            lambda: np.asarray(x, dtype=np.float64) - mean0, dtype, "background",
+        return self._fit_background_from_stats(
+            mean0, scatter0, x.shape[0], lambda: _ledoit_wolf_alpha(np.asarray(x, dtype=np.float64) - mean0), dtype,
         )
+
+    def _fit_background_from_stats(
+        self, mean0: NDArray[np.float64], scatter0: NDArray[np.float64], n: int,
+        lw_alpha: Callable[[], float], dtype: type[np.floating[Any]],
+    ) -> RelativeMahalanobisScorer:
+        """The background Gaussian from the mean of all rows and the scatter about it."""
+        g0, cov0, _ = _fit_gaussian(mean0[None, :], scatter0, n, self.shrinkage, lw_alpha, dtype, "background")
         self.background_mean_ = mean0
         self.background_covariance_ = cov0
         self._gauss0_ = g0

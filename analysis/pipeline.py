@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import runstore
 from analysis import schema as S
 from analysis.dynamics import (
+    DenseDynamics,
     RegionThresholds,
     assign_regions,
     compute_dynamics_metrics,
@@ -52,13 +53,25 @@ def build_dynamics_table(
     labels = examples[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
     dense = pivot_dynamics(dyn, examples[S.EXAMPLE_ID].to_numpy(), labels)
     del dyn
-    bad_pred = dense.observed & ((dense.pred < 0) | (dense.pred >= meta.n_classes))
+    metrics = metrics_from_dense(dense, meta.n_classes, opts)
+    return assemble_table(examples, metrics, meta, opts), meta
+
+
+def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOptions) -> pd.DataFrame:
+    """Per-example metrics of pivoted dynamics (checks predictions against the class count)."""
+    bad_pred = dense.observed & ((dense.pred < 0) | (dense.pred >= n_classes))
     if bad_pred.any():
         raise S.SchemaError(
             f"dynamics column `pred` holds class {int(dense.pred[bad_pred][0])}, outside the "
-            f"{meta.n_classes} classes of run.json."
+            f"{n_classes} classes of run.json."
         )
-    metrics = compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    return compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+
+
+def assemble_table(
+    examples: pd.DataFrame, metrics: pd.DataFrame, meta: runstore.RunMeta, opts: AnalyzeOptions
+) -> pd.DataFrame:
+    """The examples with their metrics (row-aligned), region and label name."""
     table = examples.reset_index(drop=True)
     for col in metrics.columns:
         table[col] = metrics[col].to_numpy() if not isinstance(metrics[col].dtype, pd.api.extensions.ExtensionDtype) else metrics[col].array
@@ -70,7 +83,7 @@ def build_dynamics_table(
         names = np.asarray(meta.class_names, dtype=object)
         lab = table[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
         table[S.LABEL_NAME] = np.where(lab >= 0, names[np.clip(lab, 0, None)], None)
-    return table, meta
+    return table
 
 
 def analyze_run(
@@ -87,6 +100,13 @@ def analyze_run(
     """
     opts = options or AnalyzeOptions()
     table, meta = build_dynamics_table(run_dir, opts)
+    return finish_table(Path(run_dir), table, meta, opts, write=write)
+
+
+def finish_table(
+    run_dir: Path, table: pd.DataFrame, meta: runstore.RunMeta, opts: AnalyzeOptions, *, write: bool
+) -> pd.DataFrame:
+    """The OOD stage (when enabled) and the atomic write of ``table.parquet``."""
     if opts.ood:
         from analysis import ood_stage
 
