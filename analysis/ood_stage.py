@@ -54,9 +54,9 @@ OPTION_KEYS = frozenset({
     "fpr_definition", "knn_max_train",
 })
 KNN_MAX_TRAIN = 50_000
+"""Default cap on the kNN neighbour bank (random training rows), keeping analyze linear in n."""
 PROJECTION_MAX_FIT_ROWS = 100_000
 """Default: UMAP is fitted on at most this many training rows; the rest are transformed."""
-"""Default cap on the kNN neighbour bank (random training rows), keeping analyze linear in n."""
 _PROJECTIONS = ("umap", "pca", "none")
 
 
