@@ -307,6 +307,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from analysis._alloc import prefer_plain_pages
+
+    prefer_plain_pages()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # One readable line per warning on the command line (no source-line echo).
