@@ -151,6 +151,9 @@ def main() -> None:
     ap.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.case:
+        from analysis._alloc import prefer_plain_pages
+
+        prefer_plain_pages()  # every case runs with the `datamap` command's allocator settings
         kind, *rest = args.case
         if kind == "memory":
             res = case_memory(int(rest[0]), int(rest[1]), int(rest[2]))
