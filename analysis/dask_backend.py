@@ -42,7 +42,7 @@ from analysis import ood as O
 from analysis import runstore
 from analysis import schema as S
 from analysis.dynamics import DenseDynamics, compute_aum, pivot_dynamics
-from analysis.pipeline import AnalyzeOptions, assemble_table, metrics_from_dense
+from analysis.pipeline import _COMPACT, AnalyzeOptions, assemble_table, metrics_from_dense
 from analysis.schema import _py
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["dynamics_metrics", "analyze_run_dask", "fit_mahalanobis", "score_blocks"]
 
-_COMPACT = (S.GOLD_PROB, S.MARGIN, S.PRED, S.LOSS, S.EL2N)
 _IN_EXAMPLES = "__in_examples"
 
 
