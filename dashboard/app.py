@@ -8,8 +8,12 @@ filters therefore apply to every page and survive page switches.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
+
+_T0 = time.perf_counter()
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` from a source checkout
@@ -68,3 +72,7 @@ else:
         W.render_filter_summary(summary_box, ctx)
 st.session_state[K.CONTEXT] = ctx
 nav.run()
+if os.environ.get("DATAMAP_TIMINGS"):  # per-rerun server timings on stderr, for benchmarks
+    ctx.timings["script"] = time.perf_counter() - _T0
+    print("datamap timings " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
+          file=sys.stderr, flush=True)

@@ -40,17 +40,20 @@ __all__ = [
     "load_ood_eval",
     "ood_columns",
     "ood_curves",
+    "plot_points",
     "plot_rows",
     "run_key",
     "selection_mask",
     "trajectory",
 ]
 
-MAX_PLOT_POINTS = int(os.environ.get("DATAMAP_MAX_POINTS", "10000"))
-"""Points a scatter draws at most (``DATAMAP_MAX_POINTS``, default 10,000); filters, counts,
-selections and exports use every row. Measured in headless Chromium without a GPU, a 30,000-point
-WebGL scatter takes 1.5-2 s longer to appear than a 10,000-point one (and every lasso sends the
-selected drawn points back), so the default favours speed; raise it on a GPU-backed browser."""
+MAX_PLOT_POINTS = int(os.environ.get("DATAMAP_MAX_POINTS", "3000"))
+"""Points a scatter draws at most (``DATAMAP_MAX_POINTS``, default 3,000); a density image behind
+them shows every filtered row, and filters, counts, selections and exports use every row.
+Measured in headless Chromium without a GPU, the 100k data map appeared about 0.9 s sooner with
+3,000 drawn points than with 10,000 (figure payload, Plotly drawing, and every lasso sends the
+selected drawn points back), so the default favours speed; raise it on a GPU-backed browser
+(from :data:`dashboard.figures.WEBGL_MIN_POINTS` on, the scatter is drawn with WebGL)."""
 EXTREME_K = 50
 """Per extreme column, the top and bottom ``k`` rows always drawn."""
 
@@ -275,15 +278,36 @@ def apply_spec(ctx: RunContext, spec: Any) -> RunContext:
 # ---- plotting rows and selections ----------------------------------------------------------------
 
 
-def plot_rows(
+@dataclass
+class PlotPoints:
+    """What a scatter of the filtered rows draws.
+
+    Attributes
+    ----------
+    rows : int array (n_drawn,)
+        Sorted row positions to draw as points.
+    xs, ys : float arrays (n_drawable,)
+        Coordinates of EVERY filtered row with finite ``x`` and ``y`` (for the density image).
+    """
+
+    rows: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @property
+    def n_drawable(self) -> int:
+        return len(self.xs)
+
+
+def plot_points(
     ctx: RunContext,
     *,
     x: str,
     y: str,
     max_points: int = MAX_PLOT_POINTS,
     extreme_columns: Sequence[str] = (),
-) -> np.ndarray:
-    """Row positions to draw: a bounded sample of the filtered rows with finite ``x``/``y``.
+) -> PlotPoints:
+    """A bounded sample of the filtered rows with finite ``x``/``y``, and where all of them lie.
 
     Flagged rows and the extremes of ``extreme_columns`` are always included (up to
     ``max_points``); the rest is a uniform sample, reproducible across reruns.
@@ -294,7 +318,19 @@ def plot_rows(
     drawable = ctx.mask & np.isfinite(xs) & np.isfinite(ys)
     priority = ctx.flagged | _extremes(ctx.key, tuple(extreme_columns), EXTREME_K, ctx.table)
     rows = F.plot_sample(drawable, max_points=max_points, priority=priority & drawable, seed=0)
-    return np.sort(np.asarray(rows, dtype=np.int64))
+    return PlotPoints(rows=np.sort(np.asarray(rows, dtype=np.int64)), xs=xs[drawable], ys=ys[drawable])
+
+
+def plot_rows(
+    ctx: RunContext,
+    *,
+    x: str,
+    y: str,
+    max_points: int = MAX_PLOT_POINTS,
+    extreme_columns: Sequence[str] = (),
+) -> np.ndarray:
+    """Row positions to draw (:attr:`PlotPoints.rows` of :func:`plot_points`)."""
+    return plot_points(ctx, x=x, y=y, max_points=max_points, extreme_columns=extreme_columns).rows
 
 
 @dataclass

@@ -424,13 +424,14 @@ def _linked_map_fragment(
         key=K.W_COLOR_PREFIX + page,
     )
     t0 = time.perf_counter()
-    rows = D.plot_rows(ctx, x=x, y=y, extreme_columns=extreme_columns)
+    points = D.plot_points(ctx, x=x, y=y, extreme_columns=extreme_columns)
+    rows, n_drawable = points.rows, points.n_drawable
     sample = ctx.table.iloc[rows]
     highlight = ctx.flagged[rows]
-    fig = figure(sample, color=color, highlight=highlight, **figure_kwargs)
-    finite = np.isfinite(ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan)) & np.isfinite(
-        ctx.table[y].to_numpy(dtype=np.float64, na_value=np.nan))
-    n_drawable = int((ctx.mask & finite).sum())
+    # the density image shows the rows a sample leaves out (none when every row is drawn)
+    every = (points.xs, points.ys) if len(rows) < n_drawable else None
+    fig = figure(sample, color=color, highlight=highlight, every=every, **figure_kwargs)
+    ctx.timings["figure"] = time.perf_counter() - t0
     generation = st.session_state.setdefault(K.CHART_GENERATION, {}).get(page, 0)
     event = st.plotly_chart(
         fig,
@@ -439,13 +440,14 @@ def _linked_map_fragment(
         selection_mode=("lasso", "box", "points"),
         config={"displaylogo": False, "scrollZoom": True},
     )
+    ctx.timings["chart"] = time.perf_counter() - t0
     unplottable = ctx.n_filtered - n_drawable
     missing = f" ({unplottable:,} filtered examples have no {x}/{y} and are not drawn.)" if unplottable else ""
     if len(rows) < n_drawable:
         st.caption(
-            f"Drawing {len(rows):,} of {n_drawable:,} filtered examples (a uniform sample plus every "
-            "flagged and extreme example). Counts, lasso/box selections and exports use every row."
-            + missing
+            f"Drawing {len(rows):,} of {n_drawable:,} filtered examples as points (a uniform sample "
+            "plus every flagged and extreme example); the grey shading behind them shows where all "
+            f"{n_drawable:,} lie. Counts, lasso/box selections and exports use every row." + missing
         )
     else:
         st.caption(

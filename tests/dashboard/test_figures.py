@@ -34,7 +34,7 @@ def test_data_map_is_one_trace_with_ids_and_boundaries_at_the_thresholds() -> No
     fig = FIG.data_map_figure(t, thresholds=thr)
     assert len(fig.data) == 1
     trace = fig.data[0]
-    assert isinstance(trace, go.Scattergl)
+    assert isinstance(trace, go.Scatter)  # SVG below WEBGL_MIN_POINTS
     np.testing.assert_array_equal(trace.customdata, t[S.EXAMPLE_ID].to_numpy())
     np.testing.assert_allclose(trace.x, t[S.VARIABILITY].to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(trace.y, t[S.CONFIDENCE].to_numpy(), rtol=1e-6)
@@ -45,6 +45,45 @@ def test_data_map_is_one_trace_with_ids_and_boundaries_at_the_thresholds() -> No
     assert (horiz.x0, horiz.x1, horiz.y0, horiz.y1) == (0, 0.15, 0.6, 0.6)
     assert {a.text for a in fig.layout.annotations} == {S.EASY, S.HARD, S.AMBIGUOUS}
     assert fig.layout.dragmode == "lasso"
+
+
+def test_many_points_are_drawn_with_webgl() -> None:
+    t = _table(FIG.WEBGL_MIN_POINTS)
+    fig = FIG.data_map_figure(t)
+    assert len(fig.data) == 1 and isinstance(fig.data[0], go.Scattergl)
+    np.testing.assert_array_equal(fig.data[0].customdata, t[S.EXAMPLE_ID].to_numpy())
+
+
+def test_density_image_counts_every_row_in_data_coordinates() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([rng.uniform(0.0, 0.1, 5_000), [np.nan, 5.0]])  # left tenth only (+ ignored)
+    ys = np.concatenate([rng.uniform(0.5, 1.0, 5_000), [0.5, 0.5]])  # top half only
+    img = FIG.density_image(xs, ys, x_range=(0.0, 1.0), y_range=(0.0, 1.0), bins=(10, 4))
+    assert img is not None
+    assert (img["x"], img["y"], img["sizex"], img["sizey"]) == (0.0, 1.0, 1.0, 1.0)
+    assert img["layer"] == "below" and img["xref"] == "x" and img["yref"] == "y"
+    png = Image.open(io.BytesIO(base64.b64decode(img["source"].split(",", 1)[1])))
+    alpha = np.asarray(png)[..., 3]
+    assert alpha.shape == (4, 10)
+    # row 0 is the top of the chart: only the top two rows of the first column have points
+    assert (alpha[:2, 0] > 0).all() and (alpha[2:, :] == 0).all() and (alpha[:, 1:] == 0).all()
+    assert FIG.density_image(xs, ys, x_range=(2.0, 3.0), y_range=(0.0, 1.0)) is None
+
+
+def test_data_map_with_every_row_gets_the_density_image_and_their_range() -> None:
+    t = _table(100)
+    every_x = np.r_[t[S.VARIABILITY].to_numpy(), 0.9]  # a row beyond the drawn sample's range
+    every_y = np.r_[t[S.CONFIDENCE].to_numpy(), 0.5]
+    fig = FIG.data_map_figure(t, every=(every_x, every_y))
+    assert len(fig.layout.images) == 1 and fig.layout.images[0].name == "density"
+    assert fig.layout.xaxis.range[1] >= 0.9
+    emb = FIG.embedding_figure(t, every=(t[S.UMAP_X].to_numpy(), t[S.UMAP_Y].to_numpy()))
+    assert len(emb.layout.images) == 1 and len(emb.data) == 1
 
 
 def test_categorical_colour_stays_one_trace_with_named_ticks() -> None:
