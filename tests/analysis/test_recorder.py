@@ -289,3 +289,20 @@ def test_table_is_sorted_by_epoch_and_id_for_any_integer_ids(dtype, ids):
     keys = sorted(want)
     assert list(zip(t[S.EPOCH].tolist(), t[S.EXAMPLE_ID].tolist(), strict=True)) == keys
     np.testing.assert_array_equal(t[S.GOLD_PROB].to_numpy(), np.array([want[k] for k in keys], np.float32))
+
+
+def test_waiting_logits_keep_no_autograd_graph_alive():
+    import gc
+    import weakref
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(weakref.ref(o)))
+    rec = DynamicsRecorder()
+    for i in range(2):  # the second batch takes the fast path
+        logits = model(torch.randn(5, 4))  # no backward: the graph holds the activations
+        rec.update(torch.arange(5) + 5 * i, logits, torch.zeros(5, dtype=torch.long), epoch=0)
+    del logits
+    gc.collect()
+    assert all(r() is None for r in seen)  # saved activations freed while the batches wait
+    assert rec.n_rows == 10 and rec.to_table().num_rows == 10
