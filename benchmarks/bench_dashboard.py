@@ -10,6 +10,11 @@ starts ``datamap serve`` on it, drives headless Chromium with Playwright and mea
 * **lasso → table**: mouse-up of a lasso over the map until the selection table is shown and the
   app is idle (the polygon is applied to every filtered row on the server).
 
+The floor — a bare Streamlit page with one 500-point Plotly chart, opened the same way — is
+measured right before every warm map load, so each size's ratio to it compares runs made under
+the same machine load. The server runs with ``DATAMAP_TIMINGS=1``; the median Python time of a
+map page rerun is read from its log.
+
 Medians of ``--repeat`` runs. Usage::
 
     .venv/bin/python benchmarks/bench_dashboard.py            # 10k, 100k, 1M
@@ -73,8 +78,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+def start_server(run: Path, port: int, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, **extra_env)
     env.pop("DISPLAY", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "analysis.cli", "serve", str(run), "--port", str(port), "--no-browser"],
@@ -175,50 +180,60 @@ st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"
 """
 
 
-def bench_baseline(base: Path, repeat: int, browser: object) -> float:
-    """Median time to an interactive chart for a bare Streamlit page with one 500-point Plotly
-    scatter: the floor that Streamlit + Plotly set on this machine, whatever the app does."""
-    app = base / "baseline_app.py"
-    app.write_text(BASELINE_APP)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+class Baseline:
+    """The bare page's server and browser context, kept open for the whole benchmark."""
+
+    def __init__(self, base: Path, browser: object) -> None:
+        app = base / "baseline_app.py"
+        app.write_text(BASELINE_APP)
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
         for _ in range(300):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
                 break
             except OSError:
                 time.sleep(0.2)
-        url = f"http://127.0.0.1:{port}"
-        _, ctx, first = time_map(browser, url)
+        self.url = f"http://127.0.0.1:{port}"
+        _, self.ctx, first = time_map(browser, self.url)  # cold: fills the asset cache
         first.close()  # type: ignore[attr-defined]
-        times = []
-        for _ in range(repeat):
-            t, ctx, page = time_map(browser, url, ctx)
-            times.append(t)
-            page.close()  # type: ignore[attr-defined]
-        ctx.close()  # type: ignore[attr-defined]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return statistics.median(times)
+        self.browser = browser
+
+    def time(self) -> float:
+        """Time to an interactive chart on the bare page, in a new tab (cached assets)."""
+        t, _, page = time_map(self.browser, self.url, self.ctx)
+        page.close()  # type: ignore[attr-defined]
+        return t
+
+    def close(self) -> None:
+        self.ctx.close()  # type: ignore[attr-defined]
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
-def bench_size(n: int, base: Path, repeat: int, browser: object) -> dict[str, object]:
+def server_script_ms(log: Path) -> float | None:
+    """Median Python time of the full map-page reruns the server logged (``DATAMAP_TIMINGS``)."""
+    vals = [float(m) for m in re.findall(r"datamap timings \(app\).* script=(\d+)ms", log.read_text())]
+    return statistics.median(vals) if vals else None
+
+
+def bench_size(n: int, base: Path, repeat: int, browser: object, baseline: Baseline) -> dict[str, object]:
     run = build_run(n, base)
     port = free_port()
-    proc = start_server(run, port, base / f"server-n{n}.log")
+    log = base / f"server-n{n}.log"
+    proc = start_server(run, port, log, DATAMAP_TIMINGS="1")
     url = f"http://127.0.0.1:{port}"
     try:
         cold, ctx, first = time_map(browser, url)
         first.close()  # type: ignore[attr-defined]
-        warm, filt, lasso, n_sel = [], [], [], 0
+        floor, warm, filt, lasso, n_sel = [], [], [], [], 0
         for _ in range(repeat):
+            floor.append(baseline.time())
             t, ctx, page = time_map(browser, url, ctx)
             warm.append(t)
             filt.append(time_filter(page, S.HARD))
@@ -232,11 +247,15 @@ def bench_size(n: int, base: Path, repeat: int, browser: object) -> dict[str, ob
     return {
         "n_examples": n,
         "n_rows": n + 2 * min(max(n // 20, 500), 20_000),
+        "floor_s": statistics.median(floor),
         "map_cold_s": cold,
         "map_warm_s": statistics.median(warm),
+        "map_warm_runs_s": warm,
+        "floor_runs_s": floor,
         "filter_s": statistics.median(filt),
         "lasso_s": statistics.median(lasso),
         "lasso_selected": n_sel,
+        "server_script_ms": server_script_ms(log),
     }
 
 
@@ -253,22 +272,28 @@ def main() -> int:
     results = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        baseline = bench_baseline(args.runs, args.repeat, browser)
-        print(f"baseline (bare Streamlit page, one 500-point Plotly chart): {baseline:.2f} s", flush=True)
-        for n in args.sizes:
-            print(f"n = {n:,} ...", flush=True)
-            results.append(bench_size(n, args.runs, args.repeat, browser))
-            print("  " + json.dumps(results[-1]), flush=True)
+        baseline = Baseline(args.runs, browser)
+        try:
+            for n in args.sizes:
+                print(f"n = {n:,} ...", flush=True)
+                results.append(bench_size(n, args.runs, args.repeat, browser, baseline))
+                print("  " + json.dumps(results[-1]), flush=True)
+        finally:
+            baseline.close()
         browser.close()
+    floor = statistics.median([t for r in results for t in r["floor_runs_s"]])  # type: ignore[attr-defined]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"baseline_map_s": baseline, "sizes": results}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"baseline_map_s": floor, "sizes": results}, indent=2) + "\n")
     print()
-    print("| examples (rows) | map, cold | map, warm | filter change | lasso → table (selected) |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    print(f"| bare Streamlit page, one 500-point chart (floor) | — | {baseline:.2f} s | — | — |")
+    print("| examples (rows) | map, cold | map, warm (× floor) | filter change | lasso → table (selected) "
+          "| Python per rerun |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| bare Streamlit page, one 500-point chart (floor) | — | {floor:.2f} s | — | — | — |")
     for r in results:
+        py = f"{r['server_script_ms']:.0f} ms" if r["server_script_ms"] is not None else "—"
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
-              f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) |")
+              f"({r['map_warm_s'] / r['floor_s']:.2f}×) | {r['filter_s']:.2f} s "
+              f"| {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) | {py} |")
     return 0
 
 

@@ -8,7 +8,6 @@ filters therefore apply to every page and survive page switches.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -72,7 +71,5 @@ else:
         W.render_filter_summary(summary_box, ctx)
 st.session_state[K.CONTEXT] = ctx
 nav.run()
-if os.environ.get("DATAMAP_TIMINGS"):  # per-rerun server timings on stderr, for benchmarks
-    ctx.timings["script"] = time.perf_counter() - _T0
-    print("datamap timings " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
-          file=sys.stderr, flush=True)
+ctx.timings["script"] = time.perf_counter() - _T0
+W.log_timings(ctx, "app")

@@ -8,6 +8,8 @@ here so every page behaves the same. Figures come from :mod:`dashboard.figures`,
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -399,6 +401,13 @@ def render_linked_map(
                          default_color=default_color, extreme_columns=tuple(extreme_columns))
 
 
+def log_timings(ctx: D.RunContext, what: str) -> None:
+    """With ``DATAMAP_TIMINGS`` set, one stderr line of the server timings of this (partial) rerun."""
+    if os.environ.get("DATAMAP_TIMINGS"):
+        print(f"datamap timings ({what}) " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
+              file=sys.stderr, flush=True)
+
+
 @st.fragment
 def _linked_map_fragment(
     ctx: D.RunContext,
@@ -417,6 +426,28 @@ def _linked_map_fragment(
     row. The resolved selection is kept per page, so it survives reruns that redraw the chart
     (a flag saved, a colour changed) and is offered by the Export page.
     """
+    assert ctx.table is not None
+    timings = ctx.timings
+    ctx.timings = {}
+    try:
+        _linked_map(ctx, page=page, x=x, y=y, figure=figure, figure_kwargs=figure_kwargs,
+                    default_color=default_color, extreme_columns=extreme_columns)
+    finally:
+        log_timings(ctx, "map")
+        ctx.timings = {**timings, **ctx.timings}
+
+
+def _linked_map(
+    ctx: D.RunContext,
+    *,
+    page: str,
+    x: str,
+    y: str,
+    figure: Callable[..., Any],
+    figure_kwargs: dict[str, Any],
+    default_color: str,
+    extreme_columns: Sequence[str] = (),
+) -> None:
     assert ctx.table is not None
     choices = FIG.column_choices(ctx.table)
     color = st.selectbox(
@@ -484,6 +515,7 @@ def _linked_map_fragment(
         st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
     clicked = render_selection_table(ctx, sel_rows, key=K.W_TABLE_PREFIX + page)
+    ctx.timings["table"] = time.perf_counter() - t0
     if clicked is not None:
         render_example_view(ctx, clicked, key=f"{page}_example")
     else:

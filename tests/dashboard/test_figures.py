@@ -34,7 +34,7 @@ def test_data_map_is_one_trace_with_ids_and_boundaries_at_the_thresholds() -> No
     fig = FIG.data_map_figure(t, thresholds=thr)
     assert len(fig.data) == 1
     trace = fig.data[0]
-    assert isinstance(trace, go.Scatter)  # SVG below WEBGL_MIN_POINTS
+    assert isinstance(trace, go.Scatter)  # 200 points: SVG below WEBGL_MIN_POINTS
     np.testing.assert_array_equal(trace.customdata, t[S.EXAMPLE_ID].to_numpy())
     np.testing.assert_allclose(trace.x, t[S.VARIABILITY].to_numpy(), rtol=1e-6)
     np.testing.assert_allclose(trace.y, t[S.CONFIDENCE].to_numpy(), rtol=1e-6)
