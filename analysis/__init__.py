@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DynamicsRecorder": "analysis.recorder",
     "analyze_run": "analysis.pipeline",
+    "analyze_run_dask": "analysis.dask_backend",
     "AnalyzeOptions": "analysis.pipeline",
     "RegionThresholds": "analysis.dynamics",
     "compute_dynamics_metrics": "analysis.dynamics",
