@@ -17,7 +17,8 @@ is copied or computed. Waiting batches are validated and reduced to the five num
 in one vectorised pass when about 2**20 logit values (or 256 batches) are waiting and before any
 output (``to_table``, ``save``, ``labels``): CPU tensors with
 :func:`~analysis.dynamics.per_epoch_from_logits` (in the logits' precision, float32 as the
-original code's ``torch.softmax``), accelerator tensors on their own device with torch (they stay
+original code's ``torch.softmax``; in blocks of at most 8192 rows, which also does the value
+checks: the offending rows are looked for only when it refuses a block), accelerator tensors on their own device with torch (they stay
 on the GPU until reduced). NumPy input is checked and reduced at once, in its own precision.
 Reducing a few hundred batches at once instead of each one on its own is what keeps recording
 within a few percent of a small model's training step (``benchmarks/bench_recorder.py``).
