@@ -304,15 +304,18 @@ def plot_points(
     *,
     x: str,
     y: str,
-    max_points: int = MAX_PLOT_POINTS,
+    max_points: int | None = None,
     extreme_columns: Sequence[str] = (),
 ) -> PlotPoints:
     """A bounded sample of the filtered rows with finite ``x``/``y``, and where all of them lie.
 
     Flagged rows and the extremes of ``extreme_columns`` are always included (up to
-    ``max_points``); the rest is a uniform sample, reproducible across reruns.
+    ``max_points``, default :data:`MAX_PLOT_POINTS`); the rest is a uniform sample, reproducible
+    across reruns.
     """
     assert ctx.table is not None and ctx.mask is not None and ctx.key is not None
+    if max_points is None:
+        max_points = MAX_PLOT_POINTS
     xs = ctx.table[x].to_numpy(dtype=np.float64, na_value=np.nan)
     ys = ctx.table[y].to_numpy(dtype=np.float64, na_value=np.nan)
     drawable = ctx.mask & np.isfinite(xs) & np.isfinite(ys)
@@ -326,7 +329,7 @@ def plot_rows(
     *,
     x: str,
     y: str,
-    max_points: int = MAX_PLOT_POINTS,
+    max_points: int | None = None,
     extreme_columns: Sequence[str] = (),
 ) -> np.ndarray:
     """Row positions to draw (:attr:`PlotPoints.rows` of :func:`plot_points`)."""

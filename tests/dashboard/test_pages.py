@@ -87,6 +87,34 @@ def test_sidebar_filter_changes_the_counts(at: AppTest, run: Path) -> None:
     assert not at.exception
 
 
+def test_data_map_draws_a_sample_over_a_density_image_and_says_so(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from dashboard import data as D
+
+    monkeypatch.setattr(D, "MAX_PLOT_POINTS", 200)
+    at = app_for(run, monkeypatch)
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    n_drawable = int((np.isfinite(table[S.CONFIDENCE]) & np.isfinite(table[S.VARIABILITY])).sum())
+    caption = next(c.value for c in at.caption if c.value.startswith("Drawing"))
+    assert f"Drawing 200 of {n_drawable:,} filtered examples" in caption
+    assert f"shows where all {n_drawable:,} lie" in caption
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    image = spec["layout"]["images"][0]
+    assert image["name"] == "density" and image["layer"] == "below"
+    png = Image.open(io.BytesIO(base64.b64decode(image["source"].split(",", 1)[1])))
+    assert np.asarray(png)[..., 3].any()  # every row is shaded somewhere
+    at.sidebar.multiselect(key=K.W_SPLITS).set_value(["train"]).run()  # still sampled, still shaded
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["images"][0]["name"] == "density"
+    assert not at.exception
+
+
 def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
     table = pd.read_parquet(run / S.TABLE_FILE)
     at.sidebar.slider(key=K.W_VAR_THRESHOLD).set_value(0.1).run()
