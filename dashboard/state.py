@@ -22,6 +22,11 @@ EXPORT_RESULT = "export_result"
 """The last :class:`analysis.export.ExportResult` (download bytes and manifest)."""
 RANGE_DEFAULTS = "range_defaults"
 """``dict[widget key, (lo, hi)]``: the full range of each range slider, for "Reset filters"."""
+KEPT = "kept_filter_values"
+"""``dict[widget key, value]``: the last value of every slider or selectbox inside a sidebar
+expander. The expanders render their widgets only while open (a closed expander sends nothing to
+the browser), and Streamlit forgets the value of a widget that is not rendered, so the filters and
+thresholds they set are kept here."""
 FLASH = "flash"
 """A one-shot message shown at the top of the next page run (e.g. "flag saved")."""
 
@@ -40,6 +45,9 @@ W_SEARCH = "w_filter_search"
 W_CONF_THRESHOLD = "w_threshold_confidence"
 W_VAR_THRESHOLD = "w_threshold_variability"
 W_AUTHOR = "w_author"
+W_EXPAND_THRESHOLDS = "w_expand_thresholds"
+W_EXPAND_RANGES = "w_expand_ranges"
+"""Open/closed state of the two sidebar expanders (``st.expander(..., on_change="rerun")``)."""
 
 # ---- page widgets --------------------------------------------------------------------------------
 W_COLOR_PREFIX = "w_color_"

@@ -55,17 +55,45 @@ def get_context() -> D.RunContext:
 # ---- sidebar ---------------------------------------------------------------------------------------
 
 
+def _kept() -> dict[str, Any]:
+    return st.session_state.setdefault(K.KEPT, {})  # type: ignore[no-any-return]
+
+
+def _is_open(expander: Any) -> bool:
+    """Whether a lazily rendered expander is open (any other container counts as open)."""
+    return bool(getattr(expander, "open", True))
+
+
+def _kept_widget(show: bool, key: str, default: Any, render: Callable[[Any], Any]) -> Any:
+    """The value of a widget inside a lazily rendered expander.
+
+    Rendered (``show``): the widget starts from the kept value when Streamlit has forgotten it,
+    and its value is kept. Not rendered: the kept value (else ``default``).
+    """
+    kept = _kept()
+    if not show:
+        return kept.get(key, default)
+    value = render(None if key in st.session_state else kept.get(key, default))
+    kept[key] = value
+    return value
+
+
 def render_thresholds(container: Any) -> RegionThresholds:
-    """Region threshold sliders (the data map regions are recomputed at these values)."""
+    """Region threshold sliders (the data map regions are recomputed at these values).
+
+    ``container`` may be an ``st.expander(..., on_change="rerun")``: the sliders are then
+    rendered only while it is open, and the thresholds are kept while it is closed.
+    """
+    show = _is_open(container)
     with container:
-        conf = st.slider(
-            "confidence threshold", 0.0, 1.0, 0.5, 0.01, key=K.W_CONF_THRESHOLD,
+        conf = _kept_widget(show, K.W_CONF_THRESHOLD, 0.5, lambda v: st.slider(
+            "confidence threshold", 0.0, 1.0, v, 0.01, key=K.W_CONF_THRESHOLD,
             help="Left of the variability threshold: easy-to-learn at or above, hard-to-learn below.",
-        )
-        var = st.slider(
-            "variability threshold", 0.0, 0.5, 0.2, 0.01, key=K.W_VAR_THRESHOLD,
+        ))
+        var = _kept_widget(show, K.W_VAR_THRESHOLD, 0.2, lambda v: st.slider(
+            "variability threshold", 0.0, 0.5, v, 0.01, key=K.W_VAR_THRESHOLD,
             help="At or above: ambiguous.",
-        )
+        ))
     return RegionThresholds(confidence=float(conf), variability=float(var))
 
 
@@ -118,10 +146,19 @@ def _reset_filters() -> None:
     for key in list(st.session_state.keys()):
         if str(key).startswith(K.W_RANGE_PREFIX) and key in full:
             st.session_state[key] = full[key]
+    kept = _kept()
+    for key in list(kept):
+        if key.startswith(K.W_RANGE_PREFIX) or key == K.W_OOD_SCORE:
+            del kept[key]
 
 
-def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | None = None) -> tuple[float, float] | None:
-    """A range slider over ``[lo, hi]``; returns the range when it is narrower than the full one."""
+def _range_slider(
+    label: str, col: str, lo: float, hi: float, *, help: str | None = None, show: bool = True,
+) -> tuple[float, float] | None:
+    """A range slider over ``[lo, hi]``; returns the range when it is narrower than the full one.
+
+    With ``show=False`` nothing is rendered and the kept value of the slider applies.
+    """
     if hi <= lo:
         return None
     step = float(10 ** (np.floor(np.log10(hi - lo)) - 2))
@@ -129,8 +166,8 @@ def _range_slider(label: str, col: str, lo: float, hi: float, *, help: str | Non
     key = K.W_RANGE_PREFIX + col
     st.session_state.setdefault(K.RANGE_DEFAULTS, {})[key] = (lo_r, hi_r)
     # the default only for a new widget: "Reset filters" sets the value through session state
-    default = None if key in st.session_state else (lo_r, hi_r)
-    value = st.slider(label, lo_r, hi_r, default, step=step, key=key, help=help)
+    value = _kept_widget(show, key, (lo_r, hi_r), lambda v: st.slider(
+        label, lo_r, hi_r, v, step=step, key=key, help=help))
     if value[0] <= lo_r and value[1] >= hi_r:
         return None
     return (float(value[0]), float(value[1]))
@@ -154,20 +191,28 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
                 "diagnosis", opts["diagnoses"], key=K.W_DIAGNOSES, placeholder="all diagnoses"
             )
         ranges: dict[str, tuple[float, float]] = {}
-        with st.expander("metric ranges", expanded=False):
+        # rendered only while open (its five widgets cost ~0.4 s of browser time on every page
+        # load); the ranges set in it are kept while it is closed
+        box = st.expander("metric ranges", key=K.W_EXPAND_RANGES, on_change="rerun")
+        show = _is_open(box)
+        with box:
             for col in RANGE_COLUMNS:
                 if col in opts["ranges"]:
-                    r = _range_slider(col, col, *opts["ranges"][col])
+                    r = _range_slider(col, col, *opts["ranges"][col], show=show)
                     if r is not None:
                         ranges[col] = r
             ood_cols = [c for c in D.ood_columns(ctx.table) if c in opts["ranges"]]
             if ood_cols:
-                score = st.selectbox("OOD score", ood_cols, key=K.W_OOD_SCORE)
+                score = _kept_widget(show, K.W_OOD_SCORE, ood_cols[0], lambda v: st.selectbox(
+                    "OOD score", ood_cols, index=ood_cols.index(v) if v in ood_cols else 0,
+                    key=K.W_OOD_SCORE))
+                if score not in ood_cols:
+                    score = ood_cols[0]
                 r = _range_slider(f"{score} range", score, *opts["ranges"][score],
-                                  help="Higher = more anomalous.")
+                                  help="Higher = more anomalous.", show=show)
                 if r is not None:
                     ranges[score] = r
-            else:
+            elif show:
                 st.caption("No OOD scores in this run.")
         flagged = st.radio(
             "flags", ["any", "flagged", "unflagged"], horizontal=True, key=K.W_FLAGGED,

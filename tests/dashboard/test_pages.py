@@ -117,12 +117,55 @@ def test_data_map_draws_a_sample_over_a_density_image_and_says_so(
 
 def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
     table = pd.read_parquet(run / S.TABLE_FILE)
+    # the expander renders its sliders only while open
+    assert not [s for s in at.sidebar.slider if s.key == K.W_VAR_THRESHOLD]
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
     at.sidebar.slider(key=K.W_VAR_THRESHOLD).set_value(0.1).run()
     at.sidebar.multiselect(key=K.W_REGIONS).set_value([S.AMBIGUOUS]).run()
     regions = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
                              RegionThresholds(confidence=0.5, variability=0.1))
-    assert shown(at) == int((regions == S.AMBIGUOUS).sum())
+    n_ambiguous = int((regions == S.AMBIGUOUS).sum())
+    assert shown(at) == n_ambiguous
+    # closed again: the sliders are gone, the threshold they set still applies
+    at.session_state[K.W_EXPAND_THRESHOLDS] = False
+    at.run()
+    assert not [s for s in at.sidebar.slider if s.key == K.W_VAR_THRESHOLD]
+    assert shown(at) == n_ambiguous
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    assert at.sidebar.slider(key=K.W_VAR_THRESHOLD).value == 0.1
     assert not at.exception
+
+
+def test_metric_ranges_apply_while_their_expander_is_closed_and_reset_clears_them(
+    at: AppTest, run: Path
+) -> None:
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    key = K.W_RANGE_PREFIX + S.CONFIDENCE
+    assert not [s for s in at.sidebar.slider if s.key == key]
+    at.session_state[K.W_EXPAND_RANGES] = True
+    at.run()
+    lo, hi = at.sidebar.slider(key=key).value
+    at.sidebar.slider(key=key).set_value((lo, 0.5)).run()
+    conf = table[S.CONFIDENCE].to_numpy(float)
+    expected = int(apply_filter(table, FilterSpec(ranges={S.CONFIDENCE: (lo, 0.5)})).sum())
+    assert shown(at) == expected < len(table)
+    at.session_state[K.W_EXPAND_RANGES] = False
+    at.run()
+    assert not [s for s in at.sidebar.slider if s.key == key]
+    assert shown(at) == expected
+    at.session_state[K.W_EXPAND_RANGES] = True
+    at.run()
+    assert at.sidebar.slider(key=key).value == (lo, 0.5)
+    at.session_state[K.W_EXPAND_RANGES] = False
+    at.run()
+    at.sidebar.button[0].click().run()  # reset, with the expander closed
+    assert shown(at) == len(table)
+    at.session_state[K.W_EXPAND_RANGES] = True
+    at.run()
+    assert at.sidebar.slider(key=key).value == (lo, hi)
+    assert np.isfinite(conf).any() and not at.exception
 
 
 def test_review_flag_is_journaled_and_shown(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
