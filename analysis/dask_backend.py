@@ -143,13 +143,16 @@ def dynamics_metrics(
     ``example_id`` and those of :func:`analysis.dynamics.compute_dynamics_metrics`; the row order
     is not the examples' (see :func:`analyze_run_dask` for the assembled table).
     """
+    opts = options or AnalyzeOptions()
+    run = Path(run_dir)
+    runstore.load_examples(run, columns=[S.LABEL])  # validates the examples table on the driver
+    return _lazy_metrics(run, runstore.load_run_meta(run), opts, npartitions)
+
+
+def _lazy_metrics(run: Path, meta: runstore.RunMeta, opts: AnalyzeOptions, npartitions: int | None) -> dd.DataFrame:
     _require_dask()
     import dask.dataframe as dd
 
-    opts = options or AnalyzeOptions()
-    run = Path(run_dir)
-    meta = runstore.load_run_meta(run)
-    runstore.load_examples(run, columns=[S.LABEL])  # validates the examples table on the driver
     cols = _dynamics_columns(run)
     files = [str(f) for f in runstore._dynamics_files(run)]
     dyn = dd.read_parquet(files, columns=cols)
@@ -184,7 +187,7 @@ def analyze_run_dask(
     run = Path(run_dir)
     meta = runstore.load_run_meta(run)
     examples = runstore.load_examples(run)
-    metrics = dynamics_metrics(run, opts, npartitions=npartitions).compute()
+    metrics = _lazy_metrics(run, meta, opts, npartitions).compute()
     index = pd.Index(metrics[S.EXAMPLE_ID].to_numpy())
     if not index.is_unique or len(index) != len(examples):
         raise RuntimeError(
@@ -207,18 +210,15 @@ def _class_sums(x: NDArray[Any], y: NDArray[Any], n_classes: int) -> tuple[NDArr
     return counts[None], sums[None]
 
 
-def _scatter_stats(x: NDArray[Any], y: NDArray[Any], means: NDArray[np.float64], centre: NDArray[np.float64],
-                   dtype: Any) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
-                                        NDArray[np.float64]]:
-    """Within-class scatter, scatter about ``centre``, and sum of ``||x - mu||^4`` (for Ledoit-Wolf)."""
+def _centred_stats(x: NDArray[Any], y: NDArray[Any], mu: NDArray[np.float64],
+                   dtype: Any) -> NDArray[np.float64]:
+    """One row: the scatter ``X^T X`` of the rows centred on their ``mu[y]`` (products in ``dtype``,
+    as :func:`analysis.ood._within_scatter`), then the sum of ``||x - mu||^4`` (for Ledoit-Wolf)."""
     xc = np.array(x, dtype=dtype, order="C")
-    xc -= means.astype(dtype)[y]
-    within = (xc.T @ xc).astype(np.float64)
-    fourth = np.array([[np.square(np.einsum("ij,ij->i", xc, xc, dtype=np.float64)).sum()]])
-    xb = np.array(x, dtype=dtype, order="C") - centre.astype(dtype)
-    total = (xb.T @ xb).astype(np.float64)
-    fourth_b = np.array([[np.square(np.einsum("ij,ij->i", xb, xb, dtype=np.float64)).sum()]])
-    return within[None], fourth[None], total[None], fourth_b[None]
+    xc -= mu.astype(dtype)[y]
+    scatter = (xc.T @ xc).astype(np.float64)
+    fourth = np.square(np.einsum("ij,ij->i", xc, xc, dtype=np.float64)).sum()
+    return np.append(scatter.ravel(), fourth)[None]
 
 
 def _lw_alpha(scatter: NDArray[np.float64], sum_fourth: float, n: int) -> float:
@@ -245,9 +245,9 @@ def fit_mahalanobis(
 ) -> O.MahalanobisScorer:
     """Fit :class:`~analysis.ood.MahalanobisScorer` (or the relative variant) on Dask arrays.
 
-    Two passes over the row blocks: per-class counts and sums (means), then the within-class
-    scatter (and, for the relative score, the scatter about the mean of all rows) with the sums
-    of ``||x||^4`` that Ledoit-Wolf shrinkage needs. Each block's products are float32 (or
+    Passes over the row blocks: per-class counts and sums (means), then the within-class scatter
+    with the sum of ``||x - mu||^4`` that Ledoit-Wolf shrinkage needs, and for the relative score
+    the same about the mean of all rows. Each block's products are float32 (or
     ``dtype``) and sum in float64, as in memory, so the fitted scorer agrees with
     ``MahalanobisScorer().fit`` on the same rows to float rounding.
 
@@ -290,17 +290,16 @@ def fit_mahalanobis(
     sums = stats[k:].reshape(k, d)
     means = sums / counts[:, None]
     centre = sums.sum(axis=0) / n
-    width = d * d + 1 + d * d + 1
-    blocks = dsa.map_blocks(
-        lambda xb, yb: np.concatenate(
-            [a.reshape(1, -1) for a in _scatter_stats(xb, yb[:, 0], means, centre, np_dtype)], axis=1
-        ),
-        features, inv_d[:, None], dtype=np.float64, chunks=((1,) * features.numblocks[0], (width,)),
-    )
-    acc = blocks.sum(axis=0).compute()
-    within, fourth = acc[: d * d].reshape(d, d), float(acc[d * d])
-    total, fourth_b = acc[d * d + 1 : 2 * d * d + 1].reshape(d, d), float(acc[-1])
 
+    def centred(mu: NDArray[np.float64], by_class: bool) -> tuple[NDArray[np.float64], float]:
+        blocks = dsa.map_blocks(
+            lambda xb, yb: _centred_stats(xb, yb[:, 0] if by_class else np.zeros(len(yb), np.int64), mu, np_dtype),
+            features, inv_d[:, None], dtype=np.float64, chunks=((1,) * features.numblocks[0], (d * d + 1,)),
+        )
+        acc = blocks.sum(axis=0).compute()
+        return acc[:-1].reshape(d, d), float(acc[-1])
+
+    within, fourth = centred(means, by_class=True)
     scorer.classes_ = classes
     scorer.class_counts_ = counts.astype(np.int64)
     g, cov, alpha = O._fit_gaussian(
@@ -309,8 +308,9 @@ def fit_mahalanobis(
     scorer.means_, scorer.covariance_, scorer.shrinkage_, scorer._gauss_ = means, cov, alpha, g
     scorer.n_samples_fit_ = n
     scorer.n_features_in_ = d
-    if relative:
+    if relative:  # the background Gaussian: one more pass, about the mean of all rows
         assert isinstance(scorer, O.RelativeMahalanobisScorer)
+        total, fourth_b = centred(centre[None, :], by_class=False)
         scorer._fit_background_from_stats(centre, total, n, lambda: _lw_alpha(total, fourth_b, n), np_dtype)
     return scorer
 

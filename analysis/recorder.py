@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from analysis import runstore
 from analysis import schema as S
 from analysis.dynamics import per_epoch_from_logits
+from analysis.schema import _py
 
 __all__ = ["DynamicsRecorder"]
 
@@ -164,11 +165,6 @@ def _own_if_view(t: Any) -> Any:
 
 
 _TENSOR_NAMES = ("example_ids", "logits", "labels")
-
-
-def _plain(v: Any) -> Any:
-    """A NumPy scalar as the Python value it holds (ids in error messages)."""
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def _world_size() -> int:
@@ -499,11 +495,11 @@ class DynamicsRecorder:
                 if bad_label[rows].any():
                     r = int(np.flatnonzero(rows & bad_label)[0])
                     msg = (f"Expected labels in [0, {n_classes}), got {int(labels_np[r])} "
-                           f"(epoch {epoch}, example id {_plain(ids[r])!r}); the batch was not recorded.")
+                           f"(epoch {epoch}, example id {_py(ids[r])!r}); the batch was not recorded.")
                 else:
                     r = int(np.flatnonzero(rows & bad_value)[0])
                     msg = (f"`logits` for epoch {epoch} contain NaN or inf (diverged training?), "
-                           f"e.g. for example id {_plain(ids[r])!r}; the batch was not recorded.")
+                           f"e.g. for example id {_py(ids[r])!r}; the batch was not recorded.")
                 problems.append((index[b], msg))
             keep = ~np.isin(batch_of_row, bad_batches)
             if not keep.any():

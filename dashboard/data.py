@@ -41,7 +41,6 @@ __all__ = [
     "ood_columns",
     "ood_curves",
     "plot_points",
-    "plot_rows",
     "run_key",
     "selection_mask",
     "trajectory",
@@ -324,18 +323,6 @@ def plot_points(
     return PlotPoints(rows=np.sort(np.asarray(rows, dtype=np.int64)), xs=xs[drawable], ys=ys[drawable])
 
 
-def plot_rows(
-    ctx: RunContext,
-    *,
-    x: str,
-    y: str,
-    max_points: int | None = None,
-    extreme_columns: Sequence[str] = (),
-) -> np.ndarray:
-    """Row positions to draw (:attr:`PlotPoints.rows` of :func:`plot_points`)."""
-    return plot_points(ctx, x=x, y=y, max_points=max_points, extreme_columns=extreme_columns).rows
-
-
 @dataclass
 class Selection:
     """Examples selected on a map: every filtered row inside the drawn shapes (or clicked)."""
@@ -508,21 +495,6 @@ def ood_truth_all(key: RunKey, _table: pd.DataFrame) -> tuple[np.ndarray, np.nda
 
     truth = ood_ground_truth(_table)
     return truth.notna().to_numpy(), (truth == True).fillna(False).to_numpy(dtype=bool)  # noqa: E712
-
-
-def ood_truth(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """(evaluated rows, is_ood) from :func:`analysis.ood_eval.ood_ground_truth`, or None.
-
-    None when the table has no in-distribution reference rows or no OOD rows.
-    """
-    from analysis.ood_eval import ood_ground_truth
-
-    truth = ood_ground_truth(table)
-    rows = truth.notna().to_numpy()
-    is_ood = (truth == True).fillna(False).to_numpy(dtype=bool)  # noqa: E712 - nullable boolean
-    if not is_ood.any() or not (rows & ~is_ood).any():
-        return None
-    return rows, is_ood
 
 
 @st.cache_data(max_entries=4, show_spinner="Evaluating the OOD scores…")

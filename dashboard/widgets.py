@@ -428,6 +428,14 @@ def _signature(*parts: Any) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
+def log_timings(ctx: D.RunContext, what: str) -> None:
+    """With ``DATAMAP_TIMINGS`` set, one stderr line of the server timings of this (partial) rerun."""
+    if os.environ.get("DATAMAP_TIMINGS"):
+        print(f"datamap timings ({what}) " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
+              file=sys.stderr, flush=True)
+
+
+@st.fragment
 def render_linked_map(
     ctx: D.RunContext,
     *,
@@ -439,44 +447,21 @@ def render_linked_map(
     default_color: str,
     extreme_columns: Sequence[str] = (),
 ) -> None:
-    """The linked map of a page, as a fragment: a lasso, a box, a row click or a colour change
-    reruns only this part of the page (the sidebar and the rest keep their state). Edits that
-    change the run (a saved flag) rerun the whole app."""
-    _linked_map_fragment(ctx, page=page, x=x, y=y, figure=figure, figure_kwargs=figure_kwargs,
-                         default_color=default_color, extreme_columns=tuple(extreme_columns))
+    """The linked map of a page: scatter of the filtered rows → selection over every row →
+    table → example view.
 
-
-def log_timings(ctx: D.RunContext, what: str) -> None:
-    """With ``DATAMAP_TIMINGS`` set, one stderr line of the server timings of this (partial) rerun."""
-    if os.environ.get("DATAMAP_TIMINGS"):
-        print(f"datamap timings ({what}) " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
-              file=sys.stderr, flush=True)
-
-
-@st.fragment
-def _linked_map_fragment(
-    ctx: D.RunContext,
-    *,
-    page: str,
-    x: str,
-    y: str,
-    figure: Callable[..., Any],
-    figure_kwargs: dict[str, Any],
-    default_color: str,
-    extreme_columns: Sequence[str] = (),
-) -> None:
-    """Scatter of the filtered rows → selection over every row → table → example view.
-
-    The chart draws a bounded sample; a lasso or box is applied on the server to every filtered
-    row. The resolved selection is kept per page, so it survives reruns that redraw the chart
-    (a flag saved, a colour changed) and is offered by the Export page.
+    A fragment: a lasso, a box, a row click or a colour change reruns only this part of the page
+    (the sidebar and the rest keep their state); edits that change the run (a saved flag) rerun
+    the whole app. The chart draws a bounded sample; a lasso or box is applied on the server to
+    every filtered row. The resolved selection is kept per page, so it survives reruns that
+    redraw the chart (a flag saved, a colour changed) and is offered by the Export page.
     """
     assert ctx.table is not None
     timings = ctx.timings
     ctx.timings = {}
     try:
         _linked_map(ctx, page=page, x=x, y=y, figure=figure, figure_kwargs=figure_kwargs,
-                    default_color=default_color, extreme_columns=extreme_columns)
+                    default_color=default_color, extreme_columns=tuple(extreme_columns))
     finally:
         log_timings(ctx, "map")
         ctx.timings = {**timings, **ctx.timings}

@@ -151,6 +151,32 @@ def test_two_ranks_merge_to_the_single_process_result(tmp_path):
     assert runstore.load_run_meta(run).n_epochs == EPOCHS
 
 
+def _run_script(cmd, env, cwd=None):
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _check_two_rank_run(run, *, want, epochs, per_rank_max, source):
+    """Every example under its own id in each epoch, each rank only a part; the run analyses."""
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    shards = [pq.read_table(run / S.DYNAMICS_DIR / f"rank-{r}.parquet").to_pandas() for r in range(2)]
+    for epoch in range(epochs):
+        per_rank = [set(s.loc[s[S.EPOCH] == epoch, S.EXAMPLE_ID]) for s in shards]
+        assert per_rank[0] | per_rank[1] == want  # every example, under its own id
+        assert all(len(ids) <= per_rank_max for ids in per_rank)  # a part each, not all
+    meta = runstore.load_run_meta(run)
+    assert meta.source == source and meta.n_epochs == epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
+    assert len(table) == len(want) and (table[S.N_EPOCHS_SEEN] == epochs).all()
+
+
 HF_SCRIPT = '''
 import sys
 import torch
@@ -201,9 +227,7 @@ assert args.world_size == 2, args.world_size
 @pytest.mark.slow
 def test_hf_trainer_on_two_processes(tmp_path):
     pytest.importorskip("transformers")
-    import subprocess
     import sys
-    import warnings
     from pathlib import Path
 
     n, epochs = 101, 2
@@ -212,31 +236,15 @@ def test_hf_trainer_on_two_processes(tmp_path):
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), str(run)], env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _run_script([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                 str(script), str(run)], env)
 
     assert sorted(p.name for p in (run / S.DYNAMICS_DIR).glob("*.parquet")) == [
         "rank-0.parquet", "rank-1.parquet"]
-    import pyarrow.parquet as pq
-
-    want = {5000 + 3 * i for i in range(n)}
-    shards = [pq.read_table(run / S.DYNAMICS_DIR / f"rank-{r}.parquet").to_pandas() for r in range(2)]
-    for epoch in range(epochs):
-        per_rank = [set(s.loc[s[S.EPOCH] == epoch, S.EXAMPLE_ID]) for s in shards]
-        assert per_rank[0] | per_rank[1] == want  # every example, under its own id
-        # each rank sees its own part: half the data padded to whole batches (accelerate's
-        # even_batches repeats a few examples), not the whole set
-        per_rank_max = math.ceil(math.ceil(n / 2) / 8) * 8
-        assert all(len(ids) <= per_rank_max for ids in per_rank)
-    meta = runstore.load_run_meta(run)
-    assert meta.source == S.SOURCE_FORWARD_PASS and meta.n_epochs == epochs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
-    assert len(table) == n and (table[S.N_EPOCHS_SEEN] == epochs).all()
-
+    # each rank sees its own part: half the data padded to whole batches (accelerate's
+    # even_batches repeats a few examples), not the whole set
+    _check_two_rank_run(run, want={5000 + 3 * i for i in range(n)}, epochs=epochs,
+                        per_rank_max=math.ceil(math.ceil(n / 2) / 8) * 8, source=S.SOURCE_FORWARD_PASS)
 
 LIGHTNING_SCRIPT = '''
 import sys
@@ -284,12 +292,8 @@ if __name__ == "__main__":
 @pytest.mark.slow
 def test_lightning_callback_on_two_processes(tmp_path):
     pytest.importorskip("lightning")
-    import subprocess
     import sys
-    import warnings
     from pathlib import Path
-
-    import pyarrow.parquet as pq
 
     n, epochs = 101, 2
     script = tmp_path / "pl_ddp.py"
@@ -297,19 +301,6 @@ def test_lightning_callback_on_two_processes(tmp_path):
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), str(run), "eval_pass"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    want = {7000 + 2 * i for i in range(n)}
-    shards = [pq.read_table(run / S.DYNAMICS_DIR / f"rank-{r}.parquet").to_pandas() for r in range(2)]
-    for epoch in range(epochs):
-        per_rank = [set(s.loc[s[S.EPOCH] == epoch, S.EXAMPLE_ID]) for s in shards]
-        assert per_rank[0] | per_rank[1] == want
-        assert all(len(ids) <= math.ceil(n / 2) for ids in per_rank)  # a part each, not all
-    meta = runstore.load_run_meta(run)
-    assert meta.source == S.SOURCE_EVAL_PASS and meta.n_epochs == epochs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
-    assert len(table) == n and (table[S.N_EPOCHS_SEEN] == epochs).all()
+    _run_script([sys.executable, str(script), str(run), "eval_pass"], env, cwd=tmp_path)
+    _check_two_rank_run(run, want={7000 + 2 * i for i in range(n)}, epochs=epochs,
+                        per_rank_max=math.ceil(n / 2), source=S.SOURCE_EVAL_PASS)

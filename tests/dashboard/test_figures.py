@@ -172,8 +172,8 @@ def test_plot_rows_is_bounded_and_keeps_flagged_and_extreme_rows() -> None:
     flagged = np.zeros(n, dtype=bool)
     flagged[[5, 19_999, 12_345]] = True
     ctx = _ctx(n, flagged)
-    rows = D.plot_rows(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000,
-                       extreme_columns=(S.CONFIDENCE,))
+    rows = D.plot_points(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000,
+                         extreme_columns=(S.CONFIDENCE,)).rows
     assert len(rows) == 1_000
     assert {5, 19_999, 12_345} <= set(rows.tolist())
     lowest = np.argsort(ctx.table[S.CONFIDENCE].to_numpy())[: D.EXTREME_K]
@@ -181,7 +181,7 @@ def test_plot_rows_is_bounded_and_keeps_flagged_and_extreme_rows() -> None:
     # the filter bounds the candidates
     ctx.mask = np.zeros(n, dtype=bool)
     ctx.mask[:100] = True
-    rows = D.plot_rows(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000)
+    rows = D.plot_points(ctx, x=S.VARIABILITY, y=S.CONFIDENCE, max_points=1_000).rows
     assert set(rows.tolist()) == set(range(100))
 
 
