@@ -329,6 +329,8 @@ class Selection:
 
     ids: np.ndarray
     how: str  # "lasso", "box", "points" or ""
+    shape: dict[str, Any] | None = None
+    """The chart's selection it was resolved from (drawn again when the chart is new)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -337,7 +339,11 @@ class Selection:
 def selection_mask(
     ctx: RunContext, event_selection: Any, *, x: str, y: str
 ) -> tuple[np.ndarray, str]:
-    """Resolve a Plotly selection on the server, over ALL filtered rows.
+    """Resolve a chart selection on the server, over ALL filtered rows.
+
+    ``event_selection`` is what the scatter reports (``dashboard/scatter.js``; the same shape as
+    a Plotly selection event): ``{"lasso": [{"x": [...], "y": [...]}], "box": [{"x": [x0, x1],
+    "y": [y0, y1]}], "points": [{"customdata": id}]}``, each key optional.
 
     Lasso polygons and boxes are applied to every filtered row (the chart draws only a sample);
     clicked points are taken by the ``example_id`` in their ``customdata``.

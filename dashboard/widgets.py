@@ -1,17 +1,18 @@
 """Streamlit widget code shared by the pages: ``render_*`` functions.
 
 The sidebar filters, the linked map → selection table → example view, and the flag form live
-here so every page behaves the same. Figures come from :mod:`dashboard.figures`, data from
-:mod:`dashboard.data`; widget keys from :mod:`dashboard.state`.
+here so every page behaves the same. Figures come from :mod:`dashboard.figures`, the maps'
+specs from :mod:`dashboard.scatter` (drawn by ``scatter.js``), data from :mod:`dashboard.data`;
+widget keys from :mod:`dashboard.state`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,14 @@ TABLE_ROWS = 1_000
 """Rows a selection table shows at most (exports take all of them)."""
 NONE_FLAG = "(no flag)"
 KEEP_LABEL = "(keep the original label)"
+
+_HERE = Path(__file__).resolve().parent
+SCATTER = st.components.v2.component(
+    "datamap_scatter",
+    js=(_HERE / "scatter.js").read_text(encoding="utf-8"),
+    css=(_HERE / "scatter.css").read_text(encoding="utf-8"),
+)
+"""The maps' chart: a canvas scatter with lasso, box and click selection (``scatter.js``)."""
 
 
 # ---- context -------------------------------------------------------------------------------------
@@ -424,15 +433,15 @@ def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: s
 # ---- the linked map ----------------------------------------------------------------------------------
 
 
-def _signature(*parts: Any) -> str:
-    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
-
-
 def log_timings(ctx: D.RunContext, what: str) -> None:
     """With ``DATAMAP_TIMINGS`` set, one stderr line of the server timings of this (partial) rerun."""
     if os.environ.get("DATAMAP_TIMINGS"):
         print(f"datamap timings ({what}) " + " ".join(f"{k}={v * 1000:.0f}ms" for k, v in ctx.timings.items()),
               file=sys.stderr, flush=True)
+
+
+def _ignore() -> None:
+    """A state callback: the chart's selection is read from its result, not in a callback."""
 
 
 @st.fragment
@@ -491,16 +500,18 @@ def _linked_map(
     highlight = ctx.flagged[rows]
     # the density image shows the rows a sample leaves out (none when every row is drawn)
     every = (points.xs, points.ys) if len(rows) < n_drawable else None
-    fig = figure(sample, color=color, highlight=highlight, every=every, **figure_kwargs)
+    spec = figure(sample, color=color, highlight=highlight, every=every, **figure_kwargs)
     ctx.timings["figure"] = time.perf_counter() - t0
+    selections: dict[str, D.Selection] = st.session_state.setdefault(K.SELECTION, {})
+    prev = selections.get(page)
     generation = st.session_state.setdefault(K.CHART_GENERATION, {}).get(page, 0)
-    event = st.plotly_chart(
-        fig,
-        key=f"{K.W_CHART_PREFIX}{page}_{generation}",
-        on_select="rerun",
-        selection_mode=("lasso", "box", "points"),
-        config={"displaylogo": False, "scrollZoom": True},
-    )
+    key = f"{K.W_CHART_PREFIX}{page}_{generation}"
+    # the shape to show: the chart's own (already updated by an interaction that started this
+    # rerun), else the kept selection's (the chart is new after a visit to another page)
+    state = st.session_state.get(key)
+    shown = state.get("selection") if state is not None else None
+    spec["shape"] = shown if shown is not None else (prev.shape if prev is not None else None)
+    result = SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
     ctx.timings["chart"] = time.perf_counter() - t0
     unplottable = ctx.n_filtered - n_drawable
     missing = f" ({unplottable:,} filtered examples have no {x}/{y} and are not drawn.)" if unplottable else ""
@@ -515,21 +526,15 @@ def _linked_map(
             f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table "
             "row to open it." + missing
         )
-    # --- resolve the selection over every filtered row
-    sig = _signature(ctx.key, ctx.spec.to_dict() if ctx.spec is not None else None, color,
-                     ctx.thresholds, len(ctx.latest_flags) if ctx.latest_flags is not None else 0)
-    sigs: dict[str, str] = st.session_state.setdefault(K.FIGURE_SIGNATURE, {})
-    selections: dict[str, D.Selection] = st.session_state.setdefault(K.SELECTION, {})
-    raw = event["selection"] if event is not None else None
-    mask, how = D.selection_mask(ctx, raw, x=x, y=y)
-    prev = selections.get(page)
-    if how:
-        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how)
+    # --- resolve the selection over every filtered row. The chart reports None (nothing drawn
+    # on it yet), {} (cleared by a double-click or Esc) or a shape, kept across reruns.
+    raw = result.get("selection")
+    if raw:
+        mask, how = D.selection_mask(ctx, raw, x=x, y=y)
+        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=raw)
         st.session_state[K.LAST_SELECTION_PAGE] = page
-    elif sigs.get(page) == sig and prev is not None:
-        # same chart, empty selection: the person cleared it (double-click)
+    elif raw is not None:
         selections.pop(page, None)
-    sigs[page] = sig
     sel = selections.get(page)
     ctx.timings["map"] = time.perf_counter() - t0
     if sel is None or len(sel) == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis import schema as S
-from dashboard import figures as FIG
+from dashboard import scatter as SC
 from dashboard import widgets as W
 
 st.title("Data map")
@@ -29,7 +29,7 @@ W.render_linked_map(
     page="data_map",
     x=S.VARIABILITY,
     y=S.CONFIDENCE,
-    figure=FIG.data_map_figure,
+    figure=SC.data_map_spec,
     figure_kwargs={"thresholds": ctx.thresholds},
     default_color=S.CORRECTNESS,
     extreme_columns=(S.CONFIDENCE, S.VARIABILITY, S.AUM),

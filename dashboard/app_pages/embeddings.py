@@ -6,7 +6,7 @@ import streamlit as st
 
 from analysis import schema as S
 from dashboard import data as D
-from dashboard import figures as FIG
+from dashboard import scatter as SC
 from dashboard import widgets as W
 
 st.title("Embeddings")
@@ -28,7 +28,7 @@ W.render_linked_map(
     page="embeddings",
     x=S.UMAP_X,
     y=S.UMAP_Y,
-    figure=FIG.embedding_figure,
+    figure=SC.embedding_spec,
     figure_kwargs={},
     default_color=S.SPLIT,
     extreme_columns=tuple(D.ood_columns(ctx.table)[:2]),

@@ -11,6 +11,7 @@ download is not needed. Override the path with ``DATAMAP_CHROMIUM``.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -42,7 +43,10 @@ CHROMIUM_FLAGS = [
 ]
 PAGES = ("", "embeddings", "ood", "review", "export")
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+MAP_READY = ".dm-scatter[data-ready] .dm-plot"
+"""The plot area of a drawn map (``dashboard/scatter.js``; Playwright's CSS pierces its shadow root)."""
 PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+"""A drawn Plotly chart (the OOD page)."""
 
 
 def _free_port() -> int:
@@ -139,11 +143,11 @@ def page(chromium: object, tmp_path: Path) -> Iterator[object]:
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def open_page(pg: object, url: str, *, plot: bool = False) -> None:
+def open_page(pg: object, url: str, *, ready: str | None = None) -> None:
     pg.goto(url)  # type: ignore[attr-defined]
     wait_idle(pg)
-    if plot:
-        pg.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+    if ready:
+        pg.wait_for_selector(ready, state="visible")  # type: ignore[attr-defined]
 
 
 def wait_idle(pg: object, *, settle: float = 0.3) -> None:
@@ -190,21 +194,37 @@ def choose_option(pg: object, widget: object, option: str) -> None:
     raise AssertionError(f"option {option!r} never appeared")
 
 
-def selection_shape(pg: object) -> dict:
-    """The lasso/box the chart holds, in data coordinates (Plotly's persistent selections)."""
-    return pg.evaluate(  # type: ignore[attr-defined]
-        """() => {
-        const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
-        const sel = (gd.layout.selections || [])[0];
-        return sel ? {type: sel.type, path: sel.path || null,
-                      x0: sel.x0, x1: sel.x1, y0: sel.y0, y1: sel.y1} : null;
-    }"""
+def selection_shape(pg: object) -> dict | None:
+    """The shape the map shows, in data coordinates (its ``data-selection`` attribute)."""
+    text = pg.locator(".dm-scatter").first.get_attribute("data-selection")  # type: ignore[attr-defined]
+    return json.loads(text) if text else None
+
+
+def drag(pg: object, area: dict, fractions: list[tuple[float, float]]) -> None:
+    """Press at the first point of the plot area (fractions of its box), move through the rest."""
+    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
+    pg.mouse.move(x0 + fractions[0][0] * w, y0 + fractions[0][1] * h)  # type: ignore[attr-defined]
+    pg.mouse.down()  # type: ignore[attr-defined]
+    for fx, fy in fractions[1:]:
+        pg.mouse.move(x0 + fx * w, y0 + fy * h, steps=8)  # type: ignore[attr-defined]
+    pg.mouse.up()  # type: ignore[attr-defined]
+
+
+def isolated_point(pg: object) -> tuple[object, float, float]:
+    """(id, page x, page y) of the drawn point farthest from any other, from the chart's data and
+    its axes' ranges (a click there can only mean that point)."""
+    d = pg.locator(".dm-scatter").first.evaluate(  # type: ignore[attr-defined]
+        "e => { const d = e.__model.data; return {ids: d.ids, x: d.x, y: d.y, xr: d.x_range, yr: d.y_range}; }"
     )
-
-
-def parse_path(path: str) -> np.ndarray:
-    nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", path)]
-    return np.asarray(nums).reshape(-1, 2)
+    area = pg.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    (xa, xb), (ya, yb) = d["xr"], d["yr"]
+    px = area["x"] + (np.asarray(d["x"], float) - xa) / (xb - xa) * area["width"]
+    py = area["y"] + (yb - np.asarray(d["y"], float)) / (yb - ya) * area["height"]
+    dist = np.hypot(px[:, None] - px[None, :], py[:, None] - py[None, :])
+    np.fill_diagonal(dist, np.inf)
+    i = int(np.argmax(dist.min(axis=1)))
+    assert dist[i].min() > 10, "no isolated point to click"
+    return d["ids"][i], float(px[i]), float(py[i])
 
 
 def download_csv(pg: object) -> pd.DataFrame:
@@ -236,29 +256,26 @@ def shot(pg: object, name: str) -> None:
 
 def test_every_page_renders(server: Server, page: object) -> None:
     for slug in PAGES:
-        open_page(page, f"{server.url}/{slug}", plot=slug in ("", "embeddings", "ood"))
+        ready = MAP_READY if slug in ("", "embeddings") else PLOT_READY if slug == "ood" else None
+        open_page(page, f"{server.url}/{slug}", ready=ready)
         no_exception(page)
         assert page.locator("h1").first.is_visible()  # type: ignore[attr-defined]
         shot(page, slug or "data_map")
 
 
 def test_lasso_fills_selection_with_the_polygon_rows(server: Server, page: object, run_dir: Path) -> None:
-    open_page(page, server.url, plot=True)
-    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
-    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
+    open_page(page, server.url, ready=MAP_READY)
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
     # a pentagon over the middle of the map
-    pts = [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)]
-    page.mouse.move(x0 + pts[0][0] * w, y0 + pts[0][1] * h)  # type: ignore[attr-defined]
-    page.mouse.down()  # type: ignore[attr-defined]
-    for fx, fy in pts[1:]:
-        page.mouse.move(x0 + fx * w, y0 + fy * h, steps=8)  # type: ignore[attr-defined]
-    page.mouse.up()  # type: ignore[attr-defined]
+    drag(page, area, [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)])
     page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
     wait_idle(page)
     no_exception(page)
     shape = selection_shape(page)
-    assert shape is not None and shape["path"], shape
-    polygon = parse_path(shape["path"])
+    assert shape is not None and len(shape["lasso"][0]["x"]) > 5, shape
+    polygon = np.column_stack([shape["lasso"][0]["x"], shape["lasso"][0]["y"]])
+    # the polygon is where the mouse went: its corners lie near the plot area's fractions
+    assert 0.0 < polygon[:, 1].min() < polygon[:, 1].max() < 1.05
     table = working_table(run_dir)
     xs = table[S.VARIABILITY].to_numpy(dtype=float, na_value=np.nan)
     ys = table[S.CONFIDENCE].to_numpy(dtype=float, na_value=np.nan)
@@ -273,26 +290,49 @@ def test_lasso_fills_selection_with_the_polygon_rows(server: Server, page: objec
     prepare_export(page, "current selection")
     got = download_csv(page)
     assert set(got[S.EXAMPLE_ID].tolist()) == expected
+    # back on the map, the new chart shows the kept selection's outline and table
+    nav(page, "Data map")
+    page.wait_for_selector(MAP_READY)  # type: ignore[attr-defined]
+    assert selection_shape(page) == shape
+    assert page.get_by_text(f"{len(expected):,} selected").count() == 1  # type: ignore[attr-defined]
+    # a double-click clears it
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.dblclick(area["x"] + 0.5 * area["width"], area["y"] + 0.5 * area["height"])  # type: ignore[attr-defined]
+    page.get_by_text("Draw a lasso").wait_for()  # type: ignore[attr-defined]
+    assert selection_shape(page) is None
+    no_exception(page)
+
+
+def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server, page: object) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+    example_id, px, py = isolated_point(page)
+    page.mouse.move(px, py)  # type: ignore[attr-defined]
+    tip = page.locator(".dm-tip")  # type: ignore[attr-defined]
+    tip.wait_for(state="visible")
+    assert tip.inner_text().splitlines()[0] == f"id {example_id}"
+    page.mouse.click(px, py)  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"selected by points")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    text = page.get_by_text(re.compile(r"selected by points")).first.inner_text()  # type: ignore[attr-defined]
+    assert text.startswith("1 selected"), text
+    assert selection_shape(page) == {"points": [{"customdata": example_id}]}
+    no_exception(page)
 
 
 def test_box_select_on_the_embedding(server: Server, page: object, run_dir: Path) -> None:
-    open_page(page, f"{server.url}/embeddings", plot=True)
-    chart = page.locator('[data-testid="stPlotlyChart"]').first  # type: ignore[attr-defined]
-    chart.hover()
-    page.locator('.modebar-btn[data-val="select"]').first.click()  # type: ignore[attr-defined]
-    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
-    x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
-    page.mouse.move(x0 + 0.1 * w, y0 + 0.1 * h)  # type: ignore[attr-defined]
-    page.mouse.down()  # type: ignore[attr-defined]
-    page.mouse.move(x0 + 0.6 * w, y0 + 0.9 * h, steps=10)  # type: ignore[attr-defined]
-    page.mouse.up()  # type: ignore[attr-defined]
+    open_page(page, f"{server.url}/embeddings", ready=MAP_READY)
+    page.locator('.dm-tools [data-mode="box"]').click()  # type: ignore[attr-defined]
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    drag(page, area, [(0.1, 0.1), (0.6, 0.9)])
     page.get_by_text(re.compile(r"selected by box")).wait_for()  # type: ignore[attr-defined]
     wait_idle(page)
     shape = selection_shape(page)
+    assert shape is not None and "box" in shape, shape
+    box = shape["box"][0]
     table = working_table(run_dir)
     xs = table[S.UMAP_X].to_numpy(dtype=float, na_value=np.nan)
     ys = table[S.UMAP_Y].to_numpy(dtype=float, na_value=np.nan)
-    inside = points_in_box(xs, ys, sorted((shape["x0"], shape["x1"])), sorted((shape["y0"], shape["y1"])))
+    inside = points_in_box(xs, ys, sorted(box["x"]), sorted(box["y"]))
     text = page.get_by_text(re.compile(r"selected by box")).first.inner_text()  # type: ignore[attr-defined]
     n_shown = int(re.search(r"([\d,]+) selected", text).group(1).replace(",", ""))
     assert n_shown == int(inside.sum()) > 0
@@ -300,7 +340,7 @@ def test_box_select_on_the_embedding(server: Server, page: object, run_dir: Path
 
 
 def test_filter_change_updates_counts_and_export(server: Server, page: object, run_dir: Path) -> None:
-    open_page(page, server.url, plot=True)
+    open_page(page, server.url, ready=MAP_READY)
     table = working_table(run_dir)
     assert shown_count(page) == len(table)
     pick_multiselect(page, "split", "train")

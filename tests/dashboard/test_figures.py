@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import pytest
 
 from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from dashboard import data as D
 from dashboard import figures as FIG
+from dashboard import scatter as SC
 
 
 def _table(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -28,30 +30,48 @@ def _table(n: int = 200, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def test_data_map_is_one_trace_with_ids_and_boundaries_at_the_thresholds() -> None:
+def test_data_map_spec_carries_each_point_and_the_boundaries_at_the_thresholds() -> None:
     t = _table()
     thr = RegionThresholds(confidence=0.6, variability=0.15)
-    fig = FIG.data_map_figure(t, thresholds=thr)
-    assert len(fig.data) == 1
-    trace = fig.data[0]
-    assert isinstance(trace, go.Scatter)  # 200 points: SVG below WEBGL_MIN_POINTS
-    np.testing.assert_array_equal(trace.customdata, t[S.EXAMPLE_ID].to_numpy())
-    np.testing.assert_allclose(trace.x, t[S.VARIABILITY].to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(trace.y, t[S.CONFIDENCE].to_numpy(), rtol=1e-6)
-    np.testing.assert_allclose(trace.marker.color, t[S.CORRECTNESS].to_numpy(), rtol=1e-6)
-    shapes = {s.name: s for s in fig.layout.shapes}
-    vert, horiz = shapes["variability threshold"], shapes["confidence threshold"]
-    assert (vert.x0, vert.x1, vert.y0, vert.y1) == (0.15, 0.15, 0, 1)
-    assert (horiz.x0, horiz.x1, horiz.y0, horiz.y1) == (0, 0.15, 0.6, 0.6)
-    assert {a.text for a in fig.layout.annotations} == {S.EASY, S.HARD, S.AMBIGUOUS}
-    assert fig.layout.dragmode == "lasso"
+    spec = SC.data_map_spec(t, thresholds=thr)
+    assert spec["ids"] == t[S.EXAMPLE_ID].tolist()
+    np.testing.assert_allclose(spec["x"], t[S.VARIABILITY], atol=1e-5)
+    np.testing.assert_allclose(spec["y"], t[S.CONFIDENCE], atol=1e-5)
+    np.testing.assert_allclose(spec["v"], t[S.CORRECTNESS], atol=1e-4)
+    assert spec["text"] == t[S.LABEL_NAME].tolist()
+    assert spec["lines"] == [
+        {"x0": 0.15, "y0": 0.0, "x1": 0.15, "y1": 1.0},  # variability threshold, full height
+        {"x0": 0.0, "y0": 0.6, "x1": 0.15, "y1": 0.6},  # confidence threshold, left of it
+    ]
+    assert {lb["text"] for lb in spec["labels"]} == {S.EASY, S.HARD, S.AMBIGUOUS}
+    assert spec["x_range"][0] == 0.0 and spec["x_range"][1] >= t[S.VARIABILITY].max()
+    assert spec["y_range"][0] < 0 and spec["y_range"][1] > 1
+    json.dumps(spec, allow_nan=False)
 
 
-def test_many_points_are_drawn_with_webgl() -> None:
-    t = _table(FIG.WEBGL_MIN_POINTS)
-    fig = FIG.data_map_figure(t)
-    assert len(fig.data) == 1 and isinstance(fig.data[0], go.Scattergl)
-    np.testing.assert_array_equal(fig.data[0].customdata, t[S.EXAMPLE_ID].to_numpy())
+def test_numeric_colour_codes_follow_the_values() -> None:
+    values = pd.Series([0.0, 0.25, 0.5, np.nan, 1.0, 0.999], name="score")
+    colors = SC.point_colors(values)
+    steps = SC.NUMERIC_STEPS
+    # independent: the shade index is the value's position in [min, max] times the step count
+    expected = [0, steps // 4, steps // 2, -1, steps - 1, int(0.999 * steps)]
+    assert colors["c"].tolist() == expected
+    assert len(colors["palette"]) == steps
+    assert colors["palette"][0] == SC.VIRIDIS[0] and colors["palette"][-1] == SC.VIRIDIS[-1]
+    assert colors["legend"]["min"] == 0.0 and colors["legend"]["max"] == 1.0
+    constant = SC.point_colors(pd.Series([2.0, 2.0], name="flat"))
+    assert constant["c"].tolist() == [0, 0]
+
+
+def test_categorical_colour_codes_name_each_point() -> None:
+    t = _table()
+    spec = SC.data_map_spec(t, color=S.SPLIT)
+    items = spec["legend"]["items"]
+    assert [it["name"] for it in items] == ["ood:far", "test", "train"]
+    names = [items[c]["name"] for c in spec["c"]]
+    assert names == t[S.SPLIT].tolist()
+    assert all(spec["palette"][c] == items[c]["color"] for c in spec["c"])
+    assert spec["v"] is None
 
 
 def test_density_image_counts_every_row_in_data_coordinates() -> None:
@@ -63,59 +83,52 @@ def test_density_image_counts_every_row_in_data_coordinates() -> None:
     rng = np.random.default_rng(0)
     xs = np.concatenate([rng.uniform(0.0, 0.1, 5_000), [np.nan, 5.0]])  # left tenth only (+ ignored)
     ys = np.concatenate([rng.uniform(0.5, 1.0, 5_000), [0.5, 0.5]])  # top half only
-    img = FIG.density_image(xs, ys, x_range=(0.0, 1.0), y_range=(0.0, 1.0), bins=(10, 4))
+    img = SC.density_image(xs, ys, x_range=(0.0, 1.0), y_range=(0.0, 1.0), bins=(10, 4))
     assert img is not None
-    assert (img["x"], img["y"], img["sizex"], img["sizey"]) == (0.0, 1.0, 1.0, 1.0)
-    assert img["layer"] == "below" and img["xref"] == "x" and img["yref"] == "y"
-    png = Image.open(io.BytesIO(base64.b64decode(img["source"].split(",", 1)[1])))
+    assert (img["x0"], img["x1"], img["y0"], img["y1"]) == (0.0, 1.0, 0.0, 1.0)
+    png = Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1])))
     alpha = np.asarray(png)[..., 3]
     assert alpha.shape == (4, 10)
     # row 0 is the top of the chart: only the top two rows of the first column have points
     assert (alpha[:2, 0] > 0).all() and (alpha[2:, :] == 0).all() and (alpha[:, 1:] == 0).all()
-    assert FIG.density_image(xs, ys, x_range=(2.0, 3.0), y_range=(0.0, 1.0)) is None
+    assert SC.density_image(xs, ys, x_range=(2.0, 3.0), y_range=(0.0, 1.0)) is None
 
 
 def test_data_map_with_every_row_gets_the_density_image_and_their_range() -> None:
     t = _table(100)
     every_x = np.r_[t[S.VARIABILITY].to_numpy(), 0.9]  # a row beyond the drawn sample's range
     every_y = np.r_[t[S.CONFIDENCE].to_numpy(), 0.5]
-    fig = FIG.data_map_figure(t, every=(every_x, every_y))
-    assert len(fig.layout.images) == 1 and fig.layout.images[0].name == "density"
-    assert fig.layout.xaxis.range[1] >= 0.9
-    emb = FIG.embedding_figure(t, every=(t[S.UMAP_X].to_numpy(), t[S.UMAP_Y].to_numpy()))
-    assert len(emb.layout.images) == 1 and len(emb.data) == 1
+    spec = SC.data_map_spec(t, every=(every_x, every_y))
+    assert spec["density"] is not None and spec["density"]["x1"] == spec["x_range"][1]
+    assert spec["x_range"][1] >= 0.9
+    assert SC.data_map_spec(t)["density"] is None  # every row drawn: nothing to shade
+    emb = SC.embedding_spec(t, every=(t[S.UMAP_X].to_numpy(), t[S.UMAP_Y].to_numpy()))
+    assert emb["density"] is not None and emb["show_ticks"] is False
+    lo, hi = emb["x_range"]
+    assert lo < t[S.UMAP_X].min() and hi > t[S.UMAP_X].max()
 
 
-def test_categorical_colour_stays_one_trace_with_named_ticks() -> None:
-    t = _table()
-    fig = FIG.data_map_figure(t, color=S.SPLIT)
-    assert len(fig.data) == 1
-    marker = fig.data[0].marker
-    assert list(marker.colorbar.ticktext) == ["ood:far", "test", "train"]
-    codes = np.asarray(marker.color)
-    # each point's colour code names its split
-    names = np.asarray(marker.colorbar.ticktext)[np.floor(codes).astype(int)]
-    np.testing.assert_array_equal(names, t[S.SPLIT].to_numpy())
-
-
-def test_highlight_adds_the_flagged_points_only() -> None:
+def test_highlight_rings_the_flagged_points_only() -> None:
     t = _table(50)
     hl = np.zeros(50, dtype=bool)
     hl[[3, 7, 11]] = True
-    fig = FIG.embedding_figure(t, highlight=hl)
-    assert len(fig.data) == 2
-    np.testing.assert_array_equal(fig.data[1].customdata, t[S.EXAMPLE_ID].to_numpy()[hl])
+    spec = SC.embedding_spec(t, highlight=hl)
+    assert spec["flag"] == [3, 7, 11]
     with pytest.raises(ValueError, match="highlight"):
-        FIG.embedding_figure(t, highlight=hl[:10])
+        SC.embedding_spec(t, highlight=hl[:10])
 
 
-def test_missing_values_do_not_break_the_colour_scale() -> None:
+def test_missing_values_and_string_ids_stay_valid_json() -> None:
     t = _table(20)
     t.loc[::3, S.CORRECTNESS] = np.nan
+    t.loc[1, S.VARIABILITY] = np.nan
+    t[S.EXAMPLE_ID] = [f"ex-{i}" for i in range(20)]
     t[S.DIAGNOSIS] = pd.Series(["clean", None] * 10, dtype="object")
-    FIG.data_map_figure(t).to_json()
-    spec = FIG.color_spec(t[S.DIAGNOSIS])
-    assert spec.categories == ["(missing)", "clean"]
+    spec = SC.data_map_spec(t)
+    json.dumps(spec, allow_nan=False)
+    assert spec["x"][1] is None and spec["v"][0] is None and spec["c"][0] == -1
+    assert spec["ids"][:2] == ["ex-0", "ex-1"]
+    assert [it["name"] for it in SC.point_colors(t[S.DIAGNOSIS])["legend"]["items"]] == ["(missing)", "clean"]
 
 
 def test_ood_histogram_shares_bins_and_normalises_per_split() -> None:

@@ -56,6 +56,15 @@ def goto(at: AppTest, page: str) -> AppTest:
     return at.switch_page(str(PAGES / page)).run()
 
 
+def chart_spec(at: AppTest) -> dict:
+    """The spec the page sent to its scatter chart (``dashboard/scatter.js``)."""
+    import json
+
+    charts = [c for c in at.get("bidi_component") if c.proto.component_name == "datamap_scatter"]
+    assert len(charts) == 1, len(charts)
+    return json.loads(charts[0].proto.json)
+
+
 def shown(at: AppTest) -> int:
     return int(at.sidebar.metric[0].value.replace(",", ""))
 
@@ -105,13 +114,21 @@ def test_data_map_draws_a_sample_over_a_density_image_and_says_so(
     caption = next(c.value for c in at.caption if c.value.startswith("Drawing"))
     assert f"Drawing 200 of {n_drawable:,} filtered examples" in caption
     assert f"shows where all {n_drawable:,} lie" in caption
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    image = spec["layout"]["images"][0]
-    assert image["name"] == "density" and image["layer"] == "below"
-    png = Image.open(io.BytesIO(base64.b64decode(image["source"].split(",", 1)[1])))
+    spec = chart_spec(at)
+    assert len(spec["x"]) == len(spec["ids"]) == 200
+    image = spec["density"]
+    assert (image["x0"], image["x1"]) == tuple(spec["x_range"])
+    png = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
     assert np.asarray(png)[..., 3].any()  # every row is shaded somewhere
+    # the drawn points are rows of the table, at their own coordinates
+    drawn = table.set_index(S.EXAMPLE_ID).loc[spec["ids"]]
+    np.testing.assert_allclose(spec["x"], drawn[S.VARIABILITY], atol=1e-5)
+    np.testing.assert_allclose(spec["y"], drawn[S.CONFIDENCE], atol=1e-5)
+    json.dumps(spec, allow_nan=False)  # the browser's JSON has no NaN
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["train"]).run()  # still sampled, still shaded
-    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["images"][0]["name"] == "density"
+    spec = chart_spec(at)
+    assert spec["density"] is not None
+    assert set(table.set_index(S.EXAMPLE_ID).loc[spec["ids"], S.SPLIT]) == {"train"}
     assert not at.exception
 
 
@@ -276,11 +293,10 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
 
     ids = pd.read_parquet(run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[:3]
     at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
-    at.session_state[K.FIGURE_SIGNATURE] = {}
     at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
-    charts = at.get("plotly_chart")
-    assert len(charts) == 2  # the map and the trajectory
+    assert chart_spec(at)["ids"]  # the map
+    assert len(at.get("plotly_chart")) == 1  # the trajectory
     assert np.isfinite(float(ids[1]))
