@@ -4,15 +4,19 @@ For each size: builds (or reuses) an analysed synthetic run under ``runs/bench-d
 starts ``datamap serve`` on it, drives headless Chromium with Playwright and measures
 
 * **map (cold)**: first page open after the server started (table loaded from disk) until the
-  script has finished and the Plotly data map is interactive;
+  script has finished and the data map (``dashboard/scatter.js``) has drawn its points;
 * **map (warm)**: the same in a new browser session (cached table);
 * **filter**: clicking a sidebar filter option until the new count is shown and the app is idle;
 * **lasso → table**: mouse-up of a lasso over the map until the selection table is shown and the
   app is idle (the polygon is applied to every filtered row on the server).
 
-The floor — a bare Streamlit page with one 500-point Plotly chart, opened the same way — is
-measured right before every warm map load, so each size's ratio to it compares runs made under
-the same machine load. The server runs with ``DATAMAP_TIMINGS=1``; the median Python time of a
+Two reference pages, opened the same way, are timed right before every warm map load, so each
+size's ratios to them compare runs made under the same machine load:
+
+* the **floor**: a bare Streamlit page (a title and a line of text): what any page costs;
+* **Plotly**: a bare page with one 500-point Plotly scatter (``st.plotly_chart`` with selection
+  events): the least a map drawn with Plotly could cost, which the maps used before they were
+  drawn by the dashboard's own chart. The server runs with ``DATAMAP_TIMINGS=1``; the median Python time of a
 map page rerun is read from its log.
 
 Medians of ``--repeat`` runs. Usage::
@@ -49,7 +53,8 @@ FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+MAP_READY = ".dm-scatter[data-ready] .dm-plot"
+PLOTLY_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
 METRIC = '[data-testid="stSidebar"] [data-testid="stMetricValue"]'
 
 
@@ -100,14 +105,17 @@ def wait_idle(page: object) -> None:
     page.wait_for_selector(APP_READY, timeout=120_000)  # type: ignore[attr-defined]
 
 
-def time_map(browser: object, url: str, context: object | None = None) -> tuple[float, object, object]:
-    """Open the data map in a new tab (of ``context``: cached assets; else a fresh context)."""
+def time_map(
+    browser: object, url: str, context: object | None = None, ready: str = MAP_READY
+) -> tuple[float, object, object]:
+    """Open a page in a new tab (of ``context``: cached assets; else a fresh context) and time it
+    until ``ready`` is visible and the script has finished."""
     if context is None:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
     page = context.new_page()  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     page.goto(url)
-    page.wait_for_selector(PLOT_READY, state="visible", timeout=120_000)
+    page.wait_for_selector(ready, state="visible", timeout=120_000)
     wait_idle(page)
     return time.perf_counter() - t0, context, page
 
@@ -127,7 +135,7 @@ def time_filter(page: object, option: str) -> float:
             return m && m.innerText !== before && app.dataset.testScriptState === "notRunning";
         }""", arg=before, timeout=120_000,
     )
-    page.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+    page.wait_for_selector(MAP_READY, state="visible")  # type: ignore[attr-defined]
     dt = time.perf_counter() - t0
     page.keyboard.press("Escape")  # type: ignore[attr-defined]
     page.locator("h1").first.click()  # blur the multiselect before resetting  # type: ignore[attr-defined]
@@ -143,12 +151,12 @@ def time_filter(page: object, option: str) -> float:
     )
     time.sleep(0.5)
     wait_idle(page)
-    page.wait_for_selector(PLOT_READY, state="visible")  # type: ignore[attr-defined]
+    page.wait_for_selector(MAP_READY, state="visible")  # type: ignore[attr-defined]
     return dt
 
 
 def time_lasso(page: object) -> tuple[float, int]:
-    area = page.locator(PLOT_READY).first.bounding_box()  # type: ignore[attr-defined]
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
     x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
     pts = [(0.3, 0.3), (0.7, 0.25), (0.85, 0.6), (0.5, 0.8), (0.25, 0.6), (0.3, 0.3)]
     page.mouse.move(x0 + pts[0][0] * w, y0 + pts[0][1] * h)  # type: ignore[attr-defined]
@@ -169,9 +177,14 @@ def time_lasso(page: object) -> tuple[float, int]:
     return dt, n
 
 
-BASELINE_APP = """
+FLOOR_APP = """
+import streamlit as st
+st.title("floor")
+st.markdown('<div id="floor-ready">a bare page</div>', unsafe_allow_html=True)
+"""
+PLOTLY_APP = """
 import numpy as np, plotly.graph_objects as go, streamlit as st
-st.title("baseline")
+st.title("plotly")
 n = 500
 r = np.random.default_rng(0)
 fig = go.Figure(go.Scattergl(x=r.random(n), y=r.random(n), mode="markers", customdata=np.arange(n)))
@@ -180,13 +193,14 @@ st.plotly_chart(fig, on_select="rerun", selection_mode=("lasso", "box", "points"
 """
 
 
-class Baseline:
-    """The bare page's server and browser context, kept open for the whole benchmark."""
+class Reference:
+    """A reference page's server and browser context, kept open for the whole benchmark."""
 
-    def __init__(self, base: Path, browser: object) -> None:
-        app = base / "baseline_app.py"
-        app.write_text(BASELINE_APP)
+    def __init__(self, base: Path, browser: object, name: str, source: str, ready: str) -> None:
+        app = base / f"reference_{name}.py"
+        app.write_text(source)
         port = free_port()
+        self.ready = ready
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -200,13 +214,13 @@ class Baseline:
             except OSError:
                 time.sleep(0.2)
         self.url = f"http://127.0.0.1:{port}"
-        _, self.ctx, first = time_map(browser, self.url)  # cold: fills the asset cache
+        _, self.ctx, first = time_map(browser, self.url, ready=ready)  # cold: fills the asset cache
         first.close()  # type: ignore[attr-defined]
         self.browser = browser
 
     def time(self) -> float:
-        """Time to an interactive chart on the bare page, in a new tab (cached assets)."""
-        t, _, page = time_map(self.browser, self.url, self.ctx)
+        """Time to the shown page in a new tab (cached assets)."""
+        t, _, page = time_map(self.browser, self.url, self.ctx, ready=self.ready)
         page.close()  # type: ignore[attr-defined]
         return t
 
@@ -222,7 +236,9 @@ def server_script_ms(log: Path) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def bench_size(n: int, base: Path, repeat: int, browser: object, baseline: Baseline) -> dict[str, object]:
+def bench_size(
+    n: int, base: Path, repeat: int, browser: object, floor_page: Reference, plotly_page: Reference
+) -> dict[str, object]:
     run = build_run(n, base)
     port = free_port()
     log = base / f"server-n{n}.log"
@@ -231,9 +247,10 @@ def bench_size(n: int, base: Path, repeat: int, browser: object, baseline: Basel
     try:
         cold, ctx, first = time_map(browser, url)
         first.close()  # type: ignore[attr-defined]
-        floor, warm, filt, lasso, n_sel = [], [], [], [], 0
+        floor, plotly, warm, filt, lasso, n_sel = [], [], [], [], [], 0
         for _ in range(repeat):
-            floor.append(baseline.time())
+            floor.append(floor_page.time())
+            plotly.append(plotly_page.time())
             t, ctx, page = time_map(browser, url, ctx)
             warm.append(t)
             filt.append(time_filter(page, S.HARD))
@@ -252,6 +269,8 @@ def bench_size(n: int, base: Path, repeat: int, browser: object, baseline: Basel
         "map_warm_s": statistics.median(warm),
         "map_warm_runs_s": warm,
         "floor_runs_s": floor,
+        "plotly_s": statistics.median(plotly),
+        "plotly_runs_s": plotly,
         "filter_s": statistics.median(filt),
         "lasso_s": statistics.median(lasso),
         "lasso_selected": n_sel,
@@ -272,28 +291,32 @@ def main() -> int:
     results = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        baseline = Baseline(args.runs, browser)
+        floor_page = Reference(args.runs, browser, "floor", FLOOR_APP, "#floor-ready")
+        plotly_page = Reference(args.runs, browser, "plotly", PLOTLY_APP, PLOTLY_READY)
         try:
             for n in args.sizes:
                 print(f"n = {n:,} ...", flush=True)
-                results.append(bench_size(n, args.runs, args.repeat, browser, baseline))
+                results.append(bench_size(n, args.runs, args.repeat, browser, floor_page, plotly_page))
                 print("  " + json.dumps(results[-1]), flush=True)
         finally:
-            baseline.close()
+            floor_page.close()
+            plotly_page.close()
         browser.close()
     floor = statistics.median([t for r in results for t in r["floor_runs_s"]])  # type: ignore[attr-defined]
+    plotly = statistics.median([t for r in results for t in r["plotly_runs_s"]])  # type: ignore[attr-defined]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"baseline_map_s": floor, "sizes": results}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"floor_s": floor, "plotly_s": plotly, "sizes": results}, indent=2) + "\n")
     print()
-    print("| examples (rows) | map, cold | map, warm (× floor) | filter change | lasso → table (selected) "
-          "| Python per rerun |")
+    print("| examples (rows) | map, cold | map, warm (× floor, × Plotly page) | filter change "
+          "| lasso → table (selected) | Python per rerun |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| bare Streamlit page, one 500-point chart (floor) | — | {floor:.2f} s | — | — | — |")
+    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — |")
+    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — |")
     for r in results:
         py = f"{r['server_script_ms']:.0f} ms" if r["server_script_ms"] is not None else "—"
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
-              f"({r['map_warm_s'] / r['floor_s']:.2f}×) | {r['filter_s']:.2f} s "
-              f"| {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) | {py} |")
+              f"({r['map_warm_s'] / r['floor_s']:.2f}×, {r['map_warm_s'] / r['plotly_s']:.2f}×) "
+              f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) | {py} |")
     return 0
 
 

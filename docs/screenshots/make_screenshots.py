@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("DATAMAP_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+MAP_READY = ".dm-scatter[data-ready] .dm-plot"
 PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
 
 
@@ -90,9 +91,9 @@ def main() -> int:
                 page.set_default_timeout(60_000)
                 # data map: lasso over the low-confidence corner, open the first example
                 page.goto(url)
-                page.wait_for_selector(PLOT_READY, state="visible")
+                page.wait_for_selector(MAP_READY, state="visible")
                 _idle(page)
-                area = page.locator(PLOT_READY).first.bounding_box()
+                area = page.locator(MAP_READY).first.bounding_box()
                 x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
                 pts = [(0.02, 0.55), (0.6, 0.55), (0.75, 0.98), (0.02, 0.98), (0.02, 0.55)]
                 page.mouse.move(x0 + pts[0][0] * w, y0 + pts[0][1] * h)
@@ -107,7 +108,7 @@ def main() -> int:
                 _save(page, "data_map")
                 # embeddings, coloured by split
                 page.locator('[data-testid="stSidebarNav"] a', has_text="Embeddings").click()
-                page.wait_for_selector(PLOT_READY, state="visible")
+                page.wait_for_selector(MAP_READY, state="visible")
                 _idle(page, 1.5)
                 _save(page, "embeddings", height=1000)
                 # OOD
