@@ -5,16 +5,20 @@
 // Python sends the spec built by dashboard/scatter.py as `data`; the chart reports the drawn
 // shape as the state value `selection`, in data coordinates:
 //   {lasso: [{x: [...], y: [...]}]} | {box: [{x: [x0, x1], y: [y0, y1]}]}
-//   | {points: [{customdata: id}]} | {} (cleared by a double-click)
+//   | {points: [{customdata: id}, ...]} | {} (cleared by a double-click or Esc)
 // The server applies that shape to every filtered row, not only to the drawn sample.
+// `data.shape` is the shape to show on a new chart, or "keep": the chart keeps its own.
 //
 // Test hooks on the root element: data-ready="1" once the points are drawn, data-mode, and
 // data-selection (the shape the chart shows, as JSON). The element `.dm-plot` covers exactly the
 // plot area (the axes' rectangle) and receives the pointer events.
 
 const MARGIN = { left: 62, top: 34, bottom: 46 };
-const CLICK_PX = 4; // a press that moves less than this is a click
+const CLICK_PX = 6; // a press that moves less than this is a click
 const PICK_PX = 8; // how close the pointer must be to a point to hover or click it
+const MIN_LASSO_PX2 = 50; // a smaller lasso (in square pixels) is a slip, not a selection
+const DBLCLICK_MS = 250; // a click waits this long for a second one (a double-click clears)
+const MAX_LEGEND_ITEMS = 30; // unless the spec's legend says otherwise
 const MEMORY = new Map(); // component key -> { view, zoomed, mode }, kept across reruns
 const IMAGES = new Map(); // density image source -> HTMLImageElement
 
@@ -25,12 +29,13 @@ function niceTicks(lo, hi, count) {
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const norm = raw / mag;
   const step = (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
+  const digits = Math.min(20, Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
   const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-    ticks.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9 && ticks.length < 50; v += step) {
+    const t = Math.abs(v) < step * 1e-9 ? 0 : v;
+    ticks.push([t, t.toFixed(digits)]);
   }
-  const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
-  return ticks.map((v) => [v, v.toFixed(digits)]);
+  return ticks;
 }
 
 function fmt(v) {
@@ -60,7 +65,7 @@ function build(parent) {
     </div>
     <canvas class="dm-canvas"></canvas>
     <canvas class="dm-overlay"></canvas>
-    <div class="dm-plot" tabindex="0" aria-label="scatter plot: drag to select, double-click to clear"></div>
+    <div class="dm-plot" tabindex="0" aria-label="scatter plot: drag to select, double-click or Esc to clear"></div>
     <div class="dm-tip" role="tooltip" hidden></div>`;
   parent.appendChild(root);
   return root;
@@ -82,24 +87,31 @@ export default function (component) {
     mem.view = { x0: data.x_range[0], x1: data.x_range[1], y0: data.y_range[0], y1: data.y_range[1] };
     mem.zoomed = false;
   }
+  let shape = data.shape;
+  if (shape === "keep") shape = prev ? prev.shape : null;
   root.__model = {
     data,
     mem,
     setStateValue,
-    shape: data.shape && Object.keys(data.shape).length ? data.shape : null,
+    shape: shape && Object.keys(shape).length ? shape : null,
     selected: undefined, // cache of selectedFlags(shape)
     flagged: new Set(data.flag || []),
-    hover: -1,
+    hover: [],
+    drag: prev ? prev.drag : null, // a gesture in progress survives a rerun
   };
   root.style.height = `${data.height}px`;
+  const gen = (root.__gen = (root.__gen || 0) + 1);
   if (!root.__observer) {
     root.__observer = new ResizeObserver(() => draw(root));
     root.__observer.observe(root);
   }
   draw(root);
   return () => {
-    if (root.__observer) root.__observer.disconnect();
-    root.__observer = null;
+    // only the latest call's cleanup may stop the shared observer
+    if (root.__gen === gen && root.__observer) {
+      root.__observer.disconnect();
+      root.__observer = null;
+    }
   };
 }
 
@@ -126,13 +138,37 @@ function layout(root) {
 
 function legendWidth(root) {
   const d = root.__model.data;
+  if (root.__legendFor === d) return root.__legendWidth;
   const g = root.__measure || (root.__measure = document.createElement("canvas").getContext("2d"));
   g.font = "12px sans-serif";
   const names = [d.legend ? d.legend.title : ""];
-  if (d.legend && d.legend.kind === "categorical") names.push(...d.legend.items.map((it) => it.name));
+  if (d.legend && d.legend.kind === "categorical") {
+    names.push(...d.legend.items.slice(0, d.legend.max_items || MAX_LEGEND_ITEMS).map((it) => it.name));
+  }
   if (d.flag && d.flag.length) names.push("flagged");
   const widest = Math.max(60, ...names.map((s) => g.measureText(String(s)).width));
-  return d.legend && d.legend.kind === "numeric" ? Math.max(widest + 24, 84) : Math.min(widest + 44, 260);
+  root.__legendFor = d;
+  root.__legendWidth = d.legend && d.legend.kind === "numeric" ? Math.max(widest + 24, 84) : Math.min(widest + 44, 260);
+  return root.__legendWidth;
+}
+
+function finite(v) {
+  return v !== null && v !== undefined && isFinite(v);
+}
+
+function clampView(m, v) {
+  // keep the span between 1/10,000 and 100 times the data's range (no 0 or Infinity; the
+  // coordinates are sent with 5 decimals)
+  const d = m.data;
+  const fix = (a, b, lo, hi) => {
+    const full = hi - lo || 1;
+    const span = Math.min(Math.max(b - a, full * 1e-4), full * 100);
+    const mid = (a + b) / 2;
+    return [mid - span / 2, mid + span / 2];
+  };
+  const [x0, x1] = fix(v.x0, v.x1, d.x_range[0], d.x_range[1]);
+  const [y0, y1] = fix(v.y0, v.y1, d.y_range[0], d.y_range[1]);
+  return { x0, x1, y0, y1 };
 }
 
 // ---- drawing ---------------------------------------------------------------------------------
@@ -144,18 +180,15 @@ function selectedFlags(m) {
   const d = m.data;
   const n = d.x.length;
   const out = new Uint8Array(n);
-  if (s.lasso && s.lasso.length) {
-    for (const poly of s.lasso) {
-      for (let i = 0; i < n; i++) if (!out[i] && inPolygon(d.x[i], d.y[i], poly.x, poly.y)) out[i] = 1;
-    }
+  const ok = (i) => finite(d.x[i]) && finite(d.y[i]);
+  for (const poly of s.lasso || []) {
+    for (let i = 0; i < n; i++) if (!out[i] && ok(i) && inPolygon(d.x[i], d.y[i], poly.x, poly.y)) out[i] = 1;
   }
-  if (s.box && s.box.length) {
-    for (const b of s.box) {
-      const [x0, x1] = [Math.min(...b.x), Math.max(...b.x)];
-      const [y0, y1] = [Math.min(...b.y), Math.max(...b.y)];
-      for (let i = 0; i < n; i++) {
-        if (d.x[i] >= x0 && d.x[i] <= x1 && d.y[i] >= y0 && d.y[i] <= y1) out[i] = 1;
-      }
+  for (const b of s.box || []) {
+    const [x0, x1] = [Math.min(...b.x), Math.max(...b.x)];
+    const [y0, y1] = [Math.min(...b.y), Math.max(...b.y)];
+    for (let i = 0; i < n; i++) {
+      if (ok(i) && d.x[i] >= x0 && d.x[i] <= x1 && d.y[i] >= y0 && d.y[i] <= y1) out[i] = 1;
     }
   }
   if (s.points && s.points.length) {
@@ -165,25 +198,32 @@ function selectedFlags(m) {
   return out;
 }
 
+function sizeCanvas(c, width, height, dpr) {
+  const w = Math.round(width * dpr), h = Math.round(height * dpr);
+  if (c.width !== w || c.height !== h) {
+    c.width = w;
+    c.height = h;
+    c.style.width = `${width}px`;
+    c.style.height = `${height}px`;
+  }
+}
+
 function draw(root) {
   const m = root.__model;
   if (!m) return;
   const d = m.data;
-  const L = layout(root);
+  const L = (root.__layout = layout(root));
   const { plot, sx, sy } = L;
   const dpr = window.devicePixelRatio || 1;
   const canvas = root.querySelector(".dm-canvas");
-  for (const c of [canvas, root.querySelector(".dm-overlay")]) {
-    c.width = Math.round(L.width * dpr);
-    c.height = Math.round(L.height * dpr);
-    c.style.width = `${L.width}px`;
-    c.style.height = `${L.height}px`;
-  }
+  sizeCanvas(canvas, L.width, L.height, dpr);
+  sizeCanvas(root.querySelector(".dm-overlay"), L.width, L.height, dpr);
   const area = root.querySelector(".dm-plot");
   Object.assign(area.style, {
     left: `${plot.left}px`, top: `${plot.top}px`, width: `${plot.width}px`, height: `${plot.height}px`,
   });
   const ink = getComputedStyle(root).color || "#31333f";
+  root.__ink = ink;
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, L.width, L.height);
@@ -223,8 +263,8 @@ function draw(root) {
   const r = d.marker_size / 2;
   const byColor = new Map();
   for (let i = 0; i < d.x.length; i++) {
-    const c = d.c[i];
-    const k = sel ? c * 2 + sel[i] : c * 2 + 1;
+    if (!finite(d.x[i]) || !finite(d.y[i])) continue;
+    const k = d.c[i] * 2 + (sel ? sel[i] : 1);
     let list = byColor.get(k);
     if (!list) byColor.set(k, (list = []));
     list.push(i);
@@ -247,29 +287,25 @@ function draw(root) {
     g.lineWidth = 2;
     g.beginPath();
     for (const i of d.flag) {
+      if (!finite(d.x[i]) || !finite(d.y[i])) continue;
       const px = sx(d.x[i]), py = sy(d.y[i]);
       g.moveTo(px + r + 4, py);
       g.arc(px, py, r + 4, 0, 2 * Math.PI);
     }
     g.stroke();
   }
-  if (m.hover >= 0 && m.hover < d.x.length) {
-    g.strokeStyle = ink;
-    g.lineWidth = 1.5;
-    g.beginPath();
-    g.arc(sx(d.x[m.hover]), sy(d.y[m.hover]), r + 2.5, 0, 2 * Math.PI);
-    g.stroke();
-  }
-  // region boundaries and their names
-  g.strokeStyle = d.line_color;
+  // region boundaries and their names, in the theme's text colour
+  g.strokeStyle = ink;
+  g.globalAlpha = 0.75;
   g.lineWidth = 1.5;
   g.setLineDash([6, 4]);
   g.beginPath();
   for (const ln of d.lines || []) { g.moveTo(sx(ln.x0), sy(ln.y0)); g.lineTo(sx(ln.x1), sy(ln.y1)); }
   g.stroke();
   g.setLineDash([]);
+  g.globalAlpha = 1;
   g.restore();
-  g.fillStyle = d.line_color;
+  g.fillStyle = ink;
   g.font = "12px sans-serif";
   g.textAlign = "center";
   for (const lb of d.labels || []) {
@@ -302,7 +338,7 @@ function draw(root) {
   g.restore();
   drawLegend(g, d, plot, ink);
 
-  drawShape(root, L);
+  drawOverlay(root);
   root.dataset.ready = "1";
   root.dataset.mode = m.mem.mode;
   root.dataset.points = String(d.x.length);
@@ -314,8 +350,9 @@ function draw(root) {
 
 function drawLegend(g, d, plot, ink) {
   const lg = d.legend;
-  let x = plot.left + plot.width + 16;
+  const x = plot.left + plot.width + 16;
   let y = plot.top;
+  const bottom = plot.top + plot.height - 10;
   g.textAlign = "left";
   g.textBaseline = "middle";
   g.fillStyle = ink;
@@ -335,8 +372,9 @@ function drawLegend(g, d, plot, ink) {
       g.fillText(fmt(lg.min), x + 20, y + h - 5);
       y += h + 16;
     } else {
+      let shown = 0;
       for (const it of lg.items) {
-        if (y > plot.top + plot.height - 10) { g.fillText("…", x, y); y += 18; break; }
+        if (shown >= (lg.max_items || MAX_LEGEND_ITEMS) || y > bottom - 18) break;
         g.fillStyle = it.color;
         g.beginPath();
         g.arc(x + 6, y, 5, 0, 2 * Math.PI);
@@ -344,8 +382,9 @@ function drawLegend(g, d, plot, ink) {
         g.fillStyle = ink;
         g.fillText(it.name, x + 18, y);
         y += 18;
+        shown += 1;
       }
-      if (lg.more) { g.fillText(`+${lg.more} more`, x, y); y += 18; }
+      if (shown < lg.items.length) { g.fillText(`+${lg.items.length - shown} more`, x, y); y += 18; }
     }
   }
   if (d.flag && d.flag.length) {
@@ -360,8 +399,10 @@ function drawLegend(g, d, plot, ink) {
   }
 }
 
-function drawShape(root, L) {
+function drawOverlay(root) {
+  // the selection shape (or the one being drawn) and the hover ring, over the points
   const m = root.__model;
+  const L = root.__layout;
   const overlay = root.querySelector(".dm-overlay");
   const dpr = window.devicePixelRatio || 1;
   const g = overlay.getContext("2d");
@@ -371,18 +412,17 @@ function drawShape(root, L) {
   g.beginPath();
   g.rect(L.plot.left, L.plot.top, L.plot.width, L.plot.height);
   g.clip();
-  g.strokeStyle = "#333";
-  g.fillStyle = "rgba(120,120,120,0.10)";
+  const ink = root.__ink || "#31333f";
+  g.strokeStyle = ink;
+  g.fillStyle = "rgba(128,128,128,0.14)";
   g.lineWidth = 1.2;
   g.setLineDash([4, 3]);
   const polys = [];
-  const s = m.drag && m.drag.mode !== "pan" ? m.drag.preview : m.shape;
-  if (s && s.lasso) for (const p of s.lasso) polys.push(p.x.map((x, i) => [L.sx(x), L.sy(p.y[i])]));
-  if (s && s.box) {
-    for (const b of s.box) {
-      const [x0, x1, y0, y1] = [L.sx(b.x[0]), L.sx(b.x[1]), L.sy(b.y[0]), L.sy(b.y[1])];
-      polys.push([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]);
-    }
+  const s = m.drag && m.drag.mode !== "pan" && m.drag.preview ? m.drag.preview : m.shape;
+  for (const p of (s && s.lasso) || []) polys.push(p.x.map((x, i) => [L.sx(x), L.sy(p.y[i])]));
+  for (const b of (s && s.box) || []) {
+    const [x0, x1, y0, y1] = [L.sx(b.x[0]), L.sx(b.x[1]), L.sy(b.y[0]), L.sy(b.y[1])];
+    polys.push([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]);
   }
   for (const pts of polys) {
     if (pts.length < 2) continue;
@@ -393,34 +433,58 @@ function drawShape(root, L) {
     g.fill();
     g.stroke();
   }
+  g.setLineDash([]);
+  const d = m.data;
+  if (m.hover.length) {
+    const i = m.hover[0];
+    g.lineWidth = 1.5;
+    g.beginPath();
+    g.arc(L.sx(d.x[i]), L.sy(d.y[i]), d.marker_size / 2 + 2.5, 0, 2 * Math.PI);
+    g.stroke();
+  }
   g.restore();
 }
 
 // ---- interaction -----------------------------------------------------------------------------
 
-function nearest(root, L, px, py) {
+function pick(root, px, py) {
+  // the drawn points nearest to (px, py) in page-local pixels, within PICK_PX: every point
+  // within a pixel of the nearest one (points drawn on top of each other come together)
   const d = root.__model.data;
-  let best = -1;
-  let bestD = PICK_PX * PICK_PX;
+  const L = root.__layout;
+  const dist = new Float64Array(d.x.length);
+  let best = PICK_PX * PICK_PX;
+  let found = false;
   for (let i = 0; i < d.x.length; i++) {
+    if (!finite(d.x[i]) || !finite(d.y[i])) { dist[i] = Infinity; continue; }
     const ex = L.sx(d.x[i]) - px, ey = L.sy(d.y[i]) - py;
-    const dd = ex * ex + ey * ey;
-    if (dd <= bestD) { bestD = dd; best = i; }
+    dist[i] = ex * ex + ey * ey;
+    if (dist[i] <= best) { best = dist[i]; found = true; }
   }
-  return best;
+  if (!found) return [];
+  const limit = (Math.sqrt(best) + 1) ** 2;
+  const out = [];
+  for (let i = 0; i < d.x.length; i++) if (dist[i] <= limit) out.push(i);
+  return out;
 }
 
-function showTip(root, L, i, px, py) {
+function showTip(root, hits, px, py) {
   const tip = root.querySelector(".dm-tip");
-  const d = root.__model.data;
-  if (i < 0) { tip.hidden = true; return; }
+  const m = root.__model;
+  const d = m.data;
+  const L = root.__layout;
+  if (!hits.length) { tip.hidden = true; return; }
+  const i = hits[0];
   const lines = [`id ${d.ids[i]}`, `${d.x_title} ${fmt(d.x[i])}`, `${d.y_title} ${fmt(d.y[i])}`];
-  if (d.text && d.text[i]) lines.push(String(d.text[i]));
+  if (d.text && d.text[i]) lines.push(d.text_title ? `${d.text_title} ${d.text[i]}` : String(d.text[i]));
   if (d.legend && d.legend.title) {
-    const value = d.v ? fmt(d.v[i]) : (d.legend.items && d.legend.items[d.c[i]] ? d.legend.items[d.c[i]].name : "");
+    const item = d.legend.items ? d.legend.items[d.c[i]] : null;
+    const value = d.v ? fmt(d.v[i]) : item ? item.name : "";
     if (value !== "") lines.push(`${d.legend.title} ${value}`);
   }
-  if (root.__model.flagged.has(i)) lines.push("flagged");
+  if (m.flagged.has(i)) lines.push("flagged");
+  if (hits.length > 1) lines.push(`+${hits.length - 1} more at this spot (a click selects all)`);
+  // text, never HTML: labels and ids come from the user's data
   tip.replaceChildren(...lines.map((s) => Object.assign(document.createElement("div"), { textContent: s })));
   tip.hidden = false;
   const left = Math.min(L.plot.left + px + 12, L.width - tip.offsetWidth - 4);
@@ -437,8 +501,18 @@ function commit(root, shape) {
   m.setStateValue("selection", shape);
 }
 
+function polygonArea(pts) {
+  let a = 0;
+  for (let i = 0, j = pts.length - 1; i < pts.length; j = i++) a += (pts[j][0] + pts[i][0]) * (pts[j][1] - pts[i][1]);
+  return Math.abs(a / 2);
+}
+
 function wire(root) {
   const area = root.querySelector(".dm-plot");
+  const local = (ev) => {
+    const L = root.__layout;
+    return [Math.min(Math.max(ev.offsetX, 0), L.plot.width), Math.min(Math.max(ev.offsetY, 0), L.plot.height)];
+  };
   root.querySelector(".dm-tools").addEventListener("click", (ev) => {
     const b = ev.target.closest("button");
     const m = root.__model;
@@ -455,21 +529,22 @@ function wire(root) {
     const m = root.__model;
     if (!m || ev.button !== 0) return;
     area.setPointerCapture(ev.pointerId);
-    const px = ev.offsetX, py = ev.offsetY;
+    const [px, py] = local(ev);
     m.drag = { mode: m.mem.mode, start: [px, py], path: [[px, py]], view: { ...m.mem.view }, moved: 0, preview: null };
+    m.hover = [];
     root.querySelector(".dm-tip").hidden = true;
+    drawOverlay(root);
   });
   area.addEventListener("pointermove", (ev) => {
     const m = root.__model;
-    if (!m) return;
-    const L = layout(root);
-    const px = Math.min(Math.max(ev.offsetX, 0), L.plot.width);
-    const py = Math.min(Math.max(ev.offsetY, 0), L.plot.height);
+    if (!m || !root.__layout) return;
+    const L = root.__layout;
+    const [px, py] = local(ev);
     const dr = m.drag;
     if (!dr) {
-      const i = nearest(root, L, L.plot.left + px, L.plot.top + py);
-      if (i !== m.hover) { m.hover = i; draw(root); }
-      showTip(root, L, i, px, py);
+      const hits = pick(root, L.plot.left + px, L.plot.top + py);
+      if (hits[0] !== m.hover[0] || hits.length !== m.hover.length) { m.hover = hits; drawOverlay(root); }
+      showTip(root, hits, px, py);
       return;
     }
     dr.moved = Math.max(dr.moved, Math.hypot(px - dr.start[0], py - dr.start[1]));
@@ -491,25 +566,34 @@ function wire(root) {
     } else {
       const [a, b] = [toData(dr.start), toData([px, py])];
       dr.preview = { box: [{ x: [a[0], b[0]], y: [a[1], b[1]] }] };
+      dr.end = [px, py];
     }
-    drawShape(root, L);
+    drawOverlay(root);
   });
   const finish = (ev) => {
     const m = root.__model;
     const dr = m && m.drag;
     if (!dr) return;
     m.drag = null;
-    if (dr.mode === "pan") return;
-    const L = layout(root);
+    if (dr.mode === "pan" || ev.type === "pointercancel") { drawOverlay(root); return; }
+    const L = root.__layout;
     if (dr.moved < CLICK_PX) {
-      const i = nearest(root, L, L.plot.left + dr.start[0], L.plot.top + dr.start[1]);
-      if (i >= 0) commit(root, { points: [{ customdata: m.data.ids[i] }] });
-      else drawShape(root, L);
+      // a click selects the point(s) under it, unless a second click makes it a double-click
+      const hits = pick(root, L.plot.left + dr.start[0], L.plot.top + dr.start[1]);
+      drawOverlay(root);
+      clearTimeout(root.__click);
+      if (hits.length && ev.detail < 2) {
+        const ids = hits.map((i) => ({ customdata: m.data.ids[i] }));
+        root.__click = setTimeout(() => commit(root, { points: ids }), DBLCLICK_MS);
+      }
       return;
     }
-    if (ev.type === "pointercancel" || !dr.preview) { drawShape(root, L); return; }
-    if (dr.preview.lasso && dr.preview.lasso[0].x.length < 3) { drawShape(root, L); return; }
-    commit(root, dr.preview);
+    const p = dr.preview;
+    const slip = !p
+      || (p.lasso && (dr.path.length < 3 || polygonArea(dr.path) < MIN_LASSO_PX2))
+      || (p.box && (!dr.end || Math.abs(dr.end[0] - dr.start[0]) < CLICK_PX || Math.abs(dr.end[1] - dr.start[1]) < CLICK_PX));
+    if (slip) { drawOverlay(root); return; }
+    commit(root, p);
   };
   area.addEventListener("pointerup", finish);
   area.addEventListener("pointercancel", finish);
@@ -517,10 +601,11 @@ function wire(root) {
     const m = root.__model;
     if (m && !m.drag) {
       root.querySelector(".dm-tip").hidden = true;
-      if (m.hover !== -1) { m.hover = -1; draw(root); }
+      if (m.hover.length) { m.hover = []; drawOverlay(root); }
     }
   });
   area.addEventListener("dblclick", () => {
+    clearTimeout(root.__click);
     const m = root.__model;
     if (m && m.shape) commit(root, {});
   });
@@ -529,13 +614,13 @@ function wire(root) {
   });
   area.addEventListener("wheel", (ev) => {
     const m = root.__model;
-    if (!m) return;
+    if (!m || !root.__layout) return;
     ev.preventDefault();
-    const L = layout(root);
+    const L = root.__layout;
     const k = Math.exp(Math.max(-0.5, Math.min(0.5, ev.deltaY * 0.0015)));
     const cx = L.dx(L.plot.left + ev.offsetX), cy = L.dy(L.plot.top + ev.offsetY);
     const v = m.mem.view;
-    m.mem.view = { x0: cx + (v.x0 - cx) * k, x1: cx + (v.x1 - cx) * k, y0: cy + (v.y0 - cy) * k, y1: cy + (v.y1 - cy) * k };
+    m.mem.view = clampView(m, { x0: cx + (v.x0 - cx) * k, x1: cx + (v.x1 - cx) * k, y0: cy + (v.y0 - cy) * k, y1: cy + (v.y1 - cy) * k });
     m.mem.zoomed = true;
     draw(root);
   }, { passive: false });

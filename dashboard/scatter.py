@@ -6,14 +6,17 @@ was most of the time to a shown map (docs/dashboard.md, "Speed"). A spec is a JS
 
 * ``x``, ``y``, ``ids``: one entry per drawn point; ``ids`` come back in click selections;
 * ``c``: a palette index per point (-1: missing value, drawn in ``missing_color``); ``palette``;
-* ``v``: the colour column's numbers (hover text) when it is numeric; ``text``: a hover line;
+* ``v``: the colour column's numbers (hover text) when it is numeric; ``text``: a hover line per
+  point, shown after ``text_title``;
 * ``legend``: ``{"kind": "numeric", "title", "min", "max", "stops"}`` or
-  ``{"kind": "categorical", "title", "items": [{"name", "color"}], "more"}``;
+  ``{"kind": "categorical", "title", "items": [{"name", "color"}], "max_items"}`` (the chart
+  lists at most ``max_items`` names);
 * ``flag``: indices of the points to ring (flagged examples);
 * ``x_range``, ``y_range``, ``x_title``, ``y_title``, ``show_ticks``, ``height``, ``marker_size``;
 * ``density``: ``{"src": PNG data URL, "x0", "x1", "y0", "y1"}`` or None (:func:`density_image`);
 * ``lines`` (``x0, y0, x1, y1``) and ``labels`` (``x, y, text, anchor``) in data coordinates;
-* ``shape``: the selection the chart shows (set by the caller; see ``scatter.js``).
+* ``shape``: the selection a new chart shows, or ``"keep"`` (set by the caller; see
+  ``scatter.js``).
 
 Every number is finite or ``None``: JSON has no NaN.
 """
@@ -116,16 +119,12 @@ def point_colors(series: pd.Series, *, title: str | None = None) -> dict[str, An
     cats = sorted(pd.unique(as_str.to_numpy()).tolist())
     codes = pd.Categorical(as_str, categories=cats).codes.astype(np.int64)
     palette = [CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)] for k in range(len(cats))]
-    shown = cats[:MAX_CATEGORIES]
     return {
         "c": codes,
         "palette": palette,
-        "legend": {
-            "kind": "categorical",
-            "title": name,
-            "items": [{"name": c, "color": palette[k]} for k, c in enumerate(shown)],
-            "more": len(cats) - len(shown),
-        },
+        # every category (hover names each point); the chart lists at most MAX_CATEGORIES
+        "legend": {"kind": "categorical", "title": name, "max_items": MAX_CATEGORIES,
+                   "items": [{"name": c, "color": palette[k]} for k, c in enumerate(cats)]},
         "v": None,
     }
 
@@ -207,7 +206,10 @@ def scatter_spec(
     """The spec of one scatter: one point per row of ``table`` (the rows to draw)."""
     n = len(table)
     ids = table[S.EXAMPLE_ID].to_numpy()
-    id_list = ids.tolist() if ids.dtype.kind in "iub" else [str(v) for v in ids]
+    # JSON numbers are doubles in the browser: integers beyond 2**53 travel as strings (the
+    # server casts a clicked id back to the column's type)
+    exact = ids.dtype.kind in "iu" and (not n or (np.abs(ids.astype(np.float64)).max() < 2.0**53))
+    id_list = ids.tolist() if exact else [str(v) for v in ids]
     xs = table[x].to_numpy(dtype=np.float64, na_value=np.nan)
     ys = table[y].to_numpy(dtype=np.float64, na_value=np.nan)
     if color is not None and color in table.columns:
@@ -233,6 +235,7 @@ def scatter_spec(
         "missing_color": MISSING_COLOR,
         "v": _finite_list(colors["v"], 4) if colors["v"] is not None else None,
         "text": text,
+        "text_title": hover_name if text is not None else None,
         "legend": colors["legend"],
         "flag": flag,
         "flag_color": FLAG_COLOR,

@@ -506,11 +506,12 @@ def _linked_map(
     prev = selections.get(page)
     generation = st.session_state.setdefault(K.CHART_GENERATION, {}).get(page, 0)
     key = f"{K.W_CHART_PREFIX}{page}_{generation}"
-    # the shape to show: the chart's own (already updated by an interaction that started this
-    # rerun), else the kept selection's (the chart is new after a visit to another page)
+    # A new chart (no state yet: first visit, or back from another page) is sent the kept
+    # selection's shape to draw; an existing one keeps its own. Sending its shape on every
+    # selection would change the spec and make Streamlit resend the whole chart each time.
     state = st.session_state.get(key)
-    shown = state.get("selection") if state is not None else None
-    spec["shape"] = shown if shown is not None else (prev.shape if prev is not None else None)
+    kept_shape = prev.shape if prev is not None else None
+    spec["shape"] = kept_shape if state is None else "keep"
     result = SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
     ctx.timings["chart"] = time.perf_counter() - t0
     unplottable = ctx.n_filtered - n_drawable
@@ -527,12 +528,16 @@ def _linked_map(
             "row to open it." + missing
         )
     # --- resolve the selection over every filtered row. The chart reports None (nothing drawn
-    # on it yet), {} (cleared by a double-click or Esc) or a shape, kept across reruns.
+    # on it yet: the kept selection's shape, if any, still applies), {} (cleared by a
+    # double-click or Esc) or a shape; either is kept across reruns and applied to the current
+    # filter on each one.
     raw = result.get("selection")
-    if raw:
-        mask, how = D.selection_mask(ctx, raw, x=x, y=y)
-        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=raw)
-        st.session_state[K.LAST_SELECTION_PAGE] = page
+    shape = raw if raw is not None else kept_shape
+    if shape:
+        mask, how = D.selection_mask(ctx, shape, x=x, y=y)
+        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=shape)
+        if raw is not None:
+            st.session_state[K.LAST_SELECTION_PAGE] = page
     elif raw is not None:
         selections.pop(page, None)
     sel = selections.get(page)

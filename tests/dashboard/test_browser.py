@@ -295,6 +295,12 @@ def test_lasso_fills_selection_with_the_polygon_rows(server: Server, page: objec
     page.wait_for_selector(MAP_READY)  # type: ignore[attr-defined]
     assert selection_shape(page) == shape
     assert page.get_by_text(f"{len(expected):,} selected").count() == 1  # type: ignore[attr-defined]
+    # the kept shape still follows the filter: only the train rows inside it remain
+    pick_multiselect(page, "split", "train")
+    in_train = set(table.loc[table[S.SPLIT] == "train", S.EXAMPLE_ID].tolist()) & expected
+    assert page.get_by_text(f"{len(in_train):,} selected").count() == 1  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
     # a double-click clears it
     area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
     page.mouse.dblclick(area["x"] + 0.5 * area["width"], area["y"] + 0.5 * area["height"])  # type: ignore[attr-defined]
@@ -306,6 +312,12 @@ def test_lasso_fills_selection_with_the_polygon_rows(server: Server, page: objec
 def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server, page: object) -> None:
     open_page(page, server.url, ready=MAP_READY)
     example_id, px, py = isolated_point(page)
+    # a double-click on it selects nothing (it clears; its two clicks are not a point selection)
+    page.mouse.dblclick(px, py)  # type: ignore[attr-defined]
+    wait_idle(page, settle=1.0)
+    assert selection_shape(page) is None
+    assert page.get_by_text(re.compile(r"selected by")).count() == 0  # type: ignore[attr-defined]
+    page.mouse.move(px + 30, py + 30)  # type: ignore[attr-defined]
     page.mouse.move(px, py)  # type: ignore[attr-defined]
     tip = page.locator(".dm-tip")  # type: ignore[attr-defined]
     tip.wait_for(state="visible")

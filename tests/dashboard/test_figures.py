@@ -131,6 +131,16 @@ def test_missing_values_and_string_ids_stay_valid_json() -> None:
     assert [it["name"] for it in SC.point_colors(t[S.DIAGNOSIS])["legend"]["items"]] == ["(missing)", "clean"]
 
 
+def test_ids_beyond_double_precision_travel_as_strings() -> None:
+    t = _table(3)
+    assert SC.data_map_spec(t)["ids"] == t[S.EXAMPLE_ID].tolist()  # small ints stay numbers
+    big = np.array([2**60 + 1, 2**60 + 2, 5], dtype=np.int64)  # a double cannot hold 2**60 + 1
+    t[S.EXAMPLE_ID] = big
+    ids = SC.data_map_spec(t)["ids"]
+    assert ids == [str(v) for v in big.tolist()]
+    assert [int(v) for v in ids] == big.tolist()  # exact round trip
+
+
 def test_ood_histogram_shares_bins_and_normalises_per_split() -> None:
     t = _table(300)
     fig = FIG.ood_histogram_figure(t, S.OOD_ENERGY, bins=20)
