@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis import diagnosis as DG
 from analysis import filters as F
 from analysis import flags as FL
 from analysis import runstore
@@ -116,6 +117,49 @@ def _regions(key: RunKey, confidence: float, variability: float, _table: pd.Data
     return pd.Categorical(region, categories=list(S.REGIONS))
 
 
+def _diagnosis_thresholds(run_dir: Path) -> tuple[str | None, DG.DiagnosisThresholds] | None:
+    """The score column and thresholds ``datamap analyze`` diagnosed with (``ood_eval.json``),
+    or None when the run does not record them."""
+    info = (load_ood_eval(run_dir) or {}).get("diagnosis")
+    if not isinstance(info, dict) or "ood_quantile" not in info:
+        return None
+    try:
+        th = DG.DiagnosisThresholds(
+            ood_quantile=float(info["ood_quantile"]),
+            learned_ood_quantile=None if info.get("learned_ood_quantile") is None else float(info["learned_ood_quantile"]),
+            reference_splits=tuple(str(v) for v in info.get("reference_splits") or (S.TRAIN_SPLIT, "test")),
+        )
+    except (TypeError, ValueError):
+        return None
+    score = info.get("score_column")
+    return (str(score) if score else None), th
+
+
+@st.cache_resource(max_entries=3, show_spinner="Diagnosing…")
+def _diagnosis(
+    key: RunKey, confidence: float, variability: float, _table: pd.DataFrame, _region: pd.Categorical
+) -> pd.Categorical | None:
+    """The ``diagnosis`` column again, from the regions at the current thresholds.
+
+    Uses the OOD score and quantiles the analysis used (``ood_eval.json``), so at the analysis'
+    region thresholds it equals the stored column; None (keep the stored one) when the run does
+    not record them.
+    """
+    how = _diagnosis_thresholds(Path(key[0]).parent)
+    if how is None:
+        return None
+    score, th = how
+    if score is not None and score not in _table.columns:
+        return None
+    frame = pd.DataFrame({S.SPLIT: _table[S.SPLIT], S.REGION: _region})
+    if S.IS_OOD in _table.columns:
+        frame[S.IS_OOD] = _table[S.IS_OOD]
+    if score is not None:
+        frame[score] = _table[score]
+    diag, _ = DG.diagnosis_column(frame, score, thresholds=th)
+    return diag
+
+
 @st.cache_resource(max_entries=3, show_spinner="Applying flags…")
 def _working_table(
     key: RunKey, confidence: float, variability: float, flag_version: tuple[int, float],
@@ -125,6 +169,10 @@ def _working_table(
     region = _regions(key, confidence, variability, _table)
     if region is not None:
         out[S.REGION] = region
+        if S.DIAGNOSIS in _table.columns:
+            diag = _diagnosis(key, confidence, variability, _table, region)
+            if diag is not None:
+                out[S.DIAGNOSIS] = diag
     return FL.apply_flags(out, _latest)
 
 

@@ -46,8 +46,9 @@ if submitted:
                 ctx.run_dir, ctx.table, ctx.mask, fmt=fmt, filter_spec=ctx.spec,
                 selection_ids=(sel.ids.tolist() if scope == "selection" and sel is not None else None),
                 flags=ctx.latest_flags, curated=curated, apply_relabels=relabel,
-                # `region` is recomputed at the sidebar thresholds: record them so the
-                # manifest's filter reproduces the rows.
+                # `region` and `diagnosis` are recomputed at the sidebar thresholds (the
+                # diagnosis with the analysis' OOD quantiles): record them so the manifest's
+                # filter reproduces the rows.
                 context={"region_thresholds": {"confidence": ctx.thresholds.confidence,
                                                "variability": ctx.thresholds.variability}},
             )

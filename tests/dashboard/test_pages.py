@@ -155,6 +155,30 @@ def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
     assert not at.exception
 
 
+def test_diagnosis_follows_the_region_thresholds(at: AppTest, run: Path) -> None:
+    import json
+
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    info = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_mislabeled"]).run()
+    stored = int((table[S.DIAGNOSIS] == "suspect_mislabeled").sum())
+    assert shown(at) == stored  # at the analysis' thresholds: the stored diagnosis
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    at.sidebar.slider(key=K.W_CONF_THRESHOLD).set_value(0.8).run()
+    # by hand: hard-to-learn at the new thresholds, and the score not beyond the ood_quantile of
+    # the in-distribution reference rows
+    regions = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
+                             RegionThresholds(confidence=0.8, variability=0.2))
+    score = table[info["score_column"]].to_numpy(float)
+    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
+    t = np.quantile(score[ref & np.isfinite(score)], info["ood_quantile"])
+    expected = int(((regions == S.HARD) & ~(score > t)).sum())
+    assert expected > stored
+    assert shown(at) == expected
+    assert not at.exception
+
+
 def test_metric_ranges_apply_while_their_expander_is_closed_and_reset_clears_them(
     at: AppTest, run: Path
 ) -> None:
