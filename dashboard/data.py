@@ -11,6 +11,7 @@ The dashboard does no metric arithmetic of its own: numbers come from ``analysis
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -577,23 +578,100 @@ def ood_curves(key: RunKey, score: str, group: str, _scores: np.ndarray, _is_ood
 # ---- images --------------------------------------------------------------------------------------
 
 
-def image_bytes(value: Any) -> bytes | None:
-    """PNG/JPEG bytes of an ``image`` cell (bytes, or a path relative to the run), or None."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
+"""File types an ``image`` path may name (anything else is not read)."""
+MAX_IMAGE_FILE_BYTES = 20 * 2**20
+"""Image files larger than this are not read (20 MiB)."""
+THUMBNAIL_PX = 96
+"""Table thumbnails are at most this many pixels on a side."""
+
+
+def _image_file(value: str, run_dir: str | os.PathLike[str] | None) -> bytes | None:
+    """The bytes of an image file named by an ``image`` cell: absolute, or relative to the run."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        if run_dir is None:
+            return None
+        path = Path(run_dir) / path
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file() or stat.st_size > MAX_IMAGE_FILE_BYTES:
+        return None
+    return _read_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@st.cache_resource(max_entries=2048, show_spinner=False)
+def _read_file(path: str, mtime_ns: int, size: int) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
+
+
+def image_bytes(value: Any, run_dir: str | os.PathLike[str] | None = None) -> bytes | None:
+    """Encoded image bytes (PNG, JPEG, ...) of an ``image`` cell, or None.
+
+    The cell holds the bytes, a Hugging Face ``Image`` dict (``{"bytes": ...}``), or a path to an
+    image file: absolute, or relative to ``run_dir``. A path is read only when it names a file
+    with an image suffix (:data:`IMAGE_SUFFIXES`) of at most :data:`MAX_IMAGE_FILE_BYTES`.
+    """
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    if isinstance(value, dict) and "bytes" in value:  # HF datasets' Image feature
-        return bytes(value["bytes"]) if value["bytes"] is not None else None
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:  # HF datasets' Image feature
+            return bytes(value["bytes"])
+        return _image_file(str(value["path"]), run_dir) if value.get("path") else None
+    if isinstance(value, str | os.PathLike):
+        return _image_file(os.fspath(value), run_dir)
     return None
 
 
-def image_data_urls(values: pd.Series) -> list[str | None]:
-    """``data:image/png;base64,...`` URLs for a table's image column (small thumbnails)."""
+def _mime(data: bytes) -> str | None:
+    """The image type of encoded bytes from their signature, or None when not an image we know."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:2] == b"BM":
+        return "image/bmp"
+    return None
+
+
+def _thumbnail(data: bytes) -> tuple[bytes, str] | None:
+    """``(bytes, mime)`` small enough for a table cell: the image itself when small, else a PNG
+    of at most :data:`THUMBNAIL_PX` pixels on a side; None when it does not decode."""
+    mime = _mime(data)
+    if mime is not None and len(data) <= 16_384:
+        return data, mime
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            buf = io.BytesIO()
+            img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB").save(buf, format="PNG")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return buf.getvalue(), "image/png"
+
+
+def image_data_urls(values: pd.Series, run_dir: str | os.PathLike[str] | None = None) -> list[str | None]:
+    """``data:`` URLs of small thumbnails for a table's image column (None where there is none)."""
     import base64
 
     out: list[str | None] = []
     for v in values:
-        b = image_bytes(v)
-        out.append(None if b is None else "data:image/png;base64," + base64.b64encode(b).decode())
+        b = image_bytes(v, run_dir)
+        thumb = _thumbnail(b) if b is not None else None
+        out.append(None if thumb is None else f"data:{thumb[1]};base64," + base64.b64encode(thumb[0]).decode())
     return out

@@ -268,7 +268,7 @@ def display_frame(ctx: D.RunContext, rows: np.ndarray, *, extra: Sequence[str] =
     out = pd.DataFrame(index=range(len(sub)))
     out[S.EXAMPLE_ID] = sub[S.EXAMPLE_ID].to_numpy()
     if S.IMAGE in sub.columns:
-        out[S.IMAGE] = D.image_data_urls(sub[S.IMAGE])
+        out[S.IMAGE] = D.image_data_urls(sub[S.IMAGE], ctx.run_dir)
     out[S.SPLIT] = sub[S.SPLIT].astype(str).to_numpy()
     if S.LABEL in sub.columns:
         out["label"] = [ctx.class_name(v) for v in sub[S.LABEL].tolist()]
@@ -349,7 +349,7 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
         st.markdown(f"#### Example `{example_id}`")
         left, mid, right = st.columns([1, 1.3, 2.2])
         with left:
-            img = D.image_bytes(r.get(S.IMAGE)) if S.IMAGE in ctx.table.columns else None
+            img = D.image_bytes(r.get(S.IMAGE), ctx.run_dir) if S.IMAGE in ctx.table.columns else None
             if img is not None:
                 st.image(img, width=160, caption=f"split {r[S.SPLIT]}")
             elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):

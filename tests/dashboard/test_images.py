@@ -1,0 +1,97 @@
+"""The ``image`` column: bytes or paths to image files, shown in the tables and the example view."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from analysis import schema as S
+from dashboard import data as D
+from dashboard import state as K
+from tests.dashboard.runs import make_image_run
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+def _encoded(size: tuple[int, int], fmt: str, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype(np.uint8), mode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_image_cells_may_be_bytes_or_paths(tmp_path: Path) -> None:
+    png = _encoded((8, 8), "PNG")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(png)
+    (tmp_path / "notes.txt").write_text("not an image")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-abs.png"
+    elsewhere.write_bytes(png)
+    assert D.image_bytes(png) == png
+    assert D.image_bytes({"bytes": png, "path": None}) == png  # a Hugging Face Image cell
+    assert D.image_bytes("images/a.png", tmp_path) == png  # relative to the run
+    assert D.image_bytes({"bytes": None, "path": "images/a.png"}, tmp_path) == png
+    assert D.image_bytes(str(elsewhere), tmp_path) == png  # absolute
+    assert D.image_bytes(tmp_path / "images" / "a.png") == png  # a Path
+    # not read: no run to resolve against, a missing file, a non-image suffix, a directory
+    assert D.image_bytes("images/a.png") is None
+    assert D.image_bytes("images/missing.png", tmp_path) is None
+    assert D.image_bytes("notes.txt", tmp_path) is None
+    assert D.image_bytes("images", tmp_path) is None
+    assert D.image_bytes(float("nan")) is None and D.image_bytes(None) is None
+
+
+def test_oversized_image_files_are_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    png = _encoded((8, 8), "PNG", seed=1)
+    (tmp_path / "big.png").write_bytes(png)
+    monkeypatch.setattr(D, "MAX_IMAGE_FILE_BYTES", len(png) - 1)
+    assert D.image_bytes("big.png", tmp_path) is None
+
+
+def test_thumbnails_keep_small_images_and_shrink_large_ones() -> None:
+    small = _encoded((8, 8), "PNG")
+    big = _encoded((400, 300), "JPEG")
+    assert len(big) > 16_384
+    urls = D.image_data_urls(pd.Series([small, big, None, b"junk"]))
+    assert urls[0] == "data:image/png;base64," + base64.b64encode(small).decode()
+    assert urls[1] is not None and urls[1].startswith("data:image/png;base64,")
+    thumb = Image.open(io.BytesIO(base64.b64decode(urls[1].split(",", 1)[1])))
+    assert max(thumb.size) == D.THUMBNAIL_PX and thumb.size == (96, 72)  # aspect kept
+    assert urls[2] is None and urls[3] is None  # nothing, or bytes that are no image
+    jpeg = _encoded((4, 4), "JPEG")
+    assert D.image_data_urls(pd.Series([jpeg]))[0].startswith("data:image/jpeg;base64,")
+
+
+def test_example_view_shows_an_image_stored_as_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_image_run(tmp_path / "src", n_examples=200, n_eval=40)
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    (run / "images").mkdir()
+    paths = []
+    for ex_id, data in zip(table[S.EXAMPLE_ID], table[S.IMAGE], strict=True):
+        (run / "images" / f"{ex_id}.png").write_bytes(data)
+        paths.append(f"images/{ex_id}.png")
+    table[S.IMAGE] = paths
+    table.to_parquet(run / S.TABLE_FILE)
+    ids = table[S.EXAMPLE_ID].to_numpy()[:3]
+
+    monkeypatch.setenv("DATAMAP_RUN_DIR", str(run))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state[K.SELECTION] = {"data_map": D.Selection(ids=ids, how="lasso")}
+    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
+    assert not any("No image or text" in c.value for c in at.caption)
+    assert len(at.image) == 1
+    assert at.image[0].captions == [f"split {table[S.SPLIT].iloc[1]}"]
