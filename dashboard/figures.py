@@ -1,7 +1,8 @@
-"""Pure Plotly figure builders: ``*_figure(table, ...) -> go.Figure``, no Streamlit calls.
+"""Pure figure builders: ``*_figure(table, ...) -> go.Figure`` (Plotly) and ``*_svg``, no Streamlit calls.
 
-The OOD page's histograms and curves and the example view's trajectory. The two maps (data map,
-embeddings) are drawn by the dashboard's own canvas chart instead: see :mod:`dashboard.scatter`.
+The OOD page's histograms and curves, and the example view's trajectory as a plain SVG. The two
+maps (data map, embeddings) are drawn by the dashboard's own canvas chart: see
+:mod:`dashboard.scatter`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = [
     "ood_histogram_figure",
     "pr_figure",
     "roc_figure",
-    "trajectory_figure",
+    "trajectory_svg",
 ]
 
 CATEGORICAL_PALETTE = (
@@ -163,14 +164,18 @@ def pr_figure(curves: Mapping[str, Mapping[str, Any]], *, height: int = 360) -> 
 # ---- one example --------------------------------------------------------------------------------
 
 
-def trajectory_figure(
+def trajectory_svg(
     trajectory: pd.DataFrame,
     *,
     confidence: float | None = None,
-    title: str | None = None,
-    height: int = 260,
-) -> go.Figure:
-    """p(gold) over epochs for one example.
+    width: int = 420,
+    height: int = 240,
+) -> str:
+    """p(gold) over epochs for one example, as a self-contained SVG (no chart library).
+
+    The example view opens on a row click; an inline SVG shows at once, where a Plotly chart
+    would first load Plotly's 4.7 MB bundle into the tab. Each epoch's marker carries a
+    ``<title>`` (the browser's tooltip); text and axes use ``currentColor`` (the theme's).
 
     Parameters
     ----------
@@ -179,30 +184,56 @@ def trajectory_figure(
         Draws the example's mean p(gold) as a dotted line.
     """
     traj = trajectory.sort_values(S.EPOCH)
-    fig = go.Figure(
-        go.Scatter(
-            x=traj[S.EPOCH].to_numpy(),
-            y=traj[S.GOLD_PROB].to_numpy(dtype=np.float64),
-            mode="lines+markers",
-            name="p(gold)",
-            line={"color": CATEGORICAL_PALETTE[0]},
-            hovertemplate="epoch %{x}<br>p(gold) %{y:.3f}<extra></extra>",
-        )
-    )
+    epochs = traj[S.EPOCH].to_numpy(dtype=np.float64)
+    probs = traj[S.GOLD_PROB].to_numpy(dtype=np.float64)
+    left, right, top, bottom = 44, 12, 10, 36
+    pw, ph = width - left - right, height - top - bottom
+    e0, e1 = (float(epochs.min()), float(epochs.max())) if epochs.size else (0.0, 1.0)
+    if e1 <= e0:
+        e0, e1 = e0 - 0.5, e0 + 0.5
+
+    def sx(e: float) -> float:
+        return left + (e - e0) / (e1 - e0) * pw
+
+    def sy(p: float) -> float:
+        return top + (1.02 - p) / 1.04 * ph
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="p(gold) over epochs" '
+        'style="font: 11px sans-serif; color: inherit">',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="currentColor" '
+        'stroke-opacity="0.35"/>',
+    ]
+    for p in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        y = sy(p)
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
+                     'stroke-opacity="0.12"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="currentColor">{p:.1f}</text>')
+    n_ticks = min(len(epochs), 12)
+    ticks = np.unique(np.round(np.linspace(e0, e1, n_ticks))) if len(epochs) > 1 else epochs
+    for e in ticks.tolist():
+        parts.append(f'<text x="{sx(e):.1f}" y="{top + ph + 15}" text-anchor="middle" '
+                     f'fill="currentColor">{e:g}</text>')
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" fill="currentColor">epoch</text>')
+    parts.append(f'<text transform="translate(11 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" '
+                 'fill="currentColor">p(gold label)</text>')
     if confidence is not None and np.isfinite(confidence):
-        fig.add_hline(y=float(confidence), line={"color": "#888888", "dash": "dot", "width": 1},
-                      annotation_text=f"confidence {confidence:.2f}", annotation_position="bottom right")
-    fig.update_layout(
-        height=height,
-        margin={"l": 10, "r": 10, "t": 30 if title else 10, "b": 10},
-        title=title,
-        xaxis_title="epoch",
-        yaxis_title="p(gold label)",
-        showlegend=False,
-    )
-    fig.update_yaxes(range=[-0.02, 1.02])
-    fig.update_xaxes(dtick=1 if len(traj) <= 12 else None)
-    return fig
+        y = sy(float(confidence))
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#888888" '
+                     'stroke-dasharray="2 3"/>')
+        parts.append(f'<text x="{left + pw - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#888888">'
+                     f'confidence {confidence:.2f}</text>')
+    ok = np.isfinite(epochs) & np.isfinite(probs)
+    pts = " ".join(f"{sx(e):.1f},{sy(p):.1f}" for e, p in zip(epochs[ok], probs[ok], strict=True))
+    color = CATEGORICAL_PALETTE[0]
+    if pts:
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+    for e, p in zip(epochs[ok], probs[ok], strict=True):
+        parts.append(f'<circle cx="{sx(e):.1f}" cy="{sy(p):.1f}" r="3.5" fill="{color}">'
+                     f"<title>epoch {e:g}: p(gold) {p:.3f}</title></circle>")
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def column_choices(table: pd.DataFrame, *, exclude: Sequence[str] = ()) -> list[str]:

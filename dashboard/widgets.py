@@ -379,10 +379,7 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                 st.info("No training dynamics recorded for this example (evaluation or OOD split).")
             else:
                 conf = r.get(S.CONFIDENCE)
-                st.plotly_chart(
-                    FIG.trajectory_figure(traj, confidence=None if pd.isna(conf) else float(conf)),
-                    key=f"{key}_traj", config={"displayModeBar": False},
-                )
+                st.html(FIG.trajectory_svg(traj, confidence=None if pd.isna(conf) else float(conf)))
         render_flag_form(ctx, example_id, r, key=f"{key}_flag")
 
 

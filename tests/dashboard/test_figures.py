@@ -164,11 +164,25 @@ def test_roc_and_pr_figures_plot_the_given_points() -> None:
     np.testing.assert_allclose(pr.data[0].x, [0, 0.8, 1])
 
 
-def test_trajectory_is_sorted_by_epoch() -> None:
-    traj = pd.DataFrame({S.EPOCH: [2, 0, 1], S.GOLD_PROB: [0.9, 0.1, 0.5]})
-    fig = FIG.trajectory_figure(traj, confidence=0.5)
-    np.testing.assert_array_equal(fig.data[0].x, [0, 1, 2])
-    np.testing.assert_allclose(fig.data[0].y, [0.1, 0.5, 0.9])
+def test_trajectory_svg_draws_each_epoch_in_order_on_the_probability_scale() -> None:
+    import xml.etree.ElementTree as ET
+
+    traj = pd.DataFrame({S.EPOCH: [2, 0, 1, 3], S.GOLD_PROB: [0.9, 0.1, 0.5, np.nan]})
+    svg = FIG.trajectory_svg(traj, confidence=0.5, width=420, height=240)
+    root = ET.fromstring(svg)  # well-formed
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    circles = root.findall("s:circle", ns)
+    titles = [c.find("s:title", ns).text for c in circles]
+    assert titles == ["epoch 0: p(gold) 0.100", "epoch 1: p(gold) 0.500", "epoch 2: p(gold) 0.900"]  # NaN left out
+    cx = [float(c.get("cx")) for c in circles]
+    cy = [float(c.get("cy")) for c in circles]
+    assert cx == sorted(cx) and cx[0] == 44.0  # epochs left to right from the plot's left edge
+    # p(gold) is linear in y, upward: equal steps in p give equal steps in pixels
+    assert cy[0] > cy[1] > cy[2] and abs((cy[0] - cy[1]) - (cy[1] - cy[2])) < 0.2
+    pts = [tuple(map(float, p.split(","))) for p in root.find("s:polyline", ns).get("points").split()]
+    assert pts == list(zip(cx, cy, strict=True))
+    assert "confidence 0.50" in svg
+    assert "confidence" not in FIG.trajectory_svg(traj)  # no mean line without a confidence
 
 
 def test_column_choices_skip_payloads() -> None:
