@@ -8,7 +8,9 @@ starts ``datamap serve`` on it, drives headless Chromium with Playwright and mea
 * **map (warm)**: the same in a new browser session (cached table);
 * **filter**: clicking a sidebar filter option until the new count is shown and the app is idle;
 * **lasso → table**: mouse-up of a lasso over the map until the selection table is shown and the
-  app is idle (the polygon is applied to every filtered row on the server).
+  app is idle (the polygon is applied to every filtered row on the server);
+* **row → example**: a click on the table's first row until the example view (with its p(gold)
+  trajectory) is shown and the app is idle.
 
 Two reference pages, opened the same way, are timed right before every warm map load, so each
 size's ratios to them compare runs made under the same machine load:
@@ -54,6 +56,8 @@ FLAGS = [
 ]
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
+EXAMPLE_READY = '.dm-svg svg circle, [data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+"""The example view's p(gold) trajectory, drawn (an inline SVG; a Plotly chart in older versions)."""
 PLOTLY_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
 METRIC = '[data-testid="stSidebar"] [data-testid="stMetricValue"]'
 
@@ -155,7 +159,7 @@ def time_filter(page: object, option: str) -> float:
     return dt
 
 
-def time_lasso(page: object) -> tuple[float, int]:
+def time_lasso(page: object) -> tuple[float, int, float]:
     area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
     x0, y0, w, h = area["x"], area["y"], area["width"], area["height"]
     pts = [(0.3, 0.3), (0.7, 0.25), (0.85, 0.6), (0.5, 0.8), (0.25, 0.6), (0.3, 0.3)]
@@ -171,10 +175,21 @@ def time_lasso(page: object) -> tuple[float, int]:
     wait_idle(page)
     dt = time.perf_counter() - t0
     n = int(label.inner_text().split(" selected")[0].replace(",", ""))
+    # open the first listed example: its view (metrics, image, p(gold) trajectory) appears
+    table = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    table.scroll_into_view_if_needed()
+    grid = table.bounding_box()
+    t1 = time.perf_counter()
+    page.mouse.click(grid["x"] + 18, grid["y"] + 35 + 17)  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"^Example ")).first.wait_for(timeout=120_000)  # type: ignore[attr-defined]
+    page.wait_for_selector(EXAMPLE_READY, state="visible", timeout=120_000)  # type: ignore[attr-defined]
+    wait_idle(page)
+    dt_example = time.perf_counter() - t1
     page.get_by_role("button", name="Clear selection").click()  # type: ignore[attr-defined]
+    page.evaluate("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
     page.get_by_text("Draw a lasso").wait_for(timeout=120_000)  # type: ignore[attr-defined]
     wait_idle(page)
-    return dt, n
+    return dt, n, dt_example
 
 
 FLOOR_APP = """
@@ -247,15 +262,16 @@ def bench_size(
     try:
         cold, ctx, first = time_map(browser, url)
         first.close()  # type: ignore[attr-defined]
-        floor, plotly, warm, filt, lasso, n_sel = [], [], [], [], [], 0
+        floor, plotly, warm, filt, lasso, example, n_sel = [], [], [], [], [], [], 0
         for _ in range(repeat):
             floor.append(floor_page.time())
             plotly.append(plotly_page.time())
             t, ctx, page = time_map(browser, url, ctx)
             warm.append(t)
             filt.append(time_filter(page, S.HARD))
-            dt, n_sel = time_lasso(page)
+            dt, n_sel, dt_example = time_lasso(page)
             lasso.append(dt)
+            example.append(dt_example)
             page.close()  # type: ignore[attr-defined]
         ctx.close()  # type: ignore[attr-defined]
     finally:
@@ -274,6 +290,7 @@ def bench_size(
         "filter_s": statistics.median(filt),
         "lasso_s": statistics.median(lasso),
         "lasso_selected": n_sel,
+        "example_s": statistics.median(example),
         "server_script_ms": server_script_ms(log),
     }
 
@@ -308,15 +325,16 @@ def main() -> int:
     args.out.write_text(json.dumps({"floor_s": floor, "plotly_s": plotly, "sizes": results}, indent=2) + "\n")
     print()
     print("| examples (rows) | map, cold | map, warm (× floor, × Plotly page) | filter change "
-          "| lasso → table (selected) | Python per rerun |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — |")
-    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — |")
+          "| lasso → table (selected) | row → example | Python per rerun |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — | — |")
+    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — | — |")
     for r in results:
         py = f"{r['server_script_ms']:.0f} ms" if r["server_script_ms"] is not None else "—"
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
               f"({r['map_warm_s'] / r['floor_s']:.2f}×, {r['map_warm_s'] / r['plotly_s']:.2f}×) "
-              f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) | {py} |")
+              f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) "
+              f"| {r['example_s']:.2f} s | {py} |")
     return 0
 
 

@@ -41,6 +41,22 @@ SCATTER = st.components.v2.component(
     css=(_HERE / "scatter.css").read_text(encoding="utf-8"),
 )
 """The maps' chart: a canvas scatter with lasso, box and click selection (``scatter.js``)."""
+SVG = st.components.v2.component(
+    "datamap_svg",
+    js="""export default function ({ data, parentElement }) {
+  let box = parentElement.querySelector(".dm-svg");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "dm-svg";
+    parentElement.appendChild(box);
+  }
+  if (box.__svg !== data) { box.innerHTML = data; box.__svg = data; }
+}""",
+    css=".dm-svg { color: var(--st-text-color, #31333f); line-height: 0; }",
+)
+"""Shows an SVG built by :mod:`dashboard.figures` (numbers and fixed words only, never user
+text). ``st.html`` drops SVG (its sanitiser allows HTML only); an ``st.image`` of it would lose
+the theme's text colour and the markers' tooltips."""
 
 
 # ---- context -------------------------------------------------------------------------------------
@@ -379,7 +395,8 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                 st.info("No training dynamics recorded for this example (evaluation or OOD split).")
             else:
                 conf = r.get(S.CONFIDENCE)
-                st.html(FIG.trajectory_svg(traj, confidence=None if pd.isna(conf) else float(conf)))
+                SVG(data=FIG.trajectory_svg(traj, confidence=None if pd.isna(conf) else float(conf)),
+                    key=f"{key}_traj")
         render_flag_form(ctx, example_id, r, key=f"{key}_flag")
 
 

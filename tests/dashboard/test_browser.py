@@ -388,6 +388,9 @@ def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: P
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # row-selection cell of the first row  # type: ignore[attr-defined]
     page.get_by_text(re.compile(rf"Example {first_id}\b")).wait_for()  # type: ignore[attr-defined]
     wait_idle(page)
+    # its p(gold) trajectory is drawn: one marker per recorded epoch
+    page.locator(".dm-svg svg circle").first.wait_for()  # type: ignore[attr-defined]
+    assert page.locator(".dm-svg svg circle").count() >= 2  # type: ignore[attr-defined]
     form = page.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
     choose_option(page, form.locator('[data-testid="stSelectbox"]').first, "mislabeled")
     form.locator('input[type="text"]').last.fill("flagged by the browser test")

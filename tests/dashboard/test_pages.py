@@ -313,6 +313,8 @@ def test_run_without_ood_or_features_keeps_the_rest_working(
 
 
 def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
+    import json
+
     from dashboard.data import Selection
 
     ids = pd.read_parquet(run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[:3]
@@ -323,6 +325,6 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
     assert chart_spec(at)["ids"]  # the map
     assert not at.get("plotly_chart")  # nothing on the page needs Plotly's bundle
-    svgs = [h.proto.body for h in at.html if h.proto.body.startswith("<svg")]
+    svgs = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "datamap_svg"]
     assert len(svgs) == 1 and svgs[0].count("<circle") == 10  # the trajectory: one marker per epoch
     assert np.isfinite(float(ids[1]))
