@@ -210,8 +210,8 @@ def trajectory_svg(
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="currentColor" '
                      'stroke-opacity="0.12"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="currentColor">{p:.1f}</text>')
-    n_ticks = min(len(epochs), 12)
-    ticks = np.unique(np.round(np.linspace(e0, e1, n_ticks))) if len(epochs) > 1 else epochs
+    step = max(1, int(np.ceil((e1 - e0) / 10)))  # at most ~10 evenly spaced whole epochs
+    ticks = np.arange(np.ceil(e0 / step) * step, e1 + 1e-9, step) if len(epochs) > 1 else epochs
     for e in ticks.tolist():
         parts.append(f'<text x="{sx(e):.1f}" y="{top + ph + 15}" text-anchor="middle" '
                      f'fill="currentColor">{e:g}</text>')
