@@ -10,7 +10,9 @@ starts ``datamap serve`` on it, drives headless Chromium with Playwright and mea
 * **lasso → table**: mouse-up of a lasso over the map until the selection table is shown and the
   app is idle (the polygon is applied to every filtered row on the server);
 * **row → example**: a click on the table's first row until the example view (with its p(gold)
-  trajectory) is shown and the app is idle.
+  trajectory) is shown and the app is idle;
+* **OOD page**: the OOD page in a new tab until its score histogram and ROC/PR curves are drawn
+  and the script has finished.
 
 Two reference pages, opened the same way, are timed right before every warm map load, so each
 size's ratios to them compare runs made under the same machine load:
@@ -56,6 +58,12 @@ FLAGS = [
 ]
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
+OOD_READY = (
+    '[data-testid="stColumn"] .dm-svg svg polyline, '
+    '[data-testid="stColumn"] [data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+)
+"""The OOD page's ROC curve drawn (an SVG; a Plotly chart in older versions): the histogram
+above it is drawn by then."""
 EXAMPLE_READY = '.dm-svg svg circle, [data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
 """The example view's p(gold) trajectory, drawn (an inline SVG; a Plotly chart in older versions)."""
 PLOTLY_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
@@ -263,7 +271,7 @@ def bench_size(
     try:
         cold, ctx, first = time_map(browser, url)
         first.close()  # type: ignore[attr-defined]
-        floor, plotly, warm, filt, lasso, example, n_sel = [], [], [], [], [], [], 0
+        floor, plotly, warm, filt, lasso, example, ood, n_sel = [], [], [], [], [], [], [], 0
         for _ in range(repeat):
             floor.append(floor_page.time())
             plotly.append(plotly_page.time())
@@ -273,6 +281,9 @@ def bench_size(
             dt, n_sel, dt_example = time_lasso(page)
             lasso.append(dt)
             example.append(dt_example)
+            page.close()  # type: ignore[attr-defined]
+            t, ctx, page = time_map(browser, url + "/ood", ctx, ready=OOD_READY)
+            ood.append(t)
             page.close()  # type: ignore[attr-defined]
         ctx.close()  # type: ignore[attr-defined]
     finally:
@@ -292,6 +303,7 @@ def bench_size(
         "lasso_s": statistics.median(lasso),
         "lasso_selected": n_sel,
         "example_s": statistics.median(example),
+        "ood_page_s": statistics.median(ood),
         "server_script_ms": server_script_ms(log),
     }
 
@@ -326,16 +338,16 @@ def main() -> int:
     args.out.write_text(json.dumps({"floor_s": floor, "plotly_s": plotly, "sizes": results}, indent=2) + "\n")
     print()
     print("| examples (rows) | map, cold | map, warm (× floor, × Plotly page) | filter change "
-          "| lasso → table (selected) | row → example | Python per rerun |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — | — |")
-    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — | — |")
+          "| lasso → table (selected) | row → example | OOD page (warm) | Python per rerun |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — | — | — |")
+    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — | — | — |")
     for r in results:
         py = f"{r['server_script_ms']:.0f} ms" if r["server_script_ms"] is not None else "—"
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
               f"({r['map_warm_s'] / r['floor_s']:.2f}×, {r['map_warm_s'] / r['plotly_s']:.2f}×) "
               f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) "
-              f"| {r['example_s']:.2f} s | {py} |")
+              f"| {r['example_s']:.2f} s | {r['ood_page_s']:.2f} s | {py} |")
     return 0
 
 

@@ -54,9 +54,9 @@ SVG = st.components.v2.component(
 }""",
     css=".dm-svg { color: var(--st-text-color, #31333f); line-height: 0; }",
 )
-"""Shows an SVG built by :mod:`dashboard.figures` (numbers and fixed words only, never user
-text). ``st.html`` drops SVG (its sanitiser allows HTML only); an ``st.image`` of it would lose
-the theme's text colour and the markers' tooltips."""
+"""Shows an SVG built by :mod:`dashboard.figures` (which escapes any text from the data).
+``st.html`` drops SVG (its sanitiser allows HTML only); an ``st.image`` of it would lose the
+theme's text colour and the marks' tooltips."""
 
 
 # ---- context -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ score = st.selectbox(
          "class-conditional distance; rmd: relative Mahalanobis; knn: k-th neighbour distance.",
 )
 filtered = ctx.table.loc[ctx.mask, [S.SPLIT, score]]
-st.plotly_chart(FIG.ood_histogram_figure(filtered, score), key="ood_hist")
+W.SVG(data=FIG.ood_histogram_svg(filtered, score), key="ood_hist")
 st.caption(f"{len(filtered):,} filtered examples; bars are fractions of each split.")
 
 # ---- evaluation against ground truth -------------------------------------------------------------
@@ -62,8 +62,10 @@ else:
             curves[name] = D.ood_curves(ctx.key, score, name + repr(ctx.spec.to_dict()),
                                         values[pick], is_ood[pick])
         c1, c2 = st.columns(2)
-        c1.plotly_chart(FIG.roc_figure(curves), key="ood_roc")
-        c2.plotly_chart(FIG.pr_figure(curves), key="ood_pr")
+        with c1:
+            W.SVG(data=FIG.roc_svg(curves), key="ood_roc")
+        with c2:
+            W.SVG(data=FIG.pr_svg(curves), key="ood_pr")
         st.caption(
             "Curves over the filtered rows: in-distribution = held-out non-OOD rows (test), "
             "positive = each OOD split."

@@ -27,7 +27,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
-PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
+SVG_READY = ".dm-svg svg"
 
 
 def _port() -> int:
@@ -113,7 +113,7 @@ def main() -> int:
                 _save(page, "embeddings", height=1000)
                 # OOD
                 page.locator('[data-testid="stSidebarNav"] a', has_text="OOD").click()
-                page.wait_for_selector(PLOT_READY, state="visible")
+                page.wait_for_selector(SVG_READY, state="visible")
                 _idle(page, 1.5)
                 _save(page, "ood")
                 # review, first suspect opened

@@ -45,8 +45,8 @@ PAGES = ("", "embeddings", "ood", "review", "export")
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
 """The plot area of a drawn map (``dashboard/scatter.js``; Playwright's CSS pierces its shadow root)."""
-PLOT_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
-"""A drawn Plotly chart (the OOD page)."""
+SVG_READY = ".dm-svg svg"
+"""A drawn SVG figure (the OOD page's histogram and curves, the example view's trajectory)."""
 
 
 def _free_port() -> int:
@@ -256,10 +256,13 @@ def shot(pg: object, name: str) -> None:
 
 def test_every_page_renders(server: Server, page: object) -> None:
     for slug in PAGES:
-        ready = MAP_READY if slug in ("", "embeddings") else PLOT_READY if slug == "ood" else None
+        ready = MAP_READY if slug in ("", "embeddings") else SVG_READY if slug == "ood" else None
         open_page(page, f"{server.url}/{slug}", ready=ready)
         no_exception(page)
         assert page.locator("h1").first.is_visible()  # type: ignore[attr-defined]
+        if slug == "ood":  # the score histogram, then ROC and PR curves (the run has OOD splits)
+            page.locator(SVG_READY).nth(2).wait_for()  # type: ignore[attr-defined]
+            assert page.locator(f"{SVG_READY} polyline").count() >= 2  # type: ignore[attr-defined]
         shot(page, slug or "data_map")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,36 +142,70 @@ def test_ids_beyond_double_precision_travel_as_strings() -> None:
     assert [int(v) for v in ids] == big.tolist()  # exact round trip
 
 
+SVG_NS = {"s": "http://www.w3.org/2000/svg"}
+
+
+def _svg(text: str) -> Any:
+    import xml.etree.ElementTree as ET
+
+    return ET.fromstring(text)  # raises unless well-formed
+
+
 def test_ood_histogram_shares_bins_and_normalises_per_split() -> None:
+    import re
+
     t = _table(300)
-    fig = FIG.ood_histogram_figure(t, S.OOD_ENERGY, bins=20)
-    assert len(fig.data) == t[S.SPLIT].nunique()
-    xs = [tuple(np.round(tr.x, 9)) for tr in fig.data]
-    assert len(set(xs)) == 1 and len(xs[0]) == 20
-    for tr in fig.data:
-        assert np.isclose(np.sum(tr.y), 1.0)
+    t.loc[t.index[:5], S.SPLIT] = "<b>&split"  # names are escaped, the SVG stays well-formed
+    root = _svg(FIG.ood_histogram_svg(t, S.OOD_ENERGY, bins=20))
+    groups = root.findall("s:g", SVG_NS)
+    assert len(groups) == t[S.SPLIT].nunique()
+    values = t[S.OOD_ENERGY].to_numpy(float)
+    edges = np.linspace(values.min(), values.max(), 21)
+    for g in groups:
+        titles = [r.find("s:title", SVG_NS).text for r in g.findall("s:rect", SVG_NS)]
+        name = titles[0].split(": ")[0]
+        # independent: the split's own histogram over the shared edges, as fractions of the split
+        expected, _ = np.histogram(values[(t[S.SPLIT] == name).to_numpy()], bins=edges)
+        expected = expected / expected.sum()
+        got = [float(re.search(r": ([\d.]+)% of", x).group(1)) / 100 for x in titles]
+        np.testing.assert_allclose(got, expected[expected > 0], atol=5e-5)
+        heights = [float(r.get("height")) for r in g.findall("s:rect", SVG_NS)]
+        np.testing.assert_allclose(np.asarray(heights) / max(heights), np.asarray(got) / max(got), atol=0.02)
+    assert "<b>&split" not in FIG.ood_histogram_svg(t, S.OOD_ENERGY) and "&lt;b&gt;&amp;split" in FIG.ood_histogram_svg(t, S.OOD_ENERGY)
     with pytest.raises(ValueError, match="score column"):
-        FIG.ood_histogram_figure(t, "ood_missing")
+        FIG.ood_histogram_svg(t, "ood_missing")
 
 
-def test_roc_and_pr_figures_plot_the_given_points() -> None:
+def test_roc_and_pr_svgs_plot_the_given_points() -> None:
     curves = {"ood:far": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1], "auroc": 0.95,
                           "precision": [1, 0.9, 0.5], "recall": [0, 0.8, 1], "aupr_out": 0.9}}
-    roc = FIG.roc_figure(curves)
-    assert roc.data[0].name == "ood:far (AUROC 0.950)"
-    np.testing.assert_allclose(roc.data[0].y, [0, 0.9, 1])
-    assert roc.data[-1].name == "chance"
-    pr = FIG.pr_figure(curves)
-    np.testing.assert_allclose(pr.data[0].x, [0, 0.8, 1])
+    for svg, xs, ys, label in (
+        (FIG.roc_svg(curves, width=420, height=340), [0, 0.1, 1], [0, 0.9, 1], "ood:far (AUROC 0.950)"),
+        (FIG.pr_svg(curves, width=420, height=340), [0, 0.8, 1], [1, 0.9, 0.5], "ood:far (AUPR-out 0.900)"),
+    ):
+        root = _svg(svg)
+        line = root.find("s:polyline", SVG_NS)
+        assert line.find("s:title", SVG_NS).text == label
+        assert label in svg  # the legend
+        pts = np.array([[float(v) for v in p.split(",")] for p in line.get("points").split()])
+        # the plot area is x in [48, 48 + 358] for [0, 1], y in [12, 12 + 290] for [1.02, 0]
+        np.testing.assert_allclose(pts[:, 0], 48 + np.asarray(xs) * 358, atol=0.06)
+        np.testing.assert_allclose(pts[:, 1], 12 + (1.02 - np.asarray(ys)) / 1.02 * 290, atol=0.06)
+    assert _svg(FIG.roc_svg(curves)).find("s:line[s:title]", SVG_NS) is not None  # chance diagonal
+
+
+def test_nice_ticks_are_round_and_cover_the_range() -> None:
+    assert FIG.nice_ticks(0.0, 1.0, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert FIG.nice_ticks(-3.2, 7.9, 5) == [-2.0, 0.0, 2.0, 4.0, 6.0]
+    assert FIG.nice_ticks(0.013, 0.0191, 3) == [0.014, 0.016, 0.018]
+    assert FIG.nice_ticks(2.0, 2.0) == [2.0]
 
 
 def test_trajectory_svg_draws_each_epoch_in_order_on_the_probability_scale() -> None:
-    import xml.etree.ElementTree as ET
-
     traj = pd.DataFrame({S.EPOCH: [2, 0, 1, 3], S.GOLD_PROB: [0.9, 0.1, 0.5, np.nan]})
     svg = FIG.trajectory_svg(traj, confidence=0.5, width=420, height=240)
-    root = ET.fromstring(svg)  # well-formed
-    ns = {"s": "http://www.w3.org/2000/svg"}
+    root = _svg(svg)
+    ns = SVG_NS
     circles = root.findall("s:circle", ns)
     titles = [c.find("s:title", ns).text for c in circles]
     assert titles == ["epoch 0: p(gold) 0.100", "epoch 1: p(gold) 0.500", "epoch 2: p(gold) 0.900"]  # NaN left out
