@@ -29,6 +29,7 @@ import datetime as _dt
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -219,12 +220,7 @@ class FlagJournal:
             raise self._corrupt(exc) from exc
         try:
             if write:
-                mode = con.execute("PRAGMA journal_mode=WAL").fetchone()
-                if mode is None or str(mode[0]).lower() != "wal":  # pragma: no cover - odd FS
-                    raise SchemaError(
-                        f"{str(self.path)!r}: SQLite refused WAL mode (got {mode!r}); the journal "
-                        "needs a local file system."
-                    )
+                self._ensure_wal(con)
             con.execute("PRAGMA synchronous=FULL")
             yield con
         except sqlite3.DatabaseError as exc:
@@ -247,6 +243,34 @@ class FlagJournal:
             raise self._corrupt(exc) from exc
         finally:
             con.close()
+
+    def _ensure_wal(self, con: sqlite3.Connection) -> None:
+        """Put the journal in WAL mode (persistent: a no-op once the file is in it).
+
+        Switching modes takes SQLite's write lock but does not wait for it (no busy handler):
+        while another connection writes to a journal that is not yet in WAL mode (two first
+        edits at once), it fails at once with "database is locked". Retried here, with backoff,
+        up to the same timeout as any other wait for the lock.
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            try:
+                mode = con.execute("PRAGMA journal_mode").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":
+                    mode = con.execute("PRAGMA journal_mode=WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        if mode is None or str(mode[0]).lower() != "wal":  # pragma: no cover - odd FS
+            raise SchemaError(
+                f"{str(self.path)!r}: SQLite refused WAL mode (got {mode!r}); the journal "
+                "needs a local file system."
+            )
 
     def _check_schema(self, con: sqlite3.Connection) -> bool:
         """Return whether the journal table exists; raise if the file is not a journal."""

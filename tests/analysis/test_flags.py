@@ -316,6 +316,22 @@ def _writer(run_dir: str, start: int, n: int, tag: str) -> None:
         j.add(start + i, flag="ood", note=tag, author=tag)
 
 
+def test_a_first_edit_waits_while_another_writer_holds_the_new_journal(run: Path) -> None:
+    """Switching a new journal to WAL mode does not wait for SQLite's lock by itself: two first
+    edits at once used to fail at once with "database is locked"."""
+    other = sqlite3.connect(run / S.FLAGS_FILE, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock of a file not yet in WAL mode
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        FlagJournal(run).add(7, flag="ood")
+    finally:
+        release.join()
+        other.close()
+    latest = FlagJournal(run).latest()
+    assert latest[S.EXAMPLE_ID].tolist() == [7]
+
+
 def test_concurrent_writers_from_processes_and_threads(run: Path) -> None:
     n = 60
     ctx = mp.get_context("spawn")
