@@ -62,6 +62,7 @@ function build(parent) {
       <button type="button" data-mode="box" title="Box select: drag a rectangle">Box</button>
       <button type="button" data-mode="pan" title="Pan: drag to move; the wheel zooms">Pan</button>
       <button type="button" data-action="reset" title="Show the whole range again">Reset view</button>
+      <button type="button" data-action="png" title="Download the chart as a PNG image">PNG</button>
     </div>
     <canvas class="dm-canvas"></canvas>
     <canvas class="dm-overlay"></canvas>
@@ -493,6 +494,30 @@ function showTip(root, hits, px, py) {
   tip.style.top = `${Math.max(top, 0)}px`;
 }
 
+function savePng(root) {
+  // the chart as it is shown (points, shape, legend) on the page's background colour
+  const base = root.querySelector(".dm-canvas");
+  const out = document.createElement("canvas");
+  out.width = base.width;
+  out.height = base.height;
+  const g = out.getContext("2d");
+  const host = root.getRootNode().host || root;
+  let bg = getComputedStyle(host).backgroundColor;
+  for (let e = host; e && (!bg || bg === "rgba(0, 0, 0, 0)" || bg === "transparent"); e = e.parentElement) {
+    bg = getComputedStyle(e).backgroundColor;
+  }
+  g.fillStyle = bg && bg !== "rgba(0, 0, 0, 0)" ? bg : "#ffffff";
+  g.fillRect(0, 0, out.width, out.height);
+  g.drawImage(base, 0, 0);
+  g.drawImage(root.querySelector(".dm-overlay"), 0, 0);
+  const a = document.createElement("a");
+  a.download = `${(root.__model.data.name || "datamap-chart").replace(/[^A-Za-z0-9_.-]+/g, "_")}.png`;
+  a.href = out.toDataURL("image/png");
+  root.appendChild(a);
+  a.click();
+  a.remove();
+}
+
 function commit(root, shape) {
   const m = root.__model;
   m.shape = shape && Object.keys(shape).length ? shape : null;
@@ -523,6 +548,7 @@ function wire(root) {
       m.mem.view = { x0: d.x_range[0], x1: d.x_range[1], y0: d.y_range[0], y1: d.y_range[1] };
       m.mem.zoomed = false;
     }
+    if (b.dataset.action === "png") { savePng(root); return; }
     draw(root);
   });
   area.addEventListener("pointerdown", (ev) => {

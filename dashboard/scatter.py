@@ -15,6 +15,7 @@ was most of the time to a shown map (docs/dashboard.md, "Speed"). A spec is a JS
 * ``x_range``, ``y_range``, ``x_title``, ``y_title``, ``show_ticks``, ``height``, ``marker_size``;
 * ``density``: ``{"src": PNG data URL, "x0", "x1", "y0", "y1"}`` or None (:func:`density_image`);
 * ``lines`` (``x0, y0, x1, y1``) and ``labels`` (``x, y, text, anchor``) in data coordinates;
+* ``name``: the file name of the chart's PNG download;
 * ``shape``: the selection a new chart shows, or ``"keep"`` (set by the caller; see
   ``scatter.js``).
 
@@ -202,8 +203,10 @@ def scatter_spec(
     show_ticks: bool = True,
     lines: Sequence[dict[str, float]] = (),
     labels: Sequence[dict[str, Any]] = (),
+    name: str = "datamap-chart",
 ) -> dict[str, Any]:
-    """The spec of one scatter: one point per row of ``table`` (the rows to draw)."""
+    """The spec of one scatter: one point per row of ``table`` (the rows to draw); ``name`` is
+    the file name of its PNG download."""
     n = len(table)
     ids = table[S.EXAMPLE_ID].to_numpy()
     # JSON numbers are doubles in the browser: integers beyond 2**53 travel as strings (the
@@ -250,6 +253,7 @@ def scatter_spec(
         "lines": [{k: float(v) for k, v in ln.items()} for ln in lines],
         "labels": list(labels),
         "line_color": REGION_LINE_COLOR,
+        "name": name,
         "shape": None,
     }
 
@@ -315,7 +319,7 @@ def data_map_spec(
         table, x=S.VARIABILITY, y=S.CONFIDENCE, color=color, highlight=highlight,
         x_title="variability", y_title="confidence", x_range=(0.0, x_max), y_range=y_range,
         height=height, marker_size=marker_size, hover_name=hover_name, density=density,
-        lines=lines, labels=labels,
+        lines=lines, labels=labels, name="datamap-data-map",
     )
 
 
@@ -345,5 +349,5 @@ def embedding_spec(
     return scatter_spec(
         table, x=x, y=y, color=color, highlight=highlight, x_title=x, y_title=y,
         x_range=xr or (0.0, 1.0), y_range=yr or (0.0, 1.0), height=height, marker_size=marker_size,
-        hover_name=hover_name, density=density, show_ticks=False,
+        hover_name=hover_name, density=density, show_ticks=False, name="datamap-embeddings",
     )

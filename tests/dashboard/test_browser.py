@@ -332,6 +332,16 @@ def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server
     assert text.startswith("1 selected"), text
     assert selection_shape(page) == {"points": [{"customdata": example_id}]}
     no_exception(page)
+    # the PNG button downloads the chart as drawn (the selected point at full colour)
+    from PIL import Image
+
+    with page.expect_download() as info:  # type: ignore[attr-defined]
+        page.locator('.dm-tools [data-action="png"]').click()  # type: ignore[attr-defined]
+    assert info.value.suggested_filename == "datamap-data-map.png"
+    png = Image.open(io.BytesIO(Path(info.value.path()).read_bytes()))
+    canvas = page.locator(".dm-canvas").first.evaluate("c => [c.width, c.height]")  # type: ignore[attr-defined]
+    assert list(png.size) == canvas
+    assert np.asarray(png.convert("L")).std() > 5  # axes, points and labels, not a blank image
 
 
 def test_box_select_on_the_embedding(server: Server, page: object, run_dir: Path) -> None:
