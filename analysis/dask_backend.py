@@ -21,8 +21,8 @@ Usage::
 
 The OOD stage of :func:`analyze_run_dask` (scores, projection, diagnosis, OOD evaluation) runs on
 the driver as in :func:`analysis.pipeline.analyze_run`, over the per-example table; for feature
-matrices beyond one machine's memory use :func:`fit_mahalanobis` and :func:`score_blocks`
-directly.
+matrices beyond one machine's memory use :func:`fit_mahalanobis`, :func:`fit_knn`,
+:func:`score_blocks` and :func:`score_fitted_blocks` directly.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     import dask.array as da
     import dask.dataframe as dd
 
-__all__ = ["dynamics_metrics", "analyze_run_dask", "fit_mahalanobis", "score_blocks"]
+__all__ = ["dynamics_metrics", "analyze_run_dask", "fit_knn", "fit_mahalanobis", "score_blocks",
+           "score_fitted_blocks"]
 
 _IN_EXAMPLES = "__in_examples"
 
@@ -323,3 +324,66 @@ def score_blocks(scorer: O._Scorer, x: da.Array) -> da.Array:
     if len(x.chunks[1]) != 1:
         x = x.rechunk({1: -1})
     return dsa.map_blocks(scorer.score, x, drop_axis=1, dtype=np.float64)
+
+
+def fit_knn(
+    features: da.Array, *, k: int = 50, max_train: int | None = None, random_state: int = 0,
+    block_size: int = 1024,
+) -> O.KNNScorer:
+    """Fit :class:`~analysis.ood.KNNScorer` on a Dask array: the neighbour bank on the driver.
+
+    The bank is the rows :meth:`KNNScorer.fit` would keep (all of them, or the same uniform
+    sample of ``max_train`` rows for the same ``random_state``), gathered from the cluster and
+    L2-normalised; it must fit in the driver's memory (``max_train * n_features * 4`` bytes).
+    Scoring then runs block by block on the workers (:func:`score_blocks`; the training rows
+    themselves with :func:`score_fitted_blocks`), each block against the whole bank, so the
+    scores equal the in-memory scorer's.
+
+    Parameters
+    ----------
+    features : dask array (n, d), chunked along rows only
+    """
+    _require_dask()
+    import dask.array as dsa
+
+    x = features if isinstance(features, dsa.Array) else dsa.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (n_samples, n_features), got {x.shape}.")
+    n = int(x.shape[0])
+    if max_train is not None and isinstance(max_train, (int, np.integer)) and n > max_train >= 2:
+        bank = np.sort(np.random.default_rng(random_state).choice(n, int(max_train), replace=False))
+        rows = np.asarray(x[bank].compute())
+    else:
+        rows = np.asarray(x.compute())
+    # the in-memory fit on the gathered rows; then the bank positions refer to the full input
+    scorer = O.KNNScorer(k=k, block_size=block_size, max_train=None, random_state=random_state).fit(rows)
+    scorer.max_train = max_train
+    if len(rows) < n:
+        scorer.bank_index_ = bank
+    scorer._n_fit_ = n
+    return scorer
+
+
+def score_fitted_blocks(scorer: O.KNNScorer, x: da.Array) -> da.Array:
+    """Leave-one-out kNN scores of the rows ``scorer`` was fitted on (:meth:`KNNScorer.score_fitted`),
+    block by block: each row skips itself in the bank (a lazy 1-D array)."""
+    _require_dask()
+    import dask.array as dsa
+
+    if int(x.shape[0]) != scorer._n_fit_:
+        raise ValueError(f"Expected the {scorer._n_fit_} rows given to `fit`, got {x.shape[0]}.")
+    if len(x.chunks[1]) != 1:
+        x = x.rechunk({1: -1})
+    bank = np.asarray(scorer.bank_index_)
+    starts = np.concatenate([[0], np.cumsum(x.chunks[0])[:-1]]).astype(np.int64)
+
+    def block(b: NDArray[Any], start: NDArray[np.int64]) -> NDArray[np.float64]:
+        s0 = int(np.asarray(start).ravel()[0])
+        rows = np.arange(s0, s0 + b.shape[0])
+        pos = np.searchsorted(bank, rows)
+        hit = (pos < len(bank)) & (bank[np.minimum(pos, len(bank) - 1)] == rows)
+        exclude = np.where(hit, pos, -1).astype(np.intp)
+        return scorer._kth(O._l2_normalise(scorer._check_input(b)), exclude)
+
+    offsets = dsa.from_array(starts, chunks=1)
+    return dsa.map_blocks(block, x, offsets[:, None], drop_axis=1, dtype=np.float64)

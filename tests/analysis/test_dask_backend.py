@@ -150,6 +150,25 @@ def test_mahalanobis_rejects_bad_input(client):
         DB.fit_mahalanobis(dsa.from_array(x, chunks=(30, 12)), dsa.from_array(y.astype(float), chunks=30))
 
 
+@pytest.mark.parametrize("max_train", [None, 150])
+def test_knn_on_dask_arrays_equals_in_memory(client, max_train):
+    x, _ = _features(n=400, d=12, k=3, seed=3)
+    test, _ = _features(n=90, d=12, k=3, seed=4)
+    mem = O.KNNScorer(k=7, max_train=max_train, random_state=1).fit(x)
+    xd = dsa.from_array(x, chunks=(70, 12))  # uneven blocks: 6 x 70 + 50
+    got = DB.fit_knn(xd, k=7, max_train=max_train, random_state=1)
+    np.testing.assert_array_equal(got.bank_index_, mem.bank_index_)
+    np.testing.assert_array_equal(got.train_, mem.train_)
+    np.testing.assert_allclose(DB.score_blocks(got, dsa.from_array(test, chunks=(40, 12))).compute(),
+                               mem.score(test), rtol=1e-12)
+    # training rows leave themselves out, wherever their block starts
+    loo = DB.score_fitted_blocks(got, xd).compute()
+    np.testing.assert_allclose(loo, mem.score_fitted(x), rtol=1e-12)
+    assert (loo > 0).all()  # a row's own zero distance was skipped
+    with pytest.raises(ValueError, match="rows given to `fit`"):
+        DB.score_fitted_blocks(got, xd[:-1])
+
+
 def test_cli_analyze_on_a_local_cluster(tmp_path, capsys):
     run = _messy_run(tmp_path / "run", string_ids=False, seed=5)
     expected = analyze_run(run, AnalyzeOptions(ood=False), write=False)
