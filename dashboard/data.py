@@ -582,54 +582,59 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 """File types an ``image`` path may name (anything else is not read)."""
 MAX_IMAGE_FILE_BYTES = 20 * 2**20
 """Image files larger than this are not read (20 MiB)."""
+MAX_IMAGE_PIXELS = 40_000_000
+"""Images with more pixels than this are not decoded (a small file can hold a huge image)."""
 THUMBNAIL_PX = 96
 """Table thumbnails are at most this many pixels on a side."""
 
 
-def _image_file(value: str, run_dir: str | os.PathLike[str] | None) -> bytes | None:
-    """The bytes of an image file named by an ``image`` cell: absolute, or relative to the run."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        if run_dir is None:
+def _image_path(value: str, run_dir: str | os.PathLike[str] | None) -> tuple[Path, os.stat_result] | None:
+    """The image file an ``image`` cell names (absolute, or relative to the run) and its stat,
+    or None when it is not a readable file with an image suffix of at most the size limit."""
+    try:
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            if run_dir is None:
+                return None
+            path = Path(run_dir) / path
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             return None
-        path = Path(run_dir) / path
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return None
-    try:
         stat = path.stat()
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # unreadable, a NUL byte, "~unknown-user"
         return None
-    if not path.is_file() or stat.st_size > MAX_IMAGE_FILE_BYTES:
-        return None
-    return _read_file(str(path), stat.st_mtime_ns, stat.st_size)
+    return (path, stat) if stat.st_size <= MAX_IMAGE_FILE_BYTES else None
 
 
-@st.cache_resource(max_entries=2048, show_spinner=False)
-def _read_file(path: str, mtime_ns: int, size: int) -> bytes | None:
-    try:
-        return Path(path).read_bytes()
-    except OSError:
-        return None
+def _cell_path(value: Any) -> str | None:
+    if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
+        return str(value["path"])  # an HF Image cell without bytes
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value)
+    return None
 
 
 def image_bytes(value: Any, run_dir: str | os.PathLike[str] | None = None) -> bytes | None:
-    """Encoded image bytes (PNG, JPEG, ...) of an ``image`` cell, or None.
+    """The stored bytes of an ``image`` cell (encoded: PNG, JPEG, ...), or None.
 
-    The cell holds the bytes, a Hugging Face ``Image`` dict (``{"bytes": ...}``), or a path to an
-    image file: absolute, or relative to ``run_dir``. A path is read only when it names a file
-    with an image suffix (:data:`IMAGE_SUFFIXES`) of at most :data:`MAX_IMAGE_FILE_BYTES`.
+    The cell holds the bytes, a Hugging Face ``Image`` dict (``{"bytes": ..., "path": ...}``), or
+    a path to an image file: absolute, or relative to ``run_dir``. A path is read only when it
+    names a file with an image suffix (:data:`IMAGE_SUFFIXES`) of at most
+    :data:`MAX_IMAGE_FILE_BYTES`. The bytes are not decoded here: see :func:`image_for_display`.
     """
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
-    if isinstance(value, dict):
-        if value.get("bytes") is not None:  # HF datasets' Image feature
-            return bytes(value["bytes"])
-        return _image_file(str(value["path"]), run_dir) if value.get("path") else None
-    if isinstance(value, str | os.PathLike):
-        return _image_file(os.fspath(value), run_dir)
-    return None
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return bytes(value["bytes"])
+    path = _cell_path(value)
+    found = _image_path(path, run_dir) if path is not None else None
+    if found is None:
+        return None
+    try:
+        return found[0].read_bytes()
+    except OSError:
+        return None
 
 
 def _mime(data: bytes) -> str | None:
@@ -647,31 +652,106 @@ def _mime(data: bytes) -> str | None:
     return None
 
 
-def _thumbnail(data: bytes) -> tuple[bytes, str] | None:
-    """``(bytes, mime)`` small enough for a table cell: the image itself when small, else a PNG
-    of at most :data:`THUMBNAIL_PX` pixels on a side; None when it does not decode."""
-    mime = _mime(data)
-    if mime is not None and len(data) <= 16_384:
-        return data, mime
+def _decode(data: bytes, max_side: int | None) -> Any:
+    """A displayable 8-bit PIL image of encoded bytes (at most ``max_side`` pixels on a side),
+    or None when they do not decode or hold more than :data:`MAX_IMAGE_PIXELS` pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-            buf = io.BytesIO()
-            img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB").save(buf, format="PNG")
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                return None
+            if max_side is not None:
+                img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                # 16-bit or float pixels: stretch to 8 bits (a plain convert would clip to white)
+                arr = np.asarray(img, dtype=np.float64)
+                finite = arr[np.isfinite(arr)]
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+                scaled = (np.nan_to_num(arr, nan=lo) - lo) / (hi - lo if hi > lo else 1.0)
+                out = Image.fromarray((np.clip(scaled, 0, 1) * 255).astype(np.uint8), mode="L")
+            elif img.mode not in ("RGB", "RGBA", "L", "LA"):
+                out = img.convert("RGBA" if "A" in img.getbands() or img.mode == "P" else "RGB")
+            else:
+                out = img.copy()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
-    return buf.getvalue(), "image/png"
+    if max_side is not None:
+        out.thumbnail((max_side, max_side))
+    return out
+
+
+def _png(img: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _is_wide(data: bytes) -> bool:
+    """Whether encoded bytes hold more than 8 bits per sample (a browser may show them wrongly)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+    except Exception:  # noqa: BLE001 - undecodable: not shown anyway
+        return False
+
+
+def image_for_display(value: Any, run_dir: str | os.PathLike[str] | None = None) -> bytes | None:
+    """Bytes ``st.image`` can show for an ``image`` cell, or None (no image, or it does not decode).
+
+    The stored bytes when they decode and are 8-bit; else a PNG of the decoded pixels (16-bit or
+    float images stretched to 8 bits).
+    """
+    data = image_bytes(value, run_dir)
+    img = _decode(data, None) if data is not None else None
+    if data is None or img is None:
+        return None
+    return data if _mime(data) is not None and not _is_wide(data) else _png(img)
+
+
+def _thumbnail(data: bytes) -> tuple[bytes, str] | None:
+    """``(bytes, mime)`` small enough for a table cell: the image itself when small and 8-bit,
+    else a PNG of at most :data:`THUMBNAIL_PX` pixels on a side; None when it does not decode."""
+    mime = _mime(data)
+    if mime is not None and len(data) <= 16_384 and not _is_wide(data):
+        return (data, mime) if _decode(data, None) is not None else None
+    img = _decode(data, THUMBNAIL_PX)
+    return None if img is None else (_png(img), "image/png")
+
+
+def _data_url(data: bytes | None) -> str | None:
+    import base64
+
+    thumb = _thumbnail(data) if data is not None else None
+    return None if thumb is None else f"data:{thumb[1]};base64," + base64.b64encode(thumb[0]).decode()
+
+
+@st.cache_resource(max_entries=4096, show_spinner=False)
+def _file_thumbnail_url(path: str, mtime_ns: int, size: int) -> str | None:
+    """The thumbnail data URL of an image file (a few KB), cached by path and modification."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return _data_url(data)
 
 
 def image_data_urls(values: pd.Series, run_dir: str | os.PathLike[str] | None = None) -> list[str | None]:
-    """``data:`` URLs of small thumbnails for a table's image column (None where there is none)."""
-    import base64
+    """``data:`` URLs of small thumbnails for a table's image column (None where there is none).
 
+    Thumbnails of image files are cached by path, modification time and size; image bytes in the
+    table itself are small in practice and passed through when they are.
+    """
     out: list[str | None] = []
     for v in values:
-        b = image_bytes(v, run_dir)
-        thumb = _thumbnail(b) if b is not None else None
-        out.append(None if thumb is None else f"data:{thumb[1]};base64," + base64.b64encode(thumb[0]).decode())
+        path = _cell_path(v)
+        if path is not None:
+            found = _image_path(path, run_dir)
+            out.append(None if found is None else _file_thumbnail_url(
+                str(found[0]), found[1].st_mtime_ns, found[1].st_size))
+        else:
+            out.append(_data_url(image_bytes(v, run_dir)))
     return out

@@ -71,8 +71,19 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 
 def _label(v: float, step: float) -> str:
-    digits = max(0, -math.floor(math.log10(step) + 1e-9)) if step > 0 else 0
-    return f"{v:.{min(digits, 6)}f}"
+    if not (step > 0 and math.isfinite(step)):
+        return f"{v:g}"
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{v:.{digits}f}" if digits <= 6 else f"{v:.3g}"
+
+
+def _widened(lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)``, or a range around ``lo`` when it is empty (a constant: ±0.5, or relative to
+    the value where 0.5 would vanish in rounding)."""
+    if hi > lo:
+        return lo, hi
+    pad = max(0.5, abs(lo) * 1e-6)
+    return lo - pad, lo + pad
 
 
 class _Frame:
@@ -87,12 +98,8 @@ class _Frame:
         left, right, top, bottom = margin
         self.left, self.top = left, top
         self.pw, self.ph = width - left - right, height - top - bottom
-        self.x0, self.x1 = x_range
-        self.y0, self.y1 = y_range
-        if not self.x1 > self.x0:
-            self.x0, self.x1 = self.x0 - 0.5, self.x0 + 0.5
-        if not self.y1 > self.y0:
-            self.y0, self.y1 = self.y0 - 0.5, self.y0 + 0.5
+        self.x0, self.x1 = _widened(*x_range)
+        self.y0, self.y1 = _widened(*y_range)
         self.parts: list[str] = [
             f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
             f'style="max-width: {width}px; font: 11px sans-serif; color: inherit" role="img">',
@@ -166,11 +173,12 @@ def ood_histogram_svg(
     """
     if score not in table.columns:
         raise ValueError(f"Expected a score column in the table, got {score!r}.")
-    values = table[score].to_numpy(dtype=np.float64, na_value=np.nan)
+    # clipped so that hi - lo stays finite (scores near ±1e308 would overflow the bin width)
+    values = np.clip(table[score].to_numpy(dtype=np.float64, na_value=np.nan), -1e300, 1e300)
     finite = np.isfinite(values)
     lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
     if hi <= lo:
-        hi = lo + 1.0
+        lo, hi = _widened(lo, hi)
     edges = np.linspace(lo, hi, bins + 1)
     codes, names = pd.factorize(table[by], sort=True)
     groups = []
@@ -193,7 +201,7 @@ def ood_histogram_svg(
             y = frame.sy(f)
             frame.parts.append(
                 f'<rect x="{x0:.1f}" y="{y:.1f}" width="{max(x1 - x0, 0.5):.1f}" '
-                f'height="{frame.sy(0.0) - y:.1f}"><title>{escape(name)}: {score} '
+                f'height="{frame.sy(0.0) - y:.1f}"><title>{escape(name)}: {escape(score)} '
                 f'{edges[b]:.3g} to {edges[b + 1]:.3g}: {f:.2%} of {total:,}</title></rect>')
         frame.parts.append("</g>")
     frame.legend([(f"{name} ({total:,})", CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)])
@@ -285,7 +293,8 @@ def trajectory_svg(
     traj = trajectory.sort_values(S.EPOCH)
     epochs = traj[S.EPOCH].to_numpy(dtype=np.float64)
     probs = traj[S.GOLD_PROB].to_numpy(dtype=np.float64)
-    e0, e1 = (float(np.nanmin(epochs)), float(np.nanmax(epochs))) if epochs.size else (0.0, 1.0)
+    known = epochs[np.isfinite(epochs)]
+    e0, e1 = (float(known.min()), float(known.max())) if known.size else (0.0, 1.0)
     step = max(1, math.ceil((e1 - e0) / 10))  # at most ~10 evenly spaced whole epochs
     ticks = [float(v) for v in np.arange(math.ceil(e0 / step) * step, e1 + 1e-9, step)] or [e0]
     frame = _Frame(width=width, height=height, x_range=(e0, e1), y_range=(-0.02, 1.02),

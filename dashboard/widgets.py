@@ -365,9 +365,12 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
         st.markdown(f"#### Example `{example_id}`")
         left, mid, right = st.columns([1, 1.3, 2.2])
         with left:
-            img = D.image_bytes(r.get(S.IMAGE), ctx.run_dir) if S.IMAGE in ctx.table.columns else None
+            stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
+            img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
             if img is not None:
                 st.image(img, width=160, caption=f"split {r[S.SPLIT]}")
+            elif stored is not None and not (isinstance(stored, float) and np.isnan(stored)):
+                st.caption(f"The image of this example could not be read or decoded ({_fmt(stored)[:80]}).")
             elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):
                 st.text_area("text", r[S.TEXT], height=160, disabled=True, key=f"{key}_text_{example_id}")
             else:

@@ -109,7 +109,7 @@ if S.IMAGE in ctx.table.columns:
         cols = st.columns(per_row)
         for col, row in zip(cols, top[start:start + per_row], strict=False):
             r = ctx.table.iloc[row]
-            img = D.image_bytes(r[S.IMAGE], ctx.run_dir)
+            img = D.image_for_display(r[S.IMAGE], ctx.run_dir)
             with col:
                 if img is not None:
                     st.image(img, width=96)

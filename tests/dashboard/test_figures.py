@@ -194,6 +194,19 @@ def test_roc_and_pr_svgs_plot_the_given_points() -> None:
     assert _svg(FIG.roc_svg(curves)).find("s:line[s:title]", SVG_NS) is not None  # chance diagonal
 
 
+def test_svgs_survive_degenerate_input() -> None:
+    t = pd.DataFrame({S.SPLIT: ["train", "test"], "ood_<img src=x onerror=alert(1)>": [1e17, 1e17]})
+    svg = FIG.ood_histogram_svg(t, "ood_<img src=x onerror=alert(1)>")  # a constant, huge score
+    _svg(svg)
+    assert "<img" not in svg  # the column name is text, not markup
+    _svg(FIG.ood_histogram_svg(pd.DataFrame({S.SPLIT: ["a"], "ood_x": [np.nan]}), "ood_x"))
+    _svg(FIG.ood_histogram_svg(pd.DataFrame({S.SPLIT: ["a", "b"], "ood_x": [-1e308, 1e308]}), "ood_x"))
+    _svg(FIG.trajectory_svg(pd.DataFrame({S.EPOCH: [np.nan, np.nan], S.GOLD_PROB: [0.1, 0.2]})))
+    _svg(FIG.trajectory_svg(pd.DataFrame({S.EPOCH: [3], S.GOLD_PROB: [0.4]})))  # one epoch
+    _svg(FIG.roc_svg({}))
+    _svg(FIG.roc_svg({"a": {"fpr": [], "tpr": [], "auroc": None}}))
+
+
 def test_nice_ticks_are_round_and_cover_the_range() -> None:
     assert FIG.nice_ticks(0.0, 1.0, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert FIG.nice_ticks(-3.2, 7.9, 5) == [-2.0, 0.0, 2.0, 4.0, 6.0]

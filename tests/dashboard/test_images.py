@@ -50,6 +50,32 @@ def test_image_cells_may_be_bytes_or_paths(tmp_path: Path) -> None:
     assert D.image_bytes(float("nan")) is None and D.image_bytes(None) is None
 
 
+def test_odd_paths_and_undecodable_files_are_no_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"
+    (tmp_path / "pointer.png").write_bytes(lfs)  # a dataset cloned without Git LFS
+    odd = ["~no-such-user-here/x.png", "a\x00b.png", "pointer.png"]
+    assert D.image_bytes("pointer.png", tmp_path) == lfs  # read, but it is no image:
+    for v in odd:
+        assert D.image_for_display(v, tmp_path) is None
+    assert D.image_data_urls(pd.Series(odd), tmp_path) == [None, None, None]
+    big = _encoded((30, 20), "PNG")
+    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 599)  # 30 x 20 = 600 pixels: not decoded
+    assert D.image_for_display(big) is None and D.image_data_urls(pd.Series([big])) == [None]
+
+
+def test_sixteen_bit_images_are_stretched_not_clipped() -> None:
+    for w, h in ((64, 48), (400, 300)):  # a small file, and one above the pass-through size
+        ramp = np.tile(np.linspace(0, 65535, w).astype(np.uint16), (h, 1))  # dark to bright
+        img = Image.fromarray(ramp)  # mode I;16
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        shown = Image.open(io.BytesIO(D.image_for_display(buf.getvalue())))
+        assert shown.mode in ("L", "RGB") and np.asarray(shown).std() > 30  # a ramp, not all white
+        url = D.image_data_urls(pd.Series([buf.getvalue()]))[0]
+        thumb = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert thumb.mode == "L" and np.asarray(thumb).std() > 30
+
+
 def test_oversized_image_files_are_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     png = _encoded((8, 8), "PNG", seed=1)
     (tmp_path / "big.png").write_bytes(png)
@@ -95,3 +121,11 @@ def test_example_view_shows_an_image_stored_as_a_path(tmp_path: Path, monkeypatc
     assert not any("No image or text" in c.value for c in at.caption)
     assert len(at.image) == 1
     assert at.image[0].captions == [f"split {table[S.SPLIT].iloc[1]}"]
+    # a file that is no image: a message in the view, nothing breaks
+    (run / "images" / f"{ids[2]}.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Example `{ids[2]}`" in m.value for m in at.markdown)
+    assert len(at.image) == 0
+    assert any("could not be read or decoded" in c.value for c in at.caption)
