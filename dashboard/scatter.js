@@ -66,7 +66,7 @@ function build(parent) {
     </div>
     <canvas class="dm-canvas"></canvas>
     <canvas class="dm-overlay"></canvas>
-    <div class="dm-plot" tabindex="0" aria-label="scatter plot: drag to select, double-click or Esc to clear"></div>
+    <div class="dm-plot" tabindex="0" aria-label="scatter plot: drag to select, double-click or Esc to clear; arrows pan, + and - zoom, 0 resets the view"></div>
     <div class="dm-tip" role="tooltip" hidden></div>`;
   parent.appendChild(root);
   return root;
@@ -636,7 +636,32 @@ function wire(root) {
     if (m && m.shape) commit(root, {});
   });
   area.addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape" && root.__model && root.__model.shape) commit(root, {});
+    // Esc clears the selection; arrows pan, + and - zoom, 0 shows the whole range again
+    const m = root.__model;
+    if (!m) return;
+    if (ev.key === "Escape") { if (m.shape) commit(root, {}); return; }
+    const v = m.mem.view;
+    const w = v.x1 - v.x0, h = v.y1 - v.y0;
+    const pan = { ArrowLeft: [-0.1, 0], ArrowRight: [0.1, 0], ArrowUp: [0, 0.1], ArrowDown: [0, -0.1] }[ev.key];
+    const zoom = { "+": 0.8, "=": 0.8, "-": 1.25, "_": 1.25 }[ev.key];
+    if (pan) {
+      m.mem.view = { x0: v.x0 + pan[0] * w, x1: v.x1 + pan[0] * w, y0: v.y0 + pan[1] * h, y1: v.y1 + pan[1] * h };
+    } else if (zoom) {
+      const cx = (v.x0 + v.x1) / 2, cy = (v.y0 + v.y1) / 2;
+      m.mem.view = clampView(m, { x0: cx - (w * zoom) / 2, x1: cx + (w * zoom) / 2, y0: cy - (h * zoom) / 2, y1: cy + (h * zoom) / 2 });
+    } else if (ev.key === "0") {
+      const d = m.data;
+      m.mem.view = { x0: d.x_range[0], x1: d.x_range[1], y0: d.y_range[0], y1: d.y_range[1] };
+      m.mem.zoomed = false;
+      draw(root);
+      ev.preventDefault();
+      return;
+    } else {
+      return;
+    }
+    m.mem.zoomed = true;
+    ev.preventDefault();
+    draw(root);
   });
   area.addEventListener("wheel", (ev) => {
     const m = root.__model;

@@ -342,6 +342,21 @@ def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server
     canvas = page.locator(".dm-canvas").first.evaluate("c => [c.width, c.height]")  # type: ignore[attr-defined]
     assert list(png.size) == canvas
     assert np.asarray(png.convert("L")).std() > 5  # axes, points and labels, not a blank image
+    # the keyboard: + zooms in about the centre, arrows pan, 0 shows the whole range again
+    def view() -> list[float]:
+        return page.locator(".dm-scatter").first.evaluate(  # type: ignore[attr-defined]
+            "e => { const v = e.__model.mem.view; return [v.x0, v.x1, v.y0, v.y1]; }")
+
+    full = view()
+    page.locator(MAP_READY).first.focus()  # type: ignore[attr-defined]
+    page.keyboard.press("+")  # type: ignore[attr-defined]
+    x0, x1, y0, y1 = view()
+    assert x1 - x0 == pytest.approx(0.8 * (full[1] - full[0]))
+    assert (x0 + x1) / 2 == pytest.approx((full[0] + full[1]) / 2)
+    page.keyboard.press("ArrowRight")  # type: ignore[attr-defined]
+    assert view()[0] == pytest.approx(x0 + 0.1 * (x1 - x0))
+    page.keyboard.press("0")  # type: ignore[attr-defined]
+    assert view() == pytest.approx(full)
 
 
 def test_box_select_on_the_embedding(server: Server, page: object, run_dir: Path) -> None:
