@@ -284,7 +284,7 @@ def display_frame(ctx: D.RunContext, rows: np.ndarray, *, extra: Sequence[str] =
     out = pd.DataFrame(index=range(len(sub)))
     out[S.EXAMPLE_ID] = sub[S.EXAMPLE_ID].to_numpy()
     if S.IMAGE in sub.columns:
-        out[S.IMAGE] = D.image_data_urls(sub[S.IMAGE], ctx.run_dir)
+        out[S.IMAGE] = D.image_data_urls(sub[S.IMAGE], ctx.run_dir, key=ctx.key, rows=rows)
     out[S.SPLIT] = sub[S.SPLIT].astype(str).to_numpy()
     if S.LABEL in sub.columns:
         out["label"] = [ctx.class_name(v) for v in sub[S.LABEL].tolist()]

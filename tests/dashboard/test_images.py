@@ -97,6 +97,22 @@ def test_thumbnails_keep_small_images_and_shrink_large_ones() -> None:
     assert D.image_data_urls(pd.Series([jpeg]))[0].startswith("data:image/jpeg;base64,")
 
 
+def test_thumbnails_of_table_images_are_made_once_per_run_and_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = _encoded((400, 300), "JPEG", seed=2)
+    made: list[int] = []
+    real = D._thumbnail
+    monkeypatch.setattr(D, "_thumbnail", lambda data: made.append(len(data)) or real(data))
+    key = ("/nowhere/table.parquet", 12345, len(big))  # a run identity of this test's own
+    values = pd.Series([big, big, None])
+    first = D.image_data_urls(values, key=key, rows=[7, 8, 9])
+    assert len(made) == 2 and first[0] == first[1] is not None and first[2] is None
+    again = D.image_data_urls(values, key=key, rows=[8, 7, 9])  # the same rows, in another order
+    assert again[:2] == first[:2] and len(made) == 2  # nothing shrunk again
+    assert D.image_data_urls(values) == first  # uncached: the same thumbnails
+    with pytest.raises(ValueError, match="one row position per value"):
+        D.image_data_urls(values, key=key, rows=[1])
+
+
 def test_example_view_shows_an_image_stored_as_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = make_image_run(tmp_path / "src", n_examples=200, n_eval=40)
     run = tmp_path / "run"
