@@ -54,7 +54,7 @@ with st.sidebar:
     summary_box = st.container()
     filters_box = st.container()
     # rendered only while open: its sliders cost ~0.3 s of browser time on every page load
-    thresholds_box = st.expander("Region thresholds", key=K.W_EXPAND_THRESHOLDS, on_change="rerun")
+    thresholds_box = st.expander("Thresholds", key=K.W_EXPAND_THRESHOLDS, on_change="rerun")
     st.text_input("your name (recorded with flags)", key=K.W_AUTHOR)
 
 if run_dir is None:
@@ -63,7 +63,8 @@ if run_dir is None:
         "(or `streamlit run dashboard/app.py -- RUN_DIR`)."))
 else:
     thresholds = W.render_thresholds(thresholds_box)
-    ctx = D.load_context(run_dir, thresholds=thresholds)
+    ood_quantile = W.render_ood_quantile(thresholds_box, run_dir)
+    ctx = D.load_context(run_dir, thresholds=thresholds, ood_quantile=ood_quantile)
     run_box.caption(f"run: `{run_dir}`")
     if ctx.table is not None:
         spec = W.render_filters(filters_box, ctx)

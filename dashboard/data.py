@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,11 @@ def _regions(key: RunKey, confidence: float, variability: float, _table: pd.Data
     return pd.Categorical(region, categories=list(S.REGIONS))
 
 
+def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.DiagnosisThresholds] | None:
+    """The OOD score column and the thresholds ``datamap analyze`` diagnosed with, or None."""
+    return _diagnosis_thresholds(Path(run_dir))
+
+
 def _diagnosis_thresholds(run_dir: Path) -> tuple[str | None, DG.DiagnosisThresholds] | None:
     """The score column and thresholds ``datamap analyze`` diagnosed with (``ood_eval.json``),
     or None when the run does not record them."""
@@ -138,18 +143,21 @@ def _diagnosis_thresholds(run_dir: Path) -> tuple[str | None, DG.DiagnosisThresh
 
 @st.cache_resource(max_entries=3, show_spinner="Diagnosing…")
 def _diagnosis(
-    key: RunKey, confidence: float, variability: float, _table: pd.DataFrame, _region: pd.Categorical
+    key: RunKey, confidence: float, variability: float, ood_quantile: float | None,
+    _table: pd.DataFrame, _region: pd.Categorical,
 ) -> pd.Categorical | None:
     """The ``diagnosis`` column again, from the regions at the current thresholds.
 
-    Uses the OOD score and quantiles the analysis used (``ood_eval.json``), so at the analysis'
-    region thresholds it equals the stored column; None (keep the stored one) when the run does
-    not record them.
+    Uses the OOD score, quantiles and reference splits the analysis used (``ood_eval.json``),
+    the OOD quantile replaced by ``ood_quantile`` when given; so at the analysis' thresholds it
+    equals the stored column. None (keep the stored one) when the run does not record them.
     """
     how = _diagnosis_thresholds(Path(key[0]).parent)
     if how is None:
         return None
     score, th = how
+    if ood_quantile is not None:
+        th = replace(th, ood_quantile=float(ood_quantile))
     if score is not None and score not in _table.columns:
         return None
     frame = pd.DataFrame({S.SPLIT: _table[S.SPLIT], S.REGION: _region})
@@ -163,15 +171,15 @@ def _diagnosis(
 
 @st.cache_resource(max_entries=3, show_spinner="Applying flags…")
 def _working_table(
-    key: RunKey, confidence: float, variability: float, flag_version: tuple[int, float],
-    _table: pd.DataFrame, _latest: pd.DataFrame,
+    key: RunKey, confidence: float, variability: float, ood_quantile: float | None,
+    flag_version: tuple[int, float], _table: pd.DataFrame, _latest: pd.DataFrame,
 ) -> pd.DataFrame:
     out = _table.copy(deep=False)
     region = _regions(key, confidence, variability, _table)
     if region is not None:
         out[S.REGION] = region
         if S.DIAGNOSIS in _table.columns:
-            diag = _diagnosis(key, confidence, variability, _table, region)
+            diag = _diagnosis(key, confidence, variability, ood_quantile, _table, region)
             if diag is not None:
                 out[S.DIAGNOSIS] = diag
     return FL.apply_flags(out, _latest)
@@ -233,6 +241,8 @@ class RunContext:
     table: pd.DataFrame | None = None
     latest_flags: pd.DataFrame | None = None
     thresholds: RegionThresholds = field(default_factory=RegionThresholds)
+    ood_quantile: float | None = None
+    """The diagnosis' OOD quantile set in the sidebar (None: the analysis' own)."""
     spec: Any = None
     mask: np.ndarray | None = None
     error: str | None = None
@@ -278,11 +288,12 @@ def class_names(meta: runstore.RunMeta | None, label: Any) -> str:
 
 
 def load_context(
-    run_dir: str | os.PathLike[str], *, thresholds: RegionThresholds | None = None
+    run_dir: str | os.PathLike[str], *, thresholds: RegionThresholds | None = None,
+    ood_quantile: float | None = None,
 ) -> RunContext:
     """Load the run (cached) and apply thresholds and flags; errors land in ``ctx.error``."""
     run = Path(run_dir)
-    ctx = RunContext(run_dir=run, thresholds=thresholds or RegionThresholds())
+    ctx = RunContext(run_dir=run, thresholds=thresholds or RegionThresholds(), ood_quantile=ood_quantile)
     t0 = time.perf_counter()
     try:
         ctx.key = run_key(run)
@@ -290,7 +301,7 @@ def load_context(
         ctx.meta = load_meta(run)
         ctx.latest_flags = flag_journal(run).latest()
         ctx.table = _working_table(
-            ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability,
+            ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability, ctx.ood_quantile,
             _journal_version(run), base, ctx.latest_flags,
         )
     except (FileNotFoundError, S.SchemaError, ValueError, OSError) as exc:

@@ -122,8 +122,28 @@ def render_thresholds(container: Any) -> RegionThresholds:
     return RegionThresholds(confidence=float(conf), variability=float(var))
 
 
+def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
+    """The diagnosis' OOD quantile slider (in the same lazily rendered expander), starting at the
+    quantile ``datamap analyze`` used; None when the run does not record its diagnosis."""
+    settings = D.diagnosis_settings(run_dir)
+    if settings is None or settings[0] is None:
+        return None
+    score, th = settings
+    show = _is_open(container)
+    with container:
+        q = _kept_widget(show, K.W_OOD_QUANTILE, th.ood_quantile, lambda v: st.slider(
+            "OOD quantile (diagnosis)", 0.5, 0.999, v, 0.001, key=K.W_OOD_QUANTILE, format="%.3f",
+            help=f"Hard-to-learn and no-dynamics examples whose `{score}` is above this quantile of "
+                 "the in-distribution reference rows are suspect_ood, the other hard-to-learn ones "
+                 f"suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
+        ))
+    return float(q)
+
+
 @st.cache_resource(max_entries=3, show_spinner=False)
-def _filter_options(key: D.RunKey, confidence: float, variability: float, _table: pd.DataFrame) -> dict[str, Any]:
+def _filter_options(
+    key: D.RunKey, confidence: float, variability: float, ood_quantile: float | None, _table: pd.DataFrame,
+) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     opts["splits"] = sorted(_table[S.SPLIT].astype(str).unique().tolist())
     if S.LABEL in _table.columns:
@@ -201,7 +221,8 @@ def _range_slider(
 def render_filters(container: Any, ctx: D.RunContext) -> Any:
     """Sidebar filters; returns the :class:`analysis.filters.FilterSpec` they describe."""
     assert ctx.table is not None and ctx.key is not None
-    opts = _filter_options(ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability, ctx.table)
+    opts = _filter_options(ctx.key, ctx.thresholds.confidence, ctx.thresholds.variability, ctx.ood_quantile,
+                           ctx.table)
     with container:
         st.subheader("Filters")
         splits = st.multiselect("split", opts["splits"], key=K.W_SPLITS, placeholder="all splits")

@@ -50,7 +50,8 @@ if submitted:
                 # diagnosis with the analysis' OOD quantiles): record them so the manifest's
                 # filter reproduces the rows.
                 context={"region_thresholds": {"confidence": ctx.thresholds.confidence,
-                                               "variability": ctx.thresholds.variability}},
+                                               "variability": ctx.thresholds.variability},
+                         "diagnosis_ood_quantile": ctx.ood_quantile},
             )
         except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.EXPORT_RESULT, None)

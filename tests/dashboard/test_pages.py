@@ -179,6 +179,27 @@ def test_diagnosis_follows_the_region_thresholds(at: AppTest, run: Path) -> None
     assert not at.exception
 
 
+def test_diagnosis_ood_quantile_is_adjustable(at: AppTest, run: Path) -> None:
+    import json
+
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    info = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    slider = at.sidebar.slider(key=K.W_OOD_QUANTILE)
+    assert slider.value == pytest.approx(info["ood_quantile"])  # starts where the analysis was
+    slider.set_value(0.5).run()
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_mislabeled"]).run()
+    # by hand: hard-to-learn, and the score not above the median of the reference rows
+    score = table[info["score_column"]].to_numpy(float)
+    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
+    t = np.quantile(score[ref & np.isfinite(score)], 0.5)
+    expected = int(((table[S.REGION] == S.HARD).to_numpy() & ~(score > t)).sum())
+    assert expected < int((table[S.DIAGNOSIS] == "suspect_mislabeled").sum())  # fewer than at 0.95
+    assert shown(at) == expected
+    assert not at.exception
+
+
 def test_metric_ranges_apply_while_their_expander_is_closed_and_reset_clears_them(
     at: AppTest, run: Path
 ) -> None:
