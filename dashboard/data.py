@@ -119,12 +119,7 @@ def _regions(key: RunKey, confidence: float, variability: float, _table: pd.Data
 
 
 def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.DiagnosisThresholds] | None:
-    """The OOD score column and the thresholds ``datamap analyze`` diagnosed with, or None."""
-    return _diagnosis_thresholds(Path(run_dir))
-
-
-def _diagnosis_thresholds(run_dir: Path) -> tuple[str | None, DG.DiagnosisThresholds] | None:
-    """The score column and thresholds ``datamap analyze`` diagnosed with (``ood_eval.json``),
+    """The OOD score column and thresholds ``datamap analyze`` diagnosed with (``ood_eval.json``),
     or None when the run does not record them."""
     info = (load_ood_eval(run_dir) or {}).get("diagnosis")
     if not isinstance(info, dict) or "ood_quantile" not in info:
@@ -152,7 +147,7 @@ def _diagnosis(
     the OOD quantile replaced by ``ood_quantile`` when given; so at the analysis' thresholds it
     equals the stored column. None (keep the stored one) when the run does not record them.
     """
-    how = _diagnosis_thresholds(Path(key[0]).parent)
+    how = diagnosis_settings(Path(key[0]).parent)
     if how is None:
         return None
     score, th = how
@@ -663,9 +658,14 @@ def _mime(data: bytes) -> str | None:
     return None
 
 
-def _decode(data: bytes, max_side: int | None) -> Any:
-    """A displayable 8-bit PIL image of encoded bytes (at most ``max_side`` pixels on a side),
-    or None when they do not decode or hold more than :data:`MAX_IMAGE_PIXELS` pixels."""
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""PIL modes with more than 8 bits per sample (a browser may show them wrongly)."""
+
+
+def _decode(data: bytes, max_side: int | None) -> tuple[Any, bool] | None:
+    """``(image, wide)``: a displayable 8-bit PIL image of encoded bytes (at most ``max_side``
+    pixels on a side) and whether the stored pixels had more than 8 bits; None when they do not
+    decode or hold more than :data:`MAX_IMAGE_PIXELS` pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -675,7 +675,8 @@ def _decode(data: bytes, max_side: int | None) -> Any:
             if max_side is not None:
                 img.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale
             img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            wide = img.mode in _WIDE_MODES
+            if wide:
                 # 16-bit or float pixels: stretch to 8 bits (a plain convert would clip to white)
                 arr = np.asarray(img, dtype=np.float64)
                 finite = arr[np.isfinite(arr)]
@@ -690,24 +691,13 @@ def _decode(data: bytes, max_side: int | None) -> Any:
         return None
     if max_side is not None:
         out.thumbnail((max_side, max_side))
-    return out
+    return out, wide
 
 
 def _png(img: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _is_wide(data: bytes) -> bool:
-    """Whether encoded bytes hold more than 8 bits per sample (a browser may show them wrongly)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-    except Exception:  # noqa: BLE001 - undecodable: not shown anyway
-        return False
 
 
 def image_for_display(value: Any, run_dir: str | os.PathLike[str] | None = None) -> bytes | None:
@@ -717,20 +707,24 @@ def image_for_display(value: Any, run_dir: str | os.PathLike[str] | None = None)
     float images stretched to 8 bits).
     """
     data = image_bytes(value, run_dir)
-    img = _decode(data, None) if data is not None else None
-    if data is None or img is None:
+    decoded = _decode(data, None) if data is not None else None
+    if data is None or decoded is None:
         return None
-    return data if _mime(data) is not None and not _is_wide(data) else _png(img)
+    img, wide = decoded
+    return data if _mime(data) is not None and not wide else _png(img)
 
 
 def _thumbnail(data: bytes) -> tuple[bytes, str] | None:
     """``(bytes, mime)`` small enough for a table cell: the image itself when small and 8-bit,
     else a PNG of at most :data:`THUMBNAIL_PX` pixels on a side; None when it does not decode."""
+    decoded = _decode(data, THUMBNAIL_PX)
+    if decoded is None:
+        return None
+    img, wide = decoded
     mime = _mime(data)
-    if mime is not None and len(data) <= 16_384 and not _is_wide(data):
-        return (data, mime) if _decode(data, None) is not None else None
-    img = _decode(data, THUMBNAIL_PX)
-    return None if img is None else (_png(img), "image/png")
+    if mime is not None and len(data) <= 16_384 and not wide:
+        return data, mime
+    return _png(img), "image/png"
 
 
 def _data_url(data: bytes | None) -> str | None:

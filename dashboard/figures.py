@@ -35,10 +35,6 @@ CATEGORICAL_PALETTE = (
     "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC",
 )
 """Tableau-like qualitative palette; categories beyond it cycle."""
-FLAG_COLOR = "#D62728"
-REGION_LINE_COLOR = "#444444"
-MAX_CATEGORIES = 30
-"""A categorical colour lists at most this many names in its legend."""
 
 
 def _is_numeric(series: pd.Series) -> bool:

@@ -18,7 +18,6 @@ const CLICK_PX = 6; // a press that moves less than this is a click
 const PICK_PX = 8; // how close the pointer must be to a point to hover or click it
 const MIN_LASSO_PX2 = 50; // a smaller lasso (in square pixels) is a slip, not a selection
 const DBLCLICK_MS = 250; // a click waits this long for a second one (a double-click clears)
-const MAX_LEGEND_ITEMS = 30; // unless the spec's legend says otherwise
 const MEMORY = new Map(); // component key -> { view, zoomed, mode }, kept across reruns
 const IMAGES = new Map(); // density image source -> HTMLImageElement
 
@@ -144,7 +143,7 @@ function legendWidth(root) {
   g.font = "12px sans-serif";
   const names = [d.legend ? d.legend.title : ""];
   if (d.legend && d.legend.kind === "categorical") {
-    names.push(...d.legend.items.slice(0, d.legend.max_items || MAX_LEGEND_ITEMS).map((it) => it.name));
+    names.push(...d.legend.items.slice(0, d.legend.max_items).map((it) => it.name));
   }
   if (d.flag && d.flag.length) names.push("flagged");
   const widest = Math.max(60, ...names.map((s) => g.measureText(String(s)).width));
@@ -375,7 +374,7 @@ function drawLegend(g, d, plot, ink) {
     } else {
       let shown = 0;
       for (const it of lg.items) {
-        if (shown >= (lg.max_items || MAX_LEGEND_ITEMS) || y > bottom - 18) break;
+        if (shown >= lg.max_items || y > bottom - 18) break;
         g.fillStyle = it.color;
         g.beginPath();
         g.arc(x + 6, y, 5, 0, 2 * Math.PI);
@@ -608,7 +607,7 @@ function wire(root) {
       const hits = pick(root, L.plot.left + dr.start[0], L.plot.top + dr.start[1]);
       drawOverlay(root);
       clearTimeout(root.__click);
-      if (hits.length && ev.detail < 2) {
+      if (hits.length) {
         const ids = hits.map((i) => ({ customdata: m.data.ids[i] }));
         root.__click = setTimeout(() => commit(root, { points: ids }), DBLCLICK_MS);
       }

@@ -33,13 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import schema as S
-from dashboard.figures import (
-    CATEGORICAL_PALETTE,
-    FLAG_COLOR,
-    MAX_CATEGORIES,
-    REGION_LINE_COLOR,
-    _is_numeric,
-)
+from dashboard.figures import CATEGORICAL_PALETTE, _is_numeric
 
 __all__ = [
     "DENSITY_BINS",
@@ -54,6 +48,9 @@ DENSITY_BINS = (160, 100)
 """(x bins, y bins) of the density image behind a scatter."""
 DENSITY_RGB = (90, 98, 112)
 MISSING_COLOR = "#BBBBBB"
+FLAG_COLOR = "#D62728"
+MAX_CATEGORIES = 30
+"""A categorical colour lists at most this many names in its legend."""
 VIRIDIS = (
     "#440154", "#482878", "#3E4989", "#31688E", "#26828E",
     "#1F9E89", "#35B779", "#6ECE58", "#B5DE2B", "#FDE725",
@@ -252,7 +249,6 @@ def scatter_spec(
         "density": density,
         "lines": [{k: float(v) for k, v in ln.items()} for ln in lines],
         "labels": list(labels),
-        "line_color": REGION_LINE_COLOR,
         "name": name,
         "shape": None,
     }
