@@ -441,7 +441,7 @@ def _map_figure(
         if not pick.any():
             continue
         fig.add_trace(go.Scattergl(
-            x=xs[pick], y=ys[pick], mode="markers", name=f"{name} ({int(pick.sum()):,})",
+            x=xs[pick], y=ys[pick], mode="markers", name=f"{_esc(name)} ({int(pick.sum()):,})",
             marker={"size": 5, "color": CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)],
                     "opacity": 0.8},
             text=hover_arr[pick].tolist(), customdata=None if custom is None else custom[pick],
@@ -755,12 +755,24 @@ def _snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
     return _esc(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
+def _dashboard_data() -> Any:
+    """:mod:`dashboard.data` (its image helpers), imported only when a run has images: it imports
+    Streamlit, whose caches log a warning outside a running app that means nothing here."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    try:
+        from dashboard import data
+    finally:
+        logging.disable(logging.NOTSET)
+    return data
+
+
 def _payload_cells(inputs: ReportInputs, rows: np.ndarray) -> list[str]:
     """A thumbnail (``<img>`` with a ``data:`` URL) or a text snippet per row."""
     t = inputs.table
     if S.IMAGE in t.columns:
-        from dashboard import data as dashboard_data  # streamlit: imported only for images
-
+        dashboard_data = _dashboard_data()
         urls = dashboard_data.image_data_urls(t[S.IMAGE].iloc[rows], inputs.run_dir)
         return [f'<img class="thumb" alt="" src="{_esc(u)}">' if u else "" for u in urls]
     if S.TEXT in t.columns:
