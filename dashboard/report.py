@@ -381,17 +381,27 @@ def hover_lines(
         values = table[column].iloc[rows]
         return class_names(values) if class_names is not None else values.astype(str).tolist()
 
-    ids = _take(table, S.EXAMPLE_ID, rows)
+    memo: dict[Any, str] = {}
+
+    def esc(value: Any) -> str:  # few distinct names: escape each once
+        if value not in memo:
+            memo[value] = _esc(value)
+        return memo[value]
+
+    id_col = table[S.EXAMPLE_ID].iloc[rows]
+    # integer ids need no escaping (and are all distinct: no memo)
+    ids = (id_col.astype(str).tolist() if pd.api.types.is_integer_dtype(id_col)
+           else [_esc(v) for v in id_col.tolist()])
     labels = names(S.LABEL)
     splits = _take(table, S.SPLIT, rows)
     diags = _take(table, S.DIAGNOSIS, rows)
     sugg = names(suggested) if suggested is not None else [None] * len(rows)
     out = []
     for i, lab, sp, dg, sg in zip(ids, labels, splits, diags, sugg, strict=True):
-        line = f"id {_esc(i)} · {_esc(sp)}<br>label {_esc(lab)}"
+        line = f"id {i} · {esc(sp)}<br>label {esc(lab)}"
         if sg is not None and sg != "—":
-            line += f" · suggested {_esc(sg)}"
-        out.append(line if dg is None else f"{line}<br>{_esc(dg)}")
+            line += f" · suggested {esc(sg)}"
+        out.append(line if dg is None else f"{line}<br>{esc(dg)}")
     return out
 
 
@@ -681,9 +691,9 @@ def findings_section(inputs: ReportInputs) -> str:
         counts = DG.counts(t[S.DIAGNOSIS])
         rows = [(_esc(name), _count_cell(f"diagnosis:{name}", n)) for name, n in counts.items()]
         out += ["<div><h3>Diagnosis</h3>", _table_html(("diagnosis", "examples"), rows), "</div>"]
+    out.append(ood_metrics_section(inputs.evaluation, source=inputs.evaluation_source))
     out.append("</div>")
     out.append(label_noise_section(inputs.noise))
-    out.append(ood_metrics_section(inputs.evaluation, source=inputs.evaluation_source))
     out.append("</section>")
     return "".join(out)
 
@@ -740,7 +750,7 @@ def ood_metrics_section(evaluation: Mapping[str, Any] | None, *, source: str = "
                 _fmt(m.get("n_id")), _fmt(m.get("n_ood")),
             ))
     definition = _esc((evaluation or {}).get("fpr95_definition", "ood_accepted_at_95_id"))
-    return ("<div id='ood-metrics'><h3>OOD detection (OOD is the positive class)</h3>"
+    return ("<div id='ood-metrics' class='wide'><h3>OOD detection (OOD is the positive class)</h3>"
             + _table_html(("score", "OOD split", "AUROC", "AUPR-in", "AUPR-out", "FPR@95", "n ID",
                            "n OOD"), rows)
             + f"<p class='note'>From {_esc(source)}. FPR@95 reading: <code>{definition}</code>. "
@@ -947,7 +957,7 @@ nav a{margin-right:14px;color:#4C78A8}
 table{border-collapse:collapse;margin:8px 0;font-size:14px}
 th,td{border-bottom:1px solid #eee;padding:4px 10px;text-align:left;vertical-align:middle}
 th{background:#f6f6f6}.num{font-variant-numeric:tabular-nums}
-.cols{display:flex;flex-wrap:wrap;gap:40px}.note{color:#666;font-size:13px}
+.cols{display:flex;flex-wrap:wrap;gap:40px}.cols>.wide{flex:1 1 560px}.note{color:#666;font-size:13px}
 .thumb{width:48px;height:48px;object-fit:contain;image-rendering:pixelated;background:#f4f4f4}
 pre{background:#f6f6f6;padding:8px 12px;overflow-x:auto}
 .figure{min-height:380px;margin:12px 0}
@@ -1058,6 +1068,7 @@ def build_report(
     inputs = load_inputs(run_dir, table=table, latest_flags=latest_flags, thresholds=thresholds,
                          ood_quantile=ood_quantile)
     return assemble_html(inputs)
+
 
 
 def assemble_html(inputs: ReportInputs) -> str:
