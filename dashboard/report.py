@@ -909,6 +909,11 @@ def reproduce_command(inputs: ReportInputs) -> str:
     if th is not None and th != RegionThresholds():
         parts += ["--confidence-threshold", f"{th.confidence:g}",
                   "--variability-threshold", f"{th.variability:g}"]
+    if not inputs.settings:
+        return " ".join(parts + ["--no-ood"])
+    scores = [c.removeprefix(S.OOD_PREFIX) for c in ood_score_columns(inputs.table)]
+    if scores:
+        parts += ["--ood-scorers", shlex.quote(",".join(scores))]
     score = inputs.settings.get("score_column")
     if score:
         parts += ["--ood-scorer", shlex.quote(str(score).removeprefix(S.OOD_PREFIX))]
@@ -935,6 +940,9 @@ def settings_section(inputs: ReportInputs) -> str:
            _table_html(("setting", "value"), rows, cls="facts"),
            "<p>Reproduce the analysis:</p>",
            f"<pre id='reproduce'>{_esc(reproduce_command(inputs))}</pre>",
+           "<p class='note'>The run does not record the projection method (<code>--projection"
+           "</code>, default umap) or scorer options such as <code>--knn-k</code>; add them if "
+           "the analysis used others.</p>",
            "<p>and this report: <code>"
            + _esc(f"datamap report {shlex.quote(str(inputs.run_dir))}") + "</code></p>"]
     learned = inputs.settings.get("learned_ood_quantile")

@@ -194,12 +194,17 @@ def test_text_snippets_are_escaped_and_short(evil_html: str) -> None:
     assert len(long) <= report.SNIPPET_CHARS and long.endswith("…")
 
 
-def test_no_string_from_the_run_reaches_the_html_unescaped(evil_html: str) -> None:
+def test_no_string_from_the_run_reaches_the_html_unescaped(evil_html: str, evil_run: Path) -> None:
     for raw in (EVIL_CLASS, EVIL_NOTE, EVIL_KEY, "<b>bold</b>", "<b>far</b>", "<b>me</b>",
                 "<b>value</b>", "<i>note</i>"):
         assert raw not in evil_html, raw
     assert "&lt;u&gt;new_setting&lt;/u&gt;" in evil_html  # the setting's key is shown, escaped
-    assert "--ood-quantile 0.95" in evil_html and "datamap analyze" in evil_html
+    command = re.search(r"<pre id='reproduce'>([^<]*)</pre>", evil_html).group(1)  # type: ignore[union-attr]
+    scores = sorted(c for c in runstore.load_table(evil_run).columns if c.startswith("ood_"))
+    assert command.startswith("datamap analyze ") and command.endswith(" --ood-quantile 0.95")
+    assert "--ood-scorer mahalanobis " in command
+    listed = command.split("--ood-scorers ")[1].split(" ")[0].split(",")
+    assert sorted("ood_" + name for name in listed) == scores
     # one <script> for Plotly, one per figure's JSON and the renderer: nothing from the run
     scripts = re.findall(r"<script[^>]*>", evil_html)
     assert scripts.count("<script>") == 2
@@ -214,6 +219,17 @@ def test_no_outside_address_but_plotly_s_own_strings(evil_html: str) -> None:
     assert attributes, "expected the navigation links"
     assert all(a.startswith(("#", "data:")) for a in attributes), attributes
     assert "@import" not in evil_html.split("<script>", 1)[0]
+
+
+def test_report_of_a_run_analysed_without_ood(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path / "run", n_examples=300)
+    analyze_run(run, AnalyzeOptions(ood=False))
+    html_text = report.build_report(run)
+    assert re.findall(r'data-figure="([^"]+)"', html_text) == ["fig-data_map"]
+    assert "Not evaluated" in html_text and "id='ood'" not in html_text
+    assert f"<pre id='reproduce'>datamap analyze {run} --no-ood</pre>" in html_text
+    table = runstore.load_table(run)
+    assert f'data-key="n_examples">{len(table):,}</span>' in html_text
 
 
 def test_cli_writes_the_report(evil_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
