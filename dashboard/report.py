@@ -765,25 +765,28 @@ def _snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
     return _esc(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _dashboard_data() -> Any:
-    """:mod:`dashboard.data` (its image helpers), imported only when a run has images: it imports
-    Streamlit, whose caches log a warning outside a running app that means nothing here."""
+def _image_urls(values: pd.Series, run_dir: Path) -> list[str | None]:
+    """Thumbnail ``data:`` URLs of an image column (:func:`dashboard.data.image_data_urls`).
+
+    That module imports Streamlit, whose caches log "no runtime" warnings outside a running app
+    (meaningless here): it is imported only when a run has images, with logging held back.
+    """
     import logging
 
     logging.disable(logging.WARNING)
     try:
         from dashboard import data
+
+        return data.image_data_urls(values, run_dir)
     finally:
         logging.disable(logging.NOTSET)
-    return data
 
 
 def _payload_cells(inputs: ReportInputs, rows: np.ndarray) -> list[str]:
     """A thumbnail (``<img>`` with a ``data:`` URL) or a text snippet per row."""
     t = inputs.table
     if S.IMAGE in t.columns:
-        dashboard_data = _dashboard_data()
-        urls = dashboard_data.image_data_urls(t[S.IMAGE].iloc[rows], inputs.run_dir)
+        urls = _image_urls(t[S.IMAGE].iloc[rows], inputs.run_dir)
         return [f'<img class="thumb" alt="" src="{_esc(u)}">' if u else "" for u in urls]
     if S.TEXT in t.columns:
         return [_snippet(v) for v in t[S.TEXT].iloc[rows].tolist()]
