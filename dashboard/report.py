@@ -295,11 +295,11 @@ def load_inputs(
     note = ""
     if thresholds is None:
         thresholds = _infer_region_thresholds(table)
-        note = ("the defaults of `datamap analyze` (they reproduce the stored regions)"
+        note = ("the defaults of datamap analyze: they reproduce the stored regions"
                 if thresholds is not None else
-                "not recorded in the run (the stored regions do not match the defaults 0.5 / 0.2)")
+                "not recorded in the run: the stored regions do not match the defaults 0.5 / 0.2")
     else:
-        note = "set in the dashboard (regions and diagnosis recomputed)"
+        note = "set in the dashboard: regions and diagnosis recomputed at them"
     if ood_quantile is not None and settings.get("ood_quantile") is not None \
             and math.isclose(float(ood_quantile), float(settings["ood_quantile"])):
         ood_quantile = None

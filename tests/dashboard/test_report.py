@@ -232,6 +232,22 @@ def test_report_of_a_run_analysed_without_ood(tmp_path: Path) -> None:
     assert f'data-key="n_examples">{len(table):,}</span>' in html_text
 
 
+def test_settings_follow_the_dashboard_s_thresholds(evil_run: Path) -> None:
+    from analysis.dynamics import RegionThresholds
+
+    inputs = report.load_inputs(evil_run, thresholds=RegionThresholds(confidence=0.6, variability=0.25),
+                                ood_quantile=0.9)
+    command = report.reproduce_command(inputs)
+    assert "--confidence-threshold 0.6 --variability-threshold 0.25" in command
+    assert command.endswith("--ood-quantile 0.9")
+    section = report.settings_section(inputs)
+    assert "OOD quantile set in the dashboard" in section and "set in the dashboard" in section
+    # the analysis' own quantile is no override; the defaults reproduce the stored regions
+    inputs = report.load_inputs(evil_run, ood_quantile=0.95)
+    assert inputs.ood_quantile is None and inputs.region_thresholds == RegionThresholds()
+    assert "--confidence-threshold" not in report.reproduce_command(inputs)
+
+
 def test_cli_writes_the_report(evil_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.html"
     assert cli_main(["report", str(evil_run), "--out", str(out)]) == 0
