@@ -1,4 +1,4 @@
-"""The offline HTML report (dashboard/report.py, `datamap report`, the Export page's button).
+"""The offline HTML report (dashboard/report/, `datamap report`, the Export page's button).
 
 Unit tests of the section and figure builders, then the report opened in headless Chromium with
 every outside request blocked and counted: each figure renders, and every number shown equals
@@ -29,6 +29,8 @@ from analysis.flags import FlagJournal
 from analysis.pipeline import AnalyzeOptions, analyze_run
 from analysis.synthetic import make_synthetic_run
 from dashboard import report
+from dashboard.report import inputs as inputs_module
+from dashboard.report import markup
 from tests.dashboard.runs import SAMPLE_RUN, make_image_run
 
 CHROMIUM = os.environ.get("DATAMAP_CHROMIUM", "/usr/bin/chromium")
@@ -147,7 +149,7 @@ def test_hover_shows_the_suggested_label_when_the_column_exists(
     table["suggested_label"] = pd.array([0, 3, None, 3, 3] + [None] * (len(table) - 5), dtype="Int64")
     inputs = report.load_inputs(evil_run, table=table)
     lines = report.hover_lines(table, rows, class_names=inputs.class_names_of,
-                               suggested=report._suggested_column(table))
+                               suggested=inputs_module.suggested_column(table))
     assert "suggested &lt;script&gt;" in lines[0] and "suggested class_3" in lines[1]
     assert "suggested" not in lines[2]
     assert f"id {table[S.EXAMPLE_ID].iloc[1]} · train<br>label " in lines[1]
@@ -174,7 +176,7 @@ def test_figures_are_plotly_figures_with_bounded_data(evil_run: Path) -> None:
     table = runstore.load_table(evil_run)
     fig = report.ood_histogram_figure(table, S.OOD_ENERGY, bins=30)
     splits = sorted(table[S.SPLIT].unique())
-    assert [t.name.split(" (")[0] for t in fig.data] == [report._esc(s) for s in splits]
+    assert [t.name.split(" (")[0] for t in fig.data] == [markup.escape_html(s) for s in splits]
     for trace, split in zip(fig.data, splits, strict=True):
         values = table.loc[table[S.SPLIT] == split, S.OOD_ENERGY].dropna()
         assert len(trace.y) == 30 and trace.customdata.sum() == len(values)
@@ -189,9 +191,9 @@ def test_figures_are_plotly_figures_with_bounded_data(evil_run: Path) -> None:
 
 def test_text_snippets_are_escaped_and_short(evil_html: str) -> None:
     assert EVIL_TEXT not in evil_html
-    assert report._esc(EVIL_TEXT) in evil_html or "&lt;img src=&quot;x&quot;" in evil_html
-    long = report._snippet("word " * 200)
-    assert len(long) <= report.SNIPPET_CHARS and long.endswith("…")
+    assert markup.escape_html(EVIL_TEXT) in evil_html or "&lt;img src=&quot;x&quot;" in evil_html
+    long = markup.snippet("word " * 200)
+    assert len(long) <= markup.SNIPPET_CHARS and long.endswith("…")
 
 
 def test_no_string_from_the_run_reaches_the_html_unescaped(evil_html: str, evil_run: Path) -> None:
