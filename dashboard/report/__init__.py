@@ -95,8 +95,6 @@ pre{background:#f6f6f6;padding:8px 12px;overflow-x:auto}
 .figure{min-height:380px;margin:12px 0}
 table.suspects td:nth-child(n+2){white-space:nowrap}
 """
-
-
 _RENDER_JS = """
 (function(){
   for (const el of document.querySelectorAll('script[type="application/json"][data-figure]')) {

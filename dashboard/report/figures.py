@@ -26,13 +26,9 @@ from dashboard.scatter import density_image
 
 MAX_SAMPLE_POINTS = 5_000
 """Rows drawn as points on each map besides the suspects (a uniform sample)."""
-
-
 MAX_SUSPECT_POINTS = 20_000
 """Suspects drawn as points on each map: every one up to this many, else a uniform sample of
 them. With the density image of every row this bounds the file at any run size."""
-
-
 MAX_LEGEND_CATEGORIES = 10
 """A map's colour column shows this many categories; the rest are drawn as "other"."""
 

@@ -20,6 +20,7 @@ def escape_html(value: Any) -> str:
 
 
 def is_missing(value: Any) -> bool:
+    """Whether a cell is missing (None, ``pd.NA`` or a float NaN)."""
     if value is None or value is pd.NA:
         return True
     try:
@@ -47,6 +48,7 @@ def format_value(value: Any, digits: int = 3) -> str:
 
 
 def snippet(value: Any, limit: int = SNIPPET_CHARS) -> str:
+    """The first ``limit`` characters of a text, whitespace collapsed, escaped (empty if missing)."""
     if is_missing(value):
         return ""
     text = " ".join(str(value).split())
@@ -66,6 +68,7 @@ def count_cell(key: str, value: int) -> str:
 
 
 def value_counts_in_order(series: pd.Series, order: Sequence[str] = ()) -> list[tuple[str, int]]:
+    """``(value, count)`` of a column: ``order`` first, then the rest sorted; missing as "—"."""
     raw = series.value_counts(dropna=False)
     counts: dict[str, int] = {}
     for value, n in raw.items():

@@ -43,16 +43,10 @@ from dashboard.report.markup import (
 
 TOP_SUSPECTS = 25
 """Rows of each top-suspects table."""
-
-
 MAX_FLAG_ROWS = 200
 """Rows of the flags table (the most recent edits)."""
-
-
 OOD_RANKING = (S.OOD_RMD, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_KNN, S.OOD_MAXLOGIT, S.OOD_MSP)
 """Score that ranks the OOD suspects: the first present (the Review page's order)."""
-
-
 SOURCE_TEXT = {
     S.SOURCE_FORWARD_PASS: "logits of each training step's forward pass (as the original "
                            "cartography code)",
@@ -60,8 +54,6 @@ SOURCE_TEXT = {
     S.SOURCE_CARTOGRAPHY: "imported from cartography dynamics_epoch_N.jsonl logs",
     S.SOURCE_SYNTHETIC: "synthetic (generated for tests and benchmarks)",
 }
-
-
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "typesetMath": False,
                   "showLink": False, "showSendToCloud": False, "showEditInChartStudio": False}
 
