@@ -21,7 +21,7 @@ from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from analysis.filters import plot_sample
 from dashboard.figures import CATEGORICAL_PALETTE
-from dashboard.report.markup import equals, escape_html
+from dashboard.report.markup import equals, escape_html, is_missing
 from dashboard.scatter import density_image
 
 MAX_SAMPLE_POINTS = 5_000
@@ -97,7 +97,9 @@ def hover_lines(
         if column not in table.columns:
             return [None] * len(rows)
         values = table[column].iloc[rows]
-        return class_names(values) if class_names is not None else values.astype(str).tolist()
+        if class_names is not None:
+            return list(class_names(values))
+        return ["—" if is_missing(v) else str(v) for v in values.tolist()]
 
     memo: dict[Any, str] = {}
 
@@ -240,13 +242,16 @@ def data_map_figure(
 
 def embedding_figure(
     table: pd.DataFrame, points: MapPoints, *, hover: list[str] | None = None,
+    score: str | None = None,
 ) -> go.Figure:
-    """The 2-D projection of the features (``umap_x``, ``umap_y``), coloured by split."""
+    """The 2-D projection of the features (``umap_x``, ``umap_y``), coloured by split; the hover
+    shows the OOD ``score`` (when given) besides confidence and variability."""
     return _map_figure(
         table, points, x=S.UMAP_X, y=S.UMAP_Y, color=S.SPLIT, x_title=S.UMAP_X, y_title=S.UMAP_Y,
         x_range=_padded(points.xs), y_range=_padded(points.ys),
         hover=hover if hover is not None else hover_lines(table, points.rows),
-        metrics=(S.CONFIDENCE, S.VARIABILITY), order=(S.TRAIN_SPLIT, "test"),
+        metrics=((score,) if score else ()) + (S.CONFIDENCE, S.VARIABILITY),
+        order=(S.TRAIN_SPLIT, "test"),
         title=f"Embedding map: {points.n_drawable:,} examples", show_ticks=False,
     )
 

@@ -389,7 +389,8 @@ def maps_section(inputs: ReportInputs) -> str:
             continue
         hover = hover_lines(t, points.rows, class_names=inputs.class_names_of, suggested=suggested)
         fig = (data_map_figure(t, points, thresholds=inputs.region_thresholds, hover=hover)
-               if builder == "data" else embedding_figure(t, points, hover=hover))
+               if builder == "data" else
+               embedding_figure(t, points, hover=hover, score=inputs.settings.get("score_column")))
         suspects = (f"every suspect ({points.n_suspects:,})"
                     if points.n_suspects == points.n_suspects_drawn else
                     f"{points.n_suspects_drawn:,} of {points.n_suspects:,} suspects (a uniform sample)")

@@ -155,6 +155,13 @@ def test_hover_shows_the_suggested_label_when_the_column_exists(
     assert f"id {table[S.EXAMPLE_ID].iloc[1]} · train<br>label " in lines[1]
 
 
+def test_hover_escapes_text_ids() -> None:
+    table = pd.DataFrame({S.EXAMPLE_ID: ["<b>x</b>", "a&b"], S.SPLIT: ["train", "ood:<i>"],
+                          S.LABEL: pd.array([1, None], dtype="Int64")})
+    lines = report.hover_lines(table, np.array([0, 1]))
+    assert lines == ["id &lt;b&gt;x&lt;/b&gt; · train<br>label 1", "id a&amp;b · ood:&lt;i&gt;<br>label —"]
+
+
 def test_map_points_keep_every_suspect_up_to_the_cap() -> None:
     n = 2_000
     rng = np.random.default_rng(0)
