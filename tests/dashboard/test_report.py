@@ -266,6 +266,8 @@ def test_cli_writes_the_report(evil_run: Path, tmp_path: Path, capsys: pytest.Ca
     assert "datamap analyze" in capsys.readouterr().err
     assert cli_main(["report", str(evil_run), "--out", str(tmp_path / "no" / "r.html")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["report", str(evil_run), "--out", str(tmp_path)]) == 2  # a directory
+    assert "Expected --out to name a file" in capsys.readouterr().err
 
 
 def test_export_page_builds_and_offers_the_report(
