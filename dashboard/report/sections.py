@@ -127,7 +127,7 @@ def label_noise_section(estimate: Any, *, max_pairs: int = 10) -> str:
     out = ["<div id='label-noise'><h3>Label noise (estimated)</h3>"]
     if rate is not None and not is_missing(rate):
         out.append(f"<p>Estimated rate of wrong labels: <span class='num' data-key='noise:rate'>"
-                   f"{float(rate):.1%}</span> of the labelled training examples.</p>")
+                   f"{float(rate):.1%}</span>.</p>")
     if per_class:
         rows = [(escape_html(name), f"<span class='num' data-key='noise:class:{escape_html(name)}'>"
                              f"{float(r):.1%}</span>",
