@@ -140,6 +140,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return _serve(run, args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    if not (run / S.TABLE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{str(run / S.TABLE_FILE)!r} is missing. Build it with `datamap analyze {run}` first.")
+    import importlib
+
+    try:  # the builder is UI code (Plotly): imported here, as `serve` imports the dashboard
+        report = importlib.import_module("dashboard.report")
+    except ImportError as exc:
+        raise SystemExit(f"datamap: error: the report needs plotly ({exc}); pip install plotly.") from exc
+    t0 = time.perf_counter()
+    path = report.write_report(run, args.out)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s; it opens offline in any browser")
+    return 0
+
+
 def _sample_run_dir() -> Path:
     """The shipped sample run, or (installed without it) a copy built in the user's cache."""
     if (SAMPLE_RUN / S.RUN_JSON).exists():
@@ -213,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print region and diagnosis counts of an analysed run")
     s.add_argument("run_dir")
     s.set_defaults(func=_cmd_summary)
+
+    r = sub.add_parser(
+        "report", help="write a self-contained, offline HTML report of an analysed run",
+        description="Write one HTML file (Plotly inline, no outside request) with the run, its "
+                    "findings, the maps, OOD curves, top suspects, flags and settings.")
+    r.add_argument("run_dir")
+    r.add_argument("--out", default=None, metavar="FILE",
+                   help="HTML file to write (default RUN_DIR/report.html)")
+    r.set_defaults(func=_cmd_report)
 
     x = sub.add_parser(
         "export", help="write a filtered subset (CSV/Parquet) and its manifest to RUN_DIR/exports/",

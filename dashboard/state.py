@@ -18,6 +18,8 @@ CHART_GENERATION = "chart_generation"
 """``dict[page, int]``: bumped by "Clear selection" to give the chart a fresh key."""
 EXPORT_RESULT = "export_result"
 """The last :class:`analysis.export.ExportResult` (download bytes and manifest)."""
+REPORT = "report_html"
+"""``(run key, HTML bytes)`` of the last report built on the Export page."""
 RANGE_DEFAULTS = "range_defaults"
 """``dict[widget key, (lo, hi)]``: the full range of each range slider, for "Reset filters"."""
 KEPT = "kept_filter_values"
@@ -62,6 +64,8 @@ W_EXPORT_SCOPE = "w_export_scope"
 W_EXPORT_FORMAT = "w_export_format"
 W_EXPORT_CURATED = "w_export_curated"
 W_EXPORT_APPLY_RELABELS = "w_export_apply_relabels"
+W_REPORT_BUILD = "w_report_build"
+W_REPORT_DOWNLOAD = "w_report_download"
 
 FILTER_WIDGETS = (
     W_SPLITS,

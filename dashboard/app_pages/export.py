@@ -72,3 +72,30 @@ if result is not None:
     st.subheader("Manifest")
     st.json(result.manifest, expanded=1)
 
+
+# ---- the shareable report ----------------------------------------------------------------------------
+st.subheader("Report")
+st.caption("One HTML file with the run, its findings, both maps, the OOD curves, the top suspects, "
+           "your flags and the settings: it opens offline in any browser (same as "
+           f"`datamap report {ctx.run_dir}`). Thresholds as set in the sidebar; every example, "
+           "not only the filtered ones.")
+if st.button("Build report", key=K.W_REPORT_BUILD):
+    from dashboard import report
+
+    with st.spinner("Building the report…"):
+        try:
+            html_text = report.build_report(
+                ctx.run_dir, table=ctx.table, latest_flags=ctx.latest_flags,
+                thresholds=ctx.thresholds, ood_quantile=ctx.ood_quantile)
+        except (ValueError, OSError, S.SchemaError) as exc:
+            st.session_state.pop(K.REPORT, None)
+            st.error(f"The report failed: {exc}")
+        else:
+            st.session_state[K.REPORT] = (ctx.key, html_text.encode("utf-8"))
+built = st.session_state.get(K.REPORT)
+if built is not None and built[0] == ctx.key:
+    st.download_button(
+        f"Download report ({len(built[1]) / 1e6:.1f} MB)", data=built[1],
+        file_name=f"datamap-report-{ctx.run_dir.name}.html", mime="text/html", on_click="ignore",
+        type="primary", key=K.W_REPORT_DOWNLOAD,
+    )
