@@ -13,7 +13,10 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +34,8 @@ from analysis.schema import SchemaError
 __all__ = [
     "RunMeta",
     "atomic_path",
+    "clean_stale_temps",
+    "default_mode",
     "load_run_meta",
     "save_run_meta",
     "load_examples",
@@ -53,19 +58,116 @@ __all__ = [
 # ---- atomic writes ------------------------------------------------------------------------------
 
 
+_TEMP_OWNER = re.compile(r"^(\d+)-[A-Za-z0-9_]+$")
+_LEGACY_TEMP = re.compile(r"^[A-Za-z0-9_]{8}$")
+LEGACY_TEMP_AGE_S = 3600.0
+"""Age after which a hidden temporary without an owner pid (older versions) counts as stale."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(*, directory: bool = False) -> int:
+    """Permission bits a plain ``open``/``mkdir`` would give: 0o644 / 0o755 under umask 022."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of this process's hidden temporaries for ``name``: ``.NAME.PID-``."""
+    return f".{name}.{os.getpid()}-"
+
+
+def clean_stale_temps(
+    directory: Path, name: str | None = None, *, suffix: str = ".tmp",
+    protect: Sequence[str] = (S.FLAGS_FILE, S.FLAGS_FILE + "-wal"),
+) -> list[Path]:
+    """Remove hidden temporaries ``.NAME.PID-XXXX<suffix>`` left in ``directory`` by a killed writer.
+
+    ``name`` None matches the temporaries of any file name.
+
+    A temporary counts as stale when the process in its name is gone (a writer still running, in
+    this process or another, keeps its file), or, for names without a pid written by older
+    versions, when it is older than :data:`LEGACY_TEMP_AGE_S`. Pids are only meaningful on one
+    machine: two machines writing one run over a network share may not rely on this. A stale
+    folder holding one of ``protect`` (a review journal caught mid-move) is left alone.
+    """
+    removed: list[Path] = []
+    prefix = f".{name}." if name is not None else "."
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not entry.name.endswith(suffix):
+            continue
+        rest = entry.name[len(prefix): len(entry.name) - len(suffix)]
+        if name is None:
+            rest = rest.rsplit(".", 1)[-1]
+        owner = _TEMP_OWNER.match(rest)
+        try:
+            if owner:
+                stale = not _pid_alive(int(owner.group(1)))
+            elif _LEGACY_TEMP.match(rest):
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMP_AGE_S
+            else:
+                continue
+            if not stale:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if any(os.path.lexists(os.path.join(entry.path, keep)) for keep in protect):
+                    continue
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue  # another writer removed it first, or it is not ours to remove
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Readers never see a partial file: either the old file or the complete new one.
+    Readers never see a partial file: either the old file or the complete new one. The file gets
+    the permissions a plain ``open`` would (the umask applies), and stale temporaries of a killed
+    earlier write in the same folder are removed first (:func:`clean_stale_temps`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    clean_stale_temps(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, default_mode())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
