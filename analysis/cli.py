@@ -31,8 +31,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.ood_scorers:
         extra["ood_scorers"] = args.ood_scorers
     if args.mahalanobis_shrinkage is not None:
-        shrink = args.mahalanobis_shrinkage
-        extra["mahalanobis_shrinkage"] = shrink if shrink == "auto" else float(shrink)
+        extra["mahalanobis_shrinkage"] = args.mahalanobis_shrinkage
     opts = AnalyzeOptions(
         thresholds=RegionThresholds(confidence=args.confidence_threshold, variability=args.variability_threshold),
         aum_skip_first_epoch=args.aum_skip_first_epoch,
@@ -81,14 +80,22 @@ def _analyze_on_dask(args: argparse.Namespace, opts: object):  # type: ignore[no
 def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
+    if S.REGION not in table.columns:
+        raise S.SchemaError(
+            f"The table has no `{S.REGION}` column, so there is nothing to summarise. Rebuild it with "
+            "`datamap analyze RUN_DIR`."
+        )
     with pd.option_context("display.width", 120):
         print("\nregions:")
         print(table[S.REGION].value_counts().to_string())
         if S.DIAGNOSIS in table.columns:
             print("\ndiagnosis:")
             print(table[S.DIAGNOSIS].value_counts().to_string())
-        has = table[S.N_EPOCHS_SEEN] > 0
-        if has.any():
+        if S.N_EPOCHS_SEEN not in table.columns or S.AUM not in table.columns:
+            return
+        seen = pd.to_numeric(table[S.N_EPOCHS_SEEN], errors="coerce")
+        has = (seen > 0).to_numpy(dtype=bool, na_value=False)
+        if has.any() and pd.api.types.is_numeric_dtype(table[S.AUM]):
             cols = [c for c in (S.EXAMPLE_ID, S.LABEL, S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS, S.AUM)
                     if c in table.columns]
             print("\nlowest-AUM training examples (likely mislabeled):")
@@ -118,7 +125,11 @@ def _cmd_export_cartography(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from analysis.runstore import load_table
 
-    _print_summary(load_table(args.run_dir))
+    table = load_table(args.run_dir)
+    try:
+        _print_summary(table)
+    except S.SchemaError as exc:
+        raise S.SchemaError(f"{str(Path(args.run_dir) / S.TABLE_FILE)!r}: {exc}") from exc
     return 0
 
 
@@ -180,6 +191,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _serve(run, args)
 
 
+def _shrinkage(text: str) -> str | float:
+    """``--mahalanobis-shrinkage``: ``auto`` or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="datamap", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -206,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--knn-k", type=int, default=50, help="k of the kNN OOD score (default 50)")
     a.add_argument("--energy-temperature", type=float, default=1.0,
                    help="temperature T of the energy score (default 1)")
-    a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",
+    a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}", type=_shrinkage,
                    help="covariance shrinkage for Mahalanobis/RMD (default none unless singular)")
     a.add_argument("--dask", default=None, metavar="{local[:N],ADDRESS}",
                    help="compute the dynamics metrics on Dask: 'local' (or local:N workers) starts a local"
@@ -299,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
             d["flagged"] = args.flagged
         if args.search:
             d["search"] = args.search
-        spec = FilterSpec.from_dict(d)
+        try:
+            spec = FilterSpec.from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--filter with the shorthand options: {exc}") from exc
         table = load_table(args.run_dir)
         res = export_subset(args.run_dir, table, None, fmt=args.fmt, filter_spec=spec,
                             curated=args.curated, name=args.name, out_path=args.out,
@@ -332,6 +359,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
     print(f"datamap: warning: {message}", file=sys.stderr)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error message on one line (file contents quoted in it may hold newlines)."""
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from analysis._alloc import prefer_plain_pages
@@ -343,8 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.func(args) or 0)
-    except (S.SchemaError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"datamap: error: {exc}", file=sys.stderr)
+    except (S.SchemaError, OSError, ValueError, TypeError) as exc:
+        # OSError covers a missing or existing path, permissions and a full disk
+        print(f"datamap: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("datamap: error: an input file is nested too deeply to read.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
@@ -240,22 +241,41 @@ class RunMeta:
     def n_classes(self) -> int:
         return len(self.class_names)
 
-    def validate(self) -> RunMeta:
-        if self.schema_version not in S.SUPPORTED_SCHEMA_VERSIONS:
+    def validate(self, *, where: str = "run.json") -> RunMeta:
+        """Check every field's type and value; ``where`` names the file in the errors."""
+        version = self.schema_version
+        if isinstance(version, bool) or not isinstance(version, int) or version not in S.SUPPORTED_SCHEMA_VERSIONS:
             raise SchemaError(
-                f"run.json has schema_version {self.schema_version!r}, but this version of datamap "
+                f"{where} has schema_version {_short(version)}, but this version of datamap "
                 f"reads {sorted(S.SUPPORTED_SCHEMA_VERSIONS)}. Upgrade datamap "
                 "(`pip install -U datamap`) or re-create the run."
             )
         if not isinstance(self.class_names, list) or not self.class_names:
             raise SchemaError(
-                f"run.json: expected `class_names` to be a non-empty list, got {self.class_names!r}."
+                f"{where}: expected `class_names` to be a non-empty list, got {_short(self.class_names)}."
             )
-        if not isinstance(self.n_epochs, int) or self.n_epochs < 0:
-            raise SchemaError(f"run.json: expected `n_epochs` >= 0, got {self.n_epochs!r}.")
-        if self.source not in S.SOURCES:
-            raise SchemaError(f"run.json: expected `source` in {S.SOURCES}, got {self.source!r}.")
+        odd = [v for v in self.class_names if not isinstance(v, str)]
+        if odd:
+            raise SchemaError(
+                f"{where}: expected `class_names` to be strings, got {_short(odd[0])} "
+                f"({type(odd[0]).__name__}). Quote every class name."
+            )
+        if isinstance(self.n_epochs, bool) or not isinstance(self.n_epochs, int) or self.n_epochs < 0:
+            raise SchemaError(f"{where}: expected `n_epochs` to be an integer >= 0, got {_short(self.n_epochs)}.")
+        if not isinstance(self.source, str) or self.source not in S.SOURCES:
+            raise SchemaError(f"{where}: expected `source` in {S.SOURCES}, got {_short(self.source)}.")
+        for name in ("task", "created_at"):
+            if not isinstance(getattr(self, name), str):
+                raise SchemaError(f"{where}: expected `{name}` to be a string, got {_short(getattr(self, name))}.")
+        if not isinstance(self.extra, dict):
+            raise SchemaError(f"{where}: expected `extra` to be a JSON object, got {_short(self.extra)}.")
         return self
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value cut to ``limit`` characters (for error messages)."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_run_meta(run_dir: str | os.PathLike[str], meta: RunMeta) -> Path:
@@ -282,9 +302,10 @@ def load_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
             f"{str(path)!r} is missing: {str(path.parent)!r} is not a datamap run directory."
         )
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{str(path)!r} is not valid JSON ({exc}). Restore or re-create it.") from exc
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, nesting
+        detail = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise SchemaError(f"{str(path)!r} is not valid JSON ({detail}). Restore or re-create it.") from exc
     if not isinstance(raw, dict):
         raise SchemaError(f"{str(path)!r}: expected a JSON object, got {type(raw).__name__}.")
     missing = [k for k in ("schema_version", "class_names", "n_epochs") if k not in raw]
@@ -293,10 +314,12 @@ def load_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
     known = {f for f in RunMeta.__dataclass_fields__}
     extra = {k: v for k, v in raw.items() if k not in known}
     kwargs = {k: v for k, v in raw.items() if k in known}
-    kwargs.setdefault("extra", {}).update(extra)
+    if not isinstance(kwargs.setdefault("extra", {}), dict):
+        raise SchemaError(f"{str(path)!r}: expected `extra` to be a JSON object, got {_short(kwargs['extra'])}.")
+    kwargs["extra"] = {**kwargs["extra"], **extra}
     meta = RunMeta(**kwargs)
     # Version first: an unknown version may have other fields.
-    return meta.validate()
+    return meta.validate(where=repr(str(path)))
 
 
 # ---- examples.parquet -------------------------------------------------------------------------------
@@ -304,6 +327,15 @@ def load_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
 
 def _check_ids(ids: pd.Series | NDArray[Any], where: str) -> None:
     ser = pd.Series(ids) if not isinstance(ids, pd.Series) else ids
+    if ser.dtype.kind not in "iufb" and not isinstance(ser.dtype, pd.StringDtype):
+        kinds = ser.dropna().map(type)
+        odd = ~kinds.isin([str, int, np.str_, np.int64])
+        if odd.any():
+            i = int(np.flatnonzero(odd.to_numpy())[0])
+            raise SchemaError(
+                f"{where}: `example_id` must hold ints or strings, but row {i} holds "
+                f"{_short(ser.dropna().iloc[i])} ({kinds.iloc[i].__name__})."
+            )
     if ser.isna().any():
         n = int(ser.isna().sum())
         raise SchemaError(f"{where}: {n} rows have a missing `example_id`. Every row needs an id.")
@@ -316,6 +348,24 @@ def _check_ids(ids: pd.Series | NDArray[Any], where: str) -> None:
         )
 
 
+def _check_splits(df: pd.DataFrame, where: str) -> None:
+    """Every row names its split with a non-empty string."""
+    split = df[S.SPLIT]
+    if isinstance(split.dtype, pd.CategoricalDtype):
+        split = split.astype(object)
+    if isinstance(split.dtype, pd.StringDtype):
+        bad = (split.isna() | (split == "")).to_numpy(dtype=bool)
+    else:
+        bad = ~np.fromiter((isinstance(v, str) and v != "" for v in split), dtype=bool, count=len(split))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SchemaError(
+            f"{where}: `split` must be a non-empty string on every row, but {int(bad.sum())} rows "
+            f"have none (e.g. example_id {_short(df[S.EXAMPLE_ID].iloc[i])}: {_short(split.iloc[i])}). "
+            "Name each row's split (train, test, ood:<name>)."
+        )
+
+
 def validate_examples(df: pd.DataFrame, *, n_classes: int | None, where: str) -> pd.DataFrame:
     """Check an examples frame against the contract and return it with normalised dtypes."""
     if S.EXAMPLE_ID not in df.columns:
@@ -324,6 +374,7 @@ def validate_examples(df: pd.DataFrame, *, n_classes: int | None, where: str) ->
     df = df.copy()
     if S.SPLIT not in df.columns:
         df[S.SPLIT] = S.TRAIN_SPLIT
+    _check_splits(df, where)
     df[S.SPLIT] = df[S.SPLIT].astype(str)
     if S.LABEL not in df.columns:
         df[S.LABEL] = pd.array([pd.NA] * len(df), dtype="Int64")
@@ -557,14 +608,20 @@ def load_array_with_ids(
         raise FileNotFoundError(f"No stored {kind} for split {split!r} in {str(base)!r}.")
     try:
         arr = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SchemaError(f"{str(npy)!r} is not a readable .npy array ({exc}).") from exc
+    try:
         ids = pq.read_table(ids_path, columns=[S.EXAMPLE_ID]).column(0).to_numpy(zero_copy_only=False)
-    except (ValueError, OSError, pa.ArrowInvalid) as exc:
-        raise SchemaError(f"Stored {kind} for split {split!r} are unreadable ({exc}).") from exc
+    except (ValueError, OSError, pa.ArrowException, KeyError) as exc:
+        raise SchemaError(
+            f"{str(ids_path)!r} is not a readable ids file ({exc}); it needs an `example_id` column."
+        ) from exc
     if arr.ndim != 2 or arr.shape[0] != len(ids):
         raise SchemaError(
             f"{str(npy)!r} has shape {arr.shape} but {str(ids_path)!r} lists {len(ids)} ids; "
             "they must be row-aligned."
         )
+    _check_ids(pd.Series(ids), repr(str(ids_path)))
     return ids, arr
 
 
@@ -599,16 +656,65 @@ def save_table(run_dir: str | os.PathLike[str], table: pd.DataFrame) -> Path:
     return path
 
 
+TABLE_REQUIRED = (S.EXAMPLE_ID, S.SPLIT)
+"""Columns every ``table.parquet`` has (the rest depends on what the run stores)."""
+
+
 def load_table(run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read ``table.parquet`` (run ``datamap analyze RUN_DIR`` first)."""
+    """Read ``table.parquet`` (run ``datamap analyze RUN_DIR`` first).
+
+    Raises
+    ------
+    SchemaError
+        Unreadable file, a column of :data:`TABLE_REQUIRED` missing, ids missing, repeated or of
+        another type than int/str, or rows without a split.
+    """
     path = _run_dir(run_dir) / S.TABLE_FILE
     if not path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} is missing. Build it with `datamap analyze {str(path.parent)}`."
         )
+    fix = f"Rebuild it with `datamap analyze {str(path.parent)}`."
     try:
-        return pq.read_table(path, columns=list(columns) if columns else None, memory_map=True).to_pandas()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(
-            f"{str(path)!r} is corrupt ({exc}). Rebuild it with `datamap analyze {str(path.parent)}`."
-        ) from exc
+        arrow = pq.read_table(path, columns=list(columns) if columns else None, memory_map=True)
+    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+        raise SchemaError(f"{str(path)!r} is corrupt ({exc}). {fix}") from exc
+    missing = [c for c in TABLE_REQUIRED if c not in arrow.column_names and (columns is None or c in columns)]
+    if missing:
+        raise SchemaError(f"{str(path)!r} misses the columns {missing}. {fix}")
+    try:
+        _check_table_keys(arrow, repr(str(path)))
+        table = arrow.to_pandas()
+    except SchemaError as exc:
+        raise SchemaError(f"{exc} {fix}") from exc
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise SchemaError(f"{str(path)!r} is corrupt ({exc}). {fix}") from exc
+    return table
+
+
+def _unique(ids: pa.ChunkedArray) -> bool:
+    """Whether the (non-null) ids are unique; increasing integer ids skip the hash table."""
+    if pa.types.is_integer(ids.type):
+        values = ids.to_numpy()
+        if len(values) < 2 or bool(np.all(values[1:] > values[:-1])):
+            return True
+    return len(pc.unique(ids)) == len(ids)
+
+
+def _check_table_keys(table: pa.Table, where: str) -> None:
+    """Ids of int or string type, present and unique; a non-empty string split on every row."""
+    names = table.column_names
+    if S.EXAMPLE_ID in names:
+        ids = table.column(S.EXAMPLE_ID)
+        kind = ids.type.value_type if pa.types.is_dictionary(ids.type) else ids.type
+        if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise SchemaError(f"{where}: `example_id` must hold ints or strings, got type {ids.type}.")
+        if ids.null_count or not _unique(ids):
+            _check_ids(ids.to_pandas(), where)  # names the problem
+    if S.SPLIT in names:
+        split = table.column(S.SPLIT)
+        kind = split.type.value_type if pa.types.is_dictionary(split.type) else split.type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise SchemaError(f"{where}: `split` must hold strings, got type {split.type}.")
+        if split.null_count or pc.any(pc.equal(split.cast(pa.string()), "")).as_py():
+            _check_splits(table.select([c for c in (S.EXAMPLE_ID, S.SPLIT) if c in names]).to_pandas(), where)
