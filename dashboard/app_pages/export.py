@@ -8,6 +8,7 @@ from analysis import export as E
 from analysis import schema as S
 from dashboard import state as K
 from dashboard import widgets as W
+from dashboard.text import code, md
 
 PAGE_TITLES = {"data_map": "Data map", "embeddings": "Embeddings"}
 
@@ -25,7 +26,7 @@ if sel is not None and len(sel):
 else:
     st.caption("Select examples with a lasso or box on the Data map or Embeddings page to export a selection.")
 
-st.markdown(f"**Filter:** {ctx.spec.describe() if ctx.spec is not None else 'all examples'}")
+st.markdown(f"**Filter:** {md(ctx.spec.describe(), limit=None) if ctx.spec is not None else 'all examples'}")
 with st.form("export_form", border=True):
     scope_label = st.radio("what", list(scopes), key=K.W_EXPORT_SCOPE)
     fmt = st.radio("format", ["csv", "parquet"], horizontal=True, key=K.W_EXPORT_FORMAT,
@@ -55,14 +56,14 @@ if submitted:
             )
         except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.EXPORT_RESULT, None)
-            st.error(f"The export failed: {exc}")
+            st.error(f"The export failed: {md(exc, limit=None)}")
         else:
             st.session_state[K.EXPORT_RESULT] = result
 
 result = st.session_state.get(K.EXPORT_RESULT)
 if result is not None:
     rows = result.manifest.get("rows", {})
-    st.success(f"{rows.get('exported', 0):,} rows saved to `{result.path}` (manifest: `{result.manifest_path.name}`).")
+    st.success(f"{rows.get('exported', 0):,} rows saved to {code(result.path, limit=None)} (manifest: {code(result.manifest_path.name)}).")
     mime = "text/csv" if result.path.suffix == ".csv" else "application/vnd.apache.parquet"
     st.download_button(
         f"Download {result.path.name} ({len(result.data) / 1e6:.2f} MB)",
