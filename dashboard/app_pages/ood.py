@@ -11,7 +11,8 @@ from dashboard import data as D
 from dashboard import figures as FIG
 from dashboard import state as K
 from dashboard import widgets as W
-from dashboard.text import code as code_span, md
+from dashboard.text import code as code_span
+from dashboard.text import md
 
 st.title("Out-of-distribution")
 ctx = W.get_context()
