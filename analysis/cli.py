@@ -138,7 +138,8 @@ def _serve(run_dir: Path, args: argparse.Namespace) -> int:
         from dashboard import server
     except ImportError as exc:  # pragma: no cover - dashboard ships with the package
         raise SystemExit(f"datamap: error: the dashboard is unavailable ({exc}).") from exc
-    return server.serve(run_dir, port=args.port, address=args.address, open_browser=not args.no_browser)
+    return server.serve(run_dir, port=args.port, address=args.address, open_browser=not args.no_browser,
+                        allow_hosts=args.allow_host or ())
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--address", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
         sp.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+        sp.add_argument("--allow-host", action="append", metavar="NAME",
+                        help="also answer requests for this Host name (repeatable; default: the bound"
+                             " address and localhost)")
         sp.set_defaults(func=func)
     return p
 
