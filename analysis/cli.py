@@ -31,7 +31,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.ood_scorers:
         extra["ood_scorers"] = args.ood_scorers
     if args.mahalanobis_shrinkage is not None:
-        extra["mahalanobis_shrinkage"] = args.mahalanobis_shrinkage
+        extra["mahalanobis_shrinkage"] = _shrinkage(args.mahalanobis_shrinkage)
     opts = AnalyzeOptions(
         thresholds=RegionThresholds(confidence=args.confidence_threshold, variability=args.variability_threshold),
         aum_skip_first_epoch=args.aum_skip_first_epoch,
@@ -201,7 +201,7 @@ def _shrinkage(text: str) -> str | float:
     except ValueError:
         value = float("nan")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number in [0, 1], got {text!r}")
+        raise ValueError(f"Expected --mahalanobis-shrinkage to be 'auto' or a number in [0, 1], got {text!r}.")
     return value
 
 
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--knn-k", type=int, default=50, help="k of the kNN OOD score (default 50)")
     a.add_argument("--energy-temperature", type=float, default=1.0,
                    help="temperature T of the energy score (default 1)")
-    a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}", type=_shrinkage,
+    a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",
                    help="covariance shrinkage for Mahalanobis/RMD (default none unless singular)")
     a.add_argument("--dask", default=None, metavar="{local[:N],ADDRESS}",
                    help="compute the dynamics metrics on Dask: 'local' (or local:N workers) starts a local"
