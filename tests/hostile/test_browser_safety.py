@@ -4,7 +4,6 @@ literally and makes the browser fetch nothing, and no page requests anything fro
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -42,7 +41,7 @@ def evil_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.stop()
 
 
-def test_markdown_in_a_split_name_renders_literally_and_fetches_nothing(evil_server, page):
+def test_markdown_in_a_split_name_renders_literally_and_fetches_nothing(evil_server, page):  # noqa: F811
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     open_page(page, evil_server.url)
