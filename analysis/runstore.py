@@ -327,7 +327,15 @@ def load_run_meta(run_dir: str | os.PathLike[str]) -> RunMeta:
 
 def _check_ids(ids: pd.Series | NDArray[Any], where: str) -> None:
     ser = pd.Series(ids) if not isinstance(ids, pd.Series) else ids
-    if ser.dtype.kind not in "iufb" and not isinstance(ser.dtype, pd.StringDtype):
+    if ser.isna().any():
+        n = int(ser.isna().sum())
+        raise SchemaError(f"{where}: {n} rows have a missing `example_id`. Every row needs an id.")
+    if ser.dtype.kind in "fcbmM":
+        raise SchemaError(
+            f"{where}: `example_id` must hold ints or strings, got dtype {ser.dtype} "
+            f"(e.g. {_short(ser.iloc[0]) if len(ser) else 'no rows'})."
+        )
+    if ser.dtype.kind not in "iu" and not isinstance(ser.dtype, pd.StringDtype):
         kinds = ser.dropna().map(type)
         odd = ~kinds.isin([str, int, np.str_, np.int64])
         if odd.any():
@@ -336,9 +344,6 @@ def _check_ids(ids: pd.Series | NDArray[Any], where: str) -> None:
                 f"{where}: `example_id` must hold ints or strings, but row {i} holds "
                 f"{_short(ser.dropna().iloc[i])} ({kinds.iloc[i].__name__})."
             )
-    if ser.isna().any():
-        n = int(ser.isna().sum())
-        raise SchemaError(f"{where}: {n} rows have a missing `example_id`. Every row needs an id.")
     dup = ser.duplicated(keep=False)
     if dup.any():
         first = ser[dup].unique()[:5].tolist()
