@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -86,7 +85,8 @@ def hostile_line(draw, epoch: int) -> bytes:
         return draw(st.binary(max_size=60))
     if kind == 1:
         depth = draw(st.sampled_from([3, 70, 3000, 25000]))
-        return ('{"guid":1,"logits_epoch_%d":[1,2,3],"gold":0,"x":' % epoch + "[" * depth + "]" * depth + "}").encode()
+        head = f'{{"guid":1,"logits_epoch_{epoch}":[1,2,3],"gold":0,"x":'
+        return (head + "[" * depth + "]" * depth + "}").encode()
     record = {"guid": draw(guids), f"logits_epoch_{epoch}": draw(logit_lists), "gold": draw(golds)}
     if kind == 2:
         del record[draw(st.sampled_from(sorted(record)))]
