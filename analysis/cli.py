@@ -192,6 +192,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _serve(run, args)
 
 
+_RUN_INPUTS = (S.RUN_JSON, S.EXAMPLES_FILE, S.TABLE_FILE, S.OOD_EVAL_FILE, S.DYNAMICS_DIR,
+               S.FEATURES_DIR, S.LOGITS_DIR, S.CACHE_DIR)
+
+
+def _check_export_target(run_dir: Path, out: Path) -> None:
+    """``--out`` (and its manifest) must not replace a file of the run, the journal included,
+    whatever ``--overwrite`` says."""
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    run = run_dir.resolve()
+    for path in (out, out.with_name(f"{stem}.manifest.json")):
+        target = path.resolve()
+        if target.parent == run and (target.name in _RUN_INPUTS or target.name.startswith(S.FLAGS_FILE)):
+            raise ValueError(f"--out {str(out)!r} would replace the run's own {target.name}; write elsewhere.")
+        if any(target.is_relative_to(run / d) for d in _RUN_INPUTS[4:]):
+            raise ValueError(f"--out {str(out)!r} lies inside the run's {target.relative_to(run).parts[0]}/; "
+                             "write elsewhere.")
+
+
 def _shrinkage(text: str) -> str | float:
     """``--mahalanobis-shrinkage``: ``auto`` or a number in [0, 1]."""
     if text == "auto":
@@ -328,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
             spec = FilterSpec.from_dict(d)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--filter with the shorthand options: {exc}") from exc
+        if args.out:
+            _check_export_target(Path(args.run_dir), Path(args.out))
         table = load_table(args.run_dir)
         res = export_subset(args.run_dir, table, None, fmt=args.fmt, filter_spec=spec,
                             curated=args.curated, name=args.name, out_path=args.out,

@@ -99,3 +99,11 @@ def test_undecodable_journal_text_is_reported_as_such(analysed, cli):
     con.commit()
     con.close()
     cli("export", analysed, "--curated").one_line_error("flags.sqlite")
+
+
+@pytest.mark.parametrize("name", [S.TABLE_FILE, S.EXAMPLES_FILE, S.FLAGS_FILE, S.RUN_JSON, "dynamics/x.parquet"])
+def test_export_out_never_replaces_a_run_file(analysed, cli, name):
+    FlagJournal(analysed).add(1, flag="ood")
+    before = tree_state(analysed)
+    cli("export", analysed, "--out", analysed / name, "--overwrite").one_line_error("--out")
+    assert tree_state(analysed) == before
