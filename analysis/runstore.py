@@ -61,6 +61,8 @@ __all__ = [
 
 _TEMP_OWNER = re.compile(r"^(\d+)-[A-Za-z0-9_]+$")
 _LEGACY_TEMP = re.compile(r"^[A-Za-z0-9_]{8}$")
+OWNED_TEMP_AGE_S = 7 * 86400.0
+"""Age after which a temporary counts as stale even if a process with its pid runs (pid reuse)."""
 LEGACY_TEMP_AGE_S = 3600.0
 """Age after which a hidden temporary without an owner pid (older versions) counts as stale."""
 
@@ -112,8 +114,9 @@ def clean_stale_temps(
     ``name`` None matches the temporaries of any file name.
 
     A temporary counts as stale when the process in its name is gone (a writer still running, in
-    this process or another, keeps its file), or, for names without a pid written by older
-    versions, when it is older than :data:`LEGACY_TEMP_AGE_S`. Pids are only meaningful on one
+    this process or another, keeps its file) or it is older than :data:`OWNED_TEMP_AGE_S` (the
+    pid was reused), or, for names without a pid written by older versions, when it is older than
+    :data:`LEGACY_TEMP_AGE_S`. Pids are only meaningful on one
     machine: two machines writing one run over a network share may not rely on this. A stale
     folder holding one of ``protect`` (a review journal caught mid-move) is left alone.
     """
@@ -133,7 +136,8 @@ def clean_stale_temps(
         owner = _TEMP_OWNER.match(rest)
         try:
             if owner:
-                stale = not _pid_alive(int(owner.group(1)))
+                stale = (not _pid_alive(int(owner.group(1)))
+                         or now - entry.stat(follow_symlinks=False).st_mtime > OWNED_TEMP_AGE_S)
             elif _LEGACY_TEMP.match(rest):
                 stale = now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMP_AGE_S
             else:
@@ -198,6 +202,10 @@ def _json_default(obj: Any) -> Any:
 
 def _run_dir(run_dir: str | os.PathLike[str], *, must_exist: bool = True) -> Path:
     path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(
+            f"Run directory {str(path)!r} is a file, not a directory. Pass the run's folder."
+        )
     if must_exist and not path.is_dir():
         raise FileNotFoundError(
             f"Run directory {str(path)!r} does not exist. Create one with "

@@ -155,3 +155,11 @@ def test_duplicate_ids_in_the_table_are_not_exported(analysed, cli):
 def test_null_split_in_the_table(analysed, cli):
     _rewrite_table(analysed, split=[None] + ["train"] * 11)
     cli("export", analysed).one_line_error("table.parquet", "`split`")
+
+
+@pytest.mark.parametrize("command", [["analyze"], ["summary"], ["export"], ["serve", "--no-browser"]])
+def test_run_dir_that_is_a_file(tmp_path, cli, command):
+    path = tmp_path / "run"
+    path.write_text("not a run")
+    cli(command[0], path, *command[1:]).one_line_error(str(path), "is a file")
+    assert path.read_text() == "not a run"
