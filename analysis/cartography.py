@@ -117,7 +117,7 @@ def _line_depth(line: bytes) -> int:
 
 
 def _check_nesting(path: Path) -> None:
-    """Reject a line nested deeper than ``_MAX_DEPTH`` before any JSON parser sees it.
+    """Reject a line nested deeper than ``_MAX_DEPTH`` before Arrow's JSON reader sees the file.
 
     Arrow's JSON reader crashes the process on lines nested ~20,000 deep and Python's raises
     ``RecursionError`` past ~1,000. A vectorised count of opening brackets per line bounds each
@@ -238,7 +238,7 @@ def _parse_compact(path: Path, epoch: int) -> EpochLog | None:
         first = fh.readline(1 << 16)
     try:
         rec = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(rec, dict) or list(rec) != ["guid", key, "gold"] or not isinstance(rec[key], list):
         return None
@@ -310,10 +310,10 @@ def read_epoch_file(path: str | os.PathLike[str], epoch: int) -> EpochLog:
     key = f"logits_epoch_{epoch}"
     if p.stat().st_size == 0:
         raise SchemaError(f"{str(p)!r} is empty.")
-    _check_nesting(p)
-    fast = _parse_compact(p, epoch)
+    fast = _parse_compact(p, epoch)  # the pandas layout: no nesting possible, every row checked
     if fast is not None:
         return fast
+    _check_nesting(p)  # before Arrow's JSON reader, which crashes on very deep nesting
     try:
         # 1 MiB blocks let Arrow parse one file on every core (measured fastest here).
         tbl = pajson.read_json(p, read_options=pajson.ReadOptions(block_size=1 << 20))
