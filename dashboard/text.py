@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["md", "code"]
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=\"'^@%])")
+_SPECIAL = re.compile(r"([\\`*_\[\]()<>#+\-.!|~$:&])")
 _AUTOLINK = re.compile(r"(?i)(?<=:)(?=//)|(?<=www)(?=\.)|(?=@)")
 """Where GFM would turn plain text into a link (``http://``, ``www.``, ``name@host``)."""
 WORD_JOINER = "\u2060"
