@@ -649,6 +649,12 @@ def export_cartography(run_dir: str | os.PathLike[str], log_dir: str | os.PathLi
     width = z_col.type.list_size if pa.types.is_fixed_size_list(z_col.type) else None
     z = z_col.flatten().to_numpy().reshape(len(ids), -1) if width else np.array(z_col.to_pylist())
     gold = label_of.reindex(ids).to_numpy()
+    unknown = pd.isna(gold)
+    if unknown.any():
+        raise SchemaError(
+            f"{int(unknown.sum())} dynamics rows of {str(run_dir)!r} have ids that examples.parquet "
+            f"lacks (e.g. {_py(ids[int(np.flatnonzero(unknown)[0])])!r}); fix the run before exporting."
+        )
     written = []
     for e in np.unique(epochs):
         rows = np.flatnonzero(epochs == e)

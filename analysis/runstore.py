@@ -516,6 +516,30 @@ def dynamics_writer(
             raise SchemaError(f"dynamics shard {shard!r}: nothing was written.")
 
 
+def _check_dynamics_types(schema: pa.Schema, path: Path) -> None:
+    """Each known dynamics column has the type the format gives it (docs/run-format.md)."""
+    def numeric(t: pa.DataType) -> bool:
+        return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+    checks = {
+        S.EXAMPLE_ID: (lambda t: pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
+                       "ints or strings"),
+        S.EPOCH: (pa.types.is_integer, "integers"),
+        S.PRED: (numeric, "integer class indices"),
+        S.LOGITS: (lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+                   and numeric(t.value_type), "lists of numbers"),
+        **{name: (numeric, "numbers") for name in (S.GOLD_PROB, S.MARGIN, S.LOSS, S.EL2N)},
+    }
+    for name, (ok, what) in checks.items():
+        if name in schema.names:
+            kind = schema.field(name).type
+            kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+            if not ok(kind):
+                raise SchemaError(
+                    f"{str(path)!r}: dynamics column `{name}` must hold {what}, got type {kind}."
+                )
+
+
 def load_dynamics(
     run_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None
 ) -> pa.Table:
@@ -541,10 +565,12 @@ def load_dynamics(
     tables = []
     for f in files:
         try:
-            names = pq.read_schema(f).names
+            schema = pq.read_schema(f)
+            names = schema.names
             missing = [c for c in S.DYNAMICS_REQUIRED if c not in names]
             if missing:
                 raise SchemaError(f"{str(f)!r} misses the required dynamics columns {missing}.")
+            _check_dynamics_types(schema, f)
             want = None
             if columns is not None:
                 want = [S.EXAMPLE_ID, S.EPOCH] + [

@@ -163,3 +163,25 @@ def test_run_dir_that_is_a_file(tmp_path, cli, command):
     path.write_text("not a run")
     cli(command[0], path, *command[1:]).one_line_error(str(path), "is a file")
     assert path.read_text() == "not a run"
+
+
+@pytest.mark.parametrize("column, values, mention", [
+    (S.EXAMPLE_ID, lambda t: [[v] for v in t.column(S.EXAMPLE_ID).to_pylist()], "ints or strings"),
+    (S.EPOCH, lambda t: [e + 0.5 for e in t.column(S.EPOCH).to_pylist()], "integers"),
+    (S.MARGIN, lambda t: [str(v) for v in t.column(S.MARGIN).to_pylist()], "numbers"),
+    (S.GOLD_PROB, lambda t: ["x"] * t.num_rows, "numbers"),
+    (S.LOGITS, lambda t: ["x"] * t.num_rows, "lists of numbers"),
+])
+def test_dynamics_columns_of_the_wrong_type(small_run, cli, tmp_path, column, values, mention):
+    shard = next((small_run / S.DYNAMICS_DIR).glob("*.parquet"))
+    table = pq.read_table(shard)
+    _rewrite_dynamics(small_run, column, values(table))
+    cli("analyze", small_run, "--no-ood").one_line_error(shard.name, f"`{column}`", mention)
+    cli("export-cartography", small_run, tmp_path / "out").one_line_error(shard.name, f"`{column}`")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_export_cartography_of_ids_missing_from_examples(small_run, cli, tmp_path):
+    table = pq.read_table(next((small_run / S.DYNAMICS_DIR).glob("*.parquet")))
+    _rewrite_dynamics(small_run, S.EXAMPLE_ID, [v + 1000 for v in table.column(S.EXAMPLE_ID).to_pylist()])
+    cli("export-cartography", small_run, tmp_path / "out").one_line_error("examples.parquet", "1000")
