@@ -8,22 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
 def test_browser_tests_fail_without_chromium(tmp_path):
-    env = dict(os.environ, DATAMAP_CHROMIUM=str(tmp_path / "no-chromium"))
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(
+        "from tests.dashboard.test_browser import chromium  # noqa: F401\n\n"
+        "def test_needs_the_browser(chromium):\n    pass\n"
+    )
+    env = dict(os.environ, DATAMAP_CHROMIUM=str(tmp_path / "no-chromium"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/dashboard/test_browser.py::test_every_page_renders"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(probe)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode != 0, out.stdout[-2000:]
     assert "skipped" not in out.stdout.splitlines()[-1], out.stdout[-2000:]
-    assert "sudo apt-get install -y chromium" in out.stdout
+    assert "sudo apt-get install -y chromium" in out.stdout, out.stdout[-2000:]
 
 
 def test_make_test_installs_or_demands_chromium():
