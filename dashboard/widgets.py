@@ -134,7 +134,7 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
     with container:
         q = _kept_widget(show, K.W_OOD_QUANTILE, th.ood_quantile, lambda v: st.slider(
             "OOD quantile (diagnosis)", 0.5, 0.999, v, 0.001, key=K.W_OOD_QUANTILE, format="%.3f",
-            help=f"Hard-to-learn and no-dynamics examples whose `{score}` is above this quantile of "
+            help=f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
                  "the in-distribution reference rows are suspect_ood, the other hard-to-learn ones "
                  f"suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
         ))
