@@ -78,7 +78,7 @@ if result is not None:
 st.subheader("Report")
 st.caption("One HTML file with the run, its findings, both maps, the OOD curves, the top suspects, "
            "your flags and the settings: it opens offline in any browser (same as "
-           f"`datamap report {ctx.run_dir}`). Thresholds as set in the sidebar; every example, "
+           f"`datamap report` {code(ctx.run_dir, limit=None)}). Thresholds as set in the sidebar; every example, "
            "not only the filtered ones.")
 if st.button("Build report", key=K.W_REPORT_BUILD):
     from dashboard import report
@@ -90,7 +90,7 @@ if st.button("Build report", key=K.W_REPORT_BUILD):
                 thresholds=ctx.thresholds, ood_quantile=ctx.ood_quantile)
         except (ValueError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.REPORT, None)
-            st.error(f"The report failed: {exc}")
+            st.error(f"The report failed: {md(exc, limit=None)}")
         else:
             st.session_state[K.REPORT] = (ctx.key, html_text.encode("utf-8"))
 built = st.session_state.get(K.REPORT)
