@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +57,24 @@ class EpochLog:
 def _find_epoch_files(log_dir: Path) -> list[tuple[int, Path]]:
     if not log_dir.is_dir():
         raise FileNotFoundError(f"Log directory {str(log_dir)!r} does not exist.")
-    found = []
-    for p in log_dir.iterdir():
+    found: dict[int, Path] = {}
+    for p in sorted(log_dir.iterdir()):
         m = _FILE_RE.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+        if not m:
+            continue
+        if not p.is_file():
+            what = "a broken or looping symlink" if p.is_symlink() and not p.exists() else "not a regular file"
+            raise SchemaError(
+                f"{str(p)!r} is {what}; every `dynamics_epoch_N.jsonl` in LOG_DIR must be a "
+                "readable file. Fix or remove it."
+            )
+        epoch = int(m.group(1))
+        if epoch in found:
+            raise SchemaError(
+                f"{str(found[epoch])!r} and {str(p)!r} are both epoch {epoch}; keep one file per "
+                "epoch."
+            )
+        found[epoch] = p
     if not found and (log_dir / "training_dynamics").is_dir():
         return _find_epoch_files(log_dir / "training_dynamics")
     if not found:
@@ -67,7 +82,62 @@ def _find_epoch_files(log_dir: Path) -> list[tuple[int, Path]]:
             f"No `dynamics_epoch_N.jsonl` files in {str(log_dir)!r}. Point LOG_DIR at the "
             "`training_dynamics/` folder the cartography code wrote."
         )
-    return sorted(found)
+    return sorted(found.items())
+
+
+_MAX_DEPTH = 64
+"""Deepest JSON nesting accepted in a log line (a valid line nests 2 levels)."""
+_LOGIT_LIMIT = float(np.finfo(np.float32).max) / 4
+"""Largest logit magnitude analysed: the compact columns are float32 and hold differences."""
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _line_depth(line: bytes) -> int:
+    """Nesting depth of one JSON line (brackets inside strings do not count); stops past the limit."""
+    depth = peak = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            peak = max(peak, depth)
+            if peak > _MAX_DEPTH:
+                break
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return peak
+
+
+def _check_nesting(path: Path) -> None:
+    """Reject a line nested deeper than ``_MAX_DEPTH`` before Arrow's JSON reader sees the file.
+
+    Arrow's JSON reader crashes the process on lines nested ~20,000 deep and Python's raises
+    ``RecursionError`` past ~1,000. A vectorised count of opening brackets per line bounds each
+    line's depth; only lines whose count passes the limit are scanned exactly.
+    """
+    data = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+    opens = np.flatnonzero((data == 0x5B) | (data == 0x7B))
+    if len(opens) <= _MAX_DEPTH:
+        return
+    newlines = np.flatnonzero(data == 0x0A)
+    per_line = np.bincount(np.searchsorted(newlines, opens), minlength=len(newlines) + 1)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines, [len(data)]))
+    for i in np.flatnonzero(per_line > _MAX_DEPTH):
+        if _line_depth(bytes(data[starts[i]:ends[i]])) > _MAX_DEPTH:
+            raise SchemaError(
+                f"{path}:{i + 1}: JSON nested more than {_MAX_DEPTH} levels deep; a cartography "
+                "log line is an object holding a list of logits (2 levels). This file is not a "
+                "cartography log."
+            )
 
 
 def _reject_constant(name: str) -> Any:
@@ -81,13 +151,22 @@ def _slow_parse(path: Path, epoch: int) -> EpochLog:
     gold: list[int] = []
     logits: list[list[float]] = []
     n_classes: int | None = None
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             where = f"{path}:{lineno}"
             try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SchemaError(
+                    f"{where}: not UTF-8 text (byte {exc.start + 1} of the line is "
+                    f"{raw[exc.start:exc.start + 1]!r}). Cartography logs are UTF-8 JSON lines."
+                ) from exc
+            if not line.strip():
+                continue
+            try:
                 rec = json.loads(line, parse_constant=_reject_constant)
+            except RecursionError as exc:
+                raise SchemaError(f"{where}: JSON nested too deeply to be a cartography log line.") from exc
             except ValueError as exc:
                 if "non-finite" in str(exc):
                     raise SchemaError(
@@ -116,11 +195,16 @@ def _slow_parse(path: Path, epoch: int) -> EpochLog:
                     "every line must have one logit per class."
                 )
             g = rec["gold"]
-            if isinstance(g, bool) or not isinstance(g, int):
-                raise SchemaError(f"{where}: `gold` must be an integer class index, got {g!r}.")
+            if isinstance(g, bool) or not isinstance(g, int) or not _INT64[0] <= g <= _INT64[1]:
+                raise SchemaError(f"{where}: `gold` must be an integer class index, got {str(g)[:40]}.")
             guid = rec["guid"]
             if not isinstance(guid, (int, str)) or isinstance(guid, bool):
-                raise SchemaError(f"{where}: `guid` must be an int or a string, got {guid!r}.")
+                raise SchemaError(f"{where}: `guid` must be an int or a string, got {str(guid)[:80]!r}.")
+            if isinstance(guid, int) and not _INT64[0] <= guid <= _INT64[1]:
+                raise SchemaError(
+                    f"{where}: integer `guid` {guid} does not fit in 64 bits; write large ids as "
+                    "strings."
+                )
             guids.append(guid)
             gold.append(g)
             logits.append(z)
@@ -154,7 +238,7 @@ def _parse_compact(path: Path, epoch: int) -> EpochLog | None:
         first = fh.readline(1 << 16)
     try:
         rec = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(rec, dict) or list(rec) != ["guid", key, "gold"] or not isinstance(rec[key], list):
         return None
@@ -226,9 +310,10 @@ def read_epoch_file(path: str | os.PathLike[str], epoch: int) -> EpochLog:
     key = f"logits_epoch_{epoch}"
     if p.stat().st_size == 0:
         raise SchemaError(f"{str(p)!r} is empty.")
-    fast = _parse_compact(p, epoch)
+    fast = _parse_compact(p, epoch)  # the pandas layout: no nesting possible, every row checked
     if fast is not None:
         return fast
+    _check_nesting(p)  # before Arrow's JSON reader, which crashes on very deep nesting
     try:
         # 1 MiB blocks let Arrow parse one file on every core (measured fastest here).
         tbl = pajson.read_json(p, read_options=pajson.ReadOptions(block_size=1 << 20))
@@ -290,14 +375,24 @@ def import_cartography(
         or labels outside ``[0, n_classes)``.
     """
     target = Path(run_dir)
-    if target.exists() and any(target.iterdir()) and not overwrite:
+    if target.exists() and not target.is_dir():
         raise FileExistsError(
-            f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
+            f"RUN_DIR {str(target)!r} is an existing file, not a directory. Choose a new RUN_DIR."
         )
+    if target.exists() and any(target.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{str(target)!r} already exists and is not empty. Pass --overwrite to replace it."
+            )
+        _check_replaceable(target, Path(log_dir))
     files = _find_epoch_files(Path(log_dir))
+    if target.exists():
+        _check_replaceable(target, *(f for _, f in files))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    runstore.clean_stale_temps(target.parent, target.name, suffix="")
+    tmp = Path(tempfile.mkdtemp(prefix=runstore.temp_prefix(target.name), dir=target.parent))
     try:
+        os.chmod(tmp, runstore.default_mode(directory=True))
         epochs = _import_epochs(files, tmp, keep_logits)
         n_classes = epochs[0].n_classes
         names = class_names or [str(k) for k in range(n_classes)]
@@ -326,11 +421,67 @@ def import_cartography(
             extra={"imported_from": str(Path(log_dir).resolve())},
         ))
         runstore.save_examples(tmp, examples)
-        _replace_dir(tmp, target)
+        aside = _replace_run(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if aside is not None:
+        kept = sorted(p.name for p in aside.iterdir())
+        warnings.warn(
+            f"kept {', '.join(kept)} of the replaced run in {str(aside)!r}; the new import does not "
+            f"use them (move {S.FLAGS_FILE} back into {str(target)!r} to apply its flags).",
+            stacklevel=2,
+        )
     return target
+
+
+_REBUILT = frozenset({S.RUN_JSON, S.EXAMPLES_FILE, S.DYNAMICS_DIR, S.FEATURES_DIR, S.LOGITS_DIR,
+                      S.TABLE_FILE, S.CACHE_DIR, S.OOD_EVAL_FILE})
+"""What an import rebuilds; everything else in a replaced run (the review journal, exports, a
+person's own files) is kept."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_replaceable(target: Path, *inputs: Path) -> None:
+    """Refuse ``--overwrite`` where it would delete the inputs or something that is not a run."""
+    for path in inputs:
+        if _inside(path, target):
+            raise ValueError(
+                f"LOG_DIR {str(path)!r} lies inside RUN_DIR {str(target)!r}: --overwrite would delete "
+                "the input logs. Import into another RUN_DIR."
+            )
+    if not (target / S.RUN_JSON).is_file():
+        raise FileExistsError(
+            f"{str(target)!r} is not empty and is not a datamap run (no {S.RUN_JSON}); --overwrite "
+            "only replaces a run. Choose a new or empty RUN_DIR."
+        )
+
+
+def _replace_run(src: Path, dst: Path) -> Path | None:
+    """Move the new run ``src`` onto ``dst``; files of the old run that the import does not
+    rebuild go to ``dst/previous-<UTC time>/``, which is returned (None when nothing was kept)."""
+    if not dst.exists():
+        os.replace(src, dst)
+        return None
+    old = dst.with_name(f"{runstore.temp_prefix(dst.name)}old")
+    os.replace(dst, old)
+    os.replace(src, dst)
+    keep = sorted(p for p in old.iterdir() if p.name not in _REBUILT)
+    aside = None
+    if keep:
+        # the journal first: a crash mid-move leaves it in `old`, which cleanup never deletes
+        keep.sort(key=lambda p: not p.name.startswith(S.FLAGS_FILE))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = dst / f"previous-{stamp}"
+        aside.mkdir()
+        for path in keep:
+            os.replace(path, aside / path.name)
+    shutil.rmtree(old, ignore_errors=True)
+    return aside
 
 
 @dataclass
@@ -360,12 +511,26 @@ def _prepare_epoch(path: Path, epoch: int, keep_logits: bool) -> _Epoch:
     """Parse one file, check it on its own (finite logits, unique guids), order its rows by guid
     and compute the per-epoch values."""
     log = read_epoch_file(path, epoch)
+    if log.logits.shape[1] < 2:
+        raise SchemaError(
+            f"{str(path)!r}: each line has {log.logits.shape[1]} logit(s); a classifier's log needs "
+            "one logit per class and at least 2 classes."
+        )
     finite = np.isfinite(log.logits).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise SchemaError(
             f"{path}:{row + 1}: logits contain NaN or inf; the model diverged. Re-run training "
             "or drop that epoch's file."
+        )
+    huge = (np.abs(log.logits) > _LOGIT_LIMIT).any(axis=1)
+    if huge.any():
+        row = int(np.flatnonzero(huge)[0])
+        value = float(log.logits[row][np.abs(log.logits[row]) > _LOGIT_LIMIT][0])
+        raise SchemaError(
+            f"{path}:{row + 1}: logit {value:g} is finite but too large to analyse (magnitudes up "
+            f"to {_LOGIT_LIMIT:.1e} are supported); the model diverged. Re-run training or drop "
+            "that epoch's file."
         )
     ids, (pos,) = _example_positions([log.guids])
     if len(ids) != len(pos):
@@ -461,16 +626,6 @@ def _example_positions(guids: list[np.ndarray]) -> tuple[np.ndarray, list[np.nda
     return ex_ids, [index.get_indexer(g) for g in guids]
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 def export_cartography(run_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str]) -> list[Path]:
     """Write a run's dynamics back as ``dynamics_epoch_N.jsonl`` files (needs stored logits).
 
@@ -494,6 +649,12 @@ def export_cartography(run_dir: str | os.PathLike[str], log_dir: str | os.PathLi
     width = z_col.type.list_size if pa.types.is_fixed_size_list(z_col.type) else None
     z = z_col.flatten().to_numpy().reshape(len(ids), -1) if width else np.array(z_col.to_pylist())
     gold = label_of.reindex(ids).to_numpy()
+    unknown = pd.isna(gold)
+    if unknown.any():
+        raise SchemaError(
+            f"{int(unknown.sum())} dynamics rows of {str(run_dir)!r} have ids that examples.parquet "
+            f"lacks (e.g. {_py(ids[int(np.flatnonzero(unknown)[0])])!r}); fix the run before exporting."
+        )
     written = []
     for e in np.unique(epochs):
         rows = np.flatnonzero(epochs == e)

@@ -31,8 +31,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.ood_scorers:
         extra["ood_scorers"] = args.ood_scorers
     if args.mahalanobis_shrinkage is not None:
-        shrink = args.mahalanobis_shrinkage
-        extra["mahalanobis_shrinkage"] = shrink if shrink == "auto" else float(shrink)
+        extra["mahalanobis_shrinkage"] = _shrinkage(args.mahalanobis_shrinkage)
     opts = AnalyzeOptions(
         thresholds=RegionThresholds(confidence=args.confidence_threshold, variability=args.variability_threshold),
         aum_skip_first_epoch=args.aum_skip_first_epoch,
@@ -81,14 +80,22 @@ def _analyze_on_dask(args: argparse.Namespace, opts: object):  # type: ignore[no
 def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
+    if S.REGION not in table.columns:
+        raise S.SchemaError(
+            f"The table has no `{S.REGION}` column, so there is nothing to summarise. Rebuild it with "
+            "`datamap analyze RUN_DIR`."
+        )
     with pd.option_context("display.width", 120):
         print("\nregions:")
         print(table[S.REGION].value_counts().to_string())
         if S.DIAGNOSIS in table.columns:
             print("\ndiagnosis:")
             print(table[S.DIAGNOSIS].value_counts().to_string())
-        has = table[S.N_EPOCHS_SEEN] > 0
-        if has.any():
+        if S.N_EPOCHS_SEEN not in table.columns or S.AUM not in table.columns:
+            return
+        seen = pd.to_numeric(table[S.N_EPOCHS_SEEN], errors="coerce")
+        has = (seen > 0).to_numpy(dtype=bool, na_value=False)
+        if has.any() and pd.api.types.is_numeric_dtype(table[S.AUM]):
             cols = [c for c in (S.EXAMPLE_ID, S.LABEL, S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS, S.AUM)
                     if c in table.columns]
             print("\nlowest-AUM training examples (likely mislabeled):")
@@ -118,7 +125,11 @@ def _cmd_export_cartography(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     from analysis.runstore import load_table
 
-    _print_summary(load_table(args.run_dir))
+    table = load_table(args.run_dir)
+    try:
+        _print_summary(table)
+    except S.SchemaError as exc:
+        raise S.SchemaError(f"{str(Path(args.run_dir) / S.TABLE_FILE)!r}: {exc}") from exc
     return 0
 
 
@@ -127,7 +138,8 @@ def _serve(run_dir: Path, args: argparse.Namespace) -> int:
         from dashboard import server
     except ImportError as exc:  # pragma: no cover - dashboard ships with the package
         raise SystemExit(f"datamap: error: the dashboard is unavailable ({exc}).") from exc
-    return server.serve(run_dir, port=args.port, address=args.address, open_browser=not args.no_browser)
+    return server.serve(run_dir, port=args.port, address=args.address, open_browser=not args.no_browser,
+                        allow_hosts=args.allow_host or ())
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -178,6 +190,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         analyze_run(run)
     return _serve(run, args)
+
+
+_RUN_INPUTS = (S.RUN_JSON, S.EXAMPLES_FILE, S.TABLE_FILE, S.OOD_EVAL_FILE, S.DYNAMICS_DIR,
+               S.FEATURES_DIR, S.LOGITS_DIR, S.CACHE_DIR)
+
+
+def _check_export_target(run_dir: Path, out: Path) -> None:
+    """``--out`` (and its manifest) must not replace a file of the run, the journal included,
+    whatever ``--overwrite`` says."""
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    run = run_dir.resolve()
+    for path in (out, out.with_name(f"{stem}.manifest.json")):
+        target = path.resolve()
+        if target.parent == run and (target.name in _RUN_INPUTS or target.name.startswith(S.FLAGS_FILE)):
+            raise ValueError(f"--out {str(out)!r} would replace the run's own {target.name}; write elsewhere.")
+        if any(target.is_relative_to(run / d) for d in _RUN_INPUTS[4:]):
+            raise ValueError(f"--out {str(out)!r} lies inside the run's {target.relative_to(run).parts[0]}/; "
+                             "write elsewhere.")
+
+
+def _shrinkage(text: str) -> str | float:
+    """``--mahalanobis-shrinkage``: ``auto`` or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected --mahalanobis-shrinkage to be 'auto' or a number in [0, 1], got {text!r}.")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,7 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
             d["flagged"] = args.flagged
         if args.search:
             d["search"] = args.search
-        spec = FilterSpec.from_dict(d)
+        try:
+            spec = FilterSpec.from_dict(d)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--filter with the shorthand options: {exc}") from exc
+        if args.out:
+            _check_export_target(Path(args.run_dir), Path(args.out))
         table = load_table(args.run_dir)
         res = export_subset(args.run_dir, table, None, fmt=args.fmt, filter_spec=spec,
                             curated=args.curated, name=args.name, out_path=args.out,
@@ -324,12 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--address", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
         sp.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+        sp.add_argument("--allow-host", action="append", metavar="NAME",
+                        help="also answer requests for this Host name (repeatable; default: the bound"
+                             " address and localhost)")
         sp.set_defaults(func=func)
     return p
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
     print(f"datamap: warning: {message}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error message on one line (file contents quoted in it may hold newlines)."""
+    return " ".join(str(exc).split("\n")) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,8 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return int(args.func(args) or 0)
-    except (S.SchemaError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        print(f"datamap: error: {exc}", file=sys.stderr)
+    except (S.SchemaError, OSError, ValueError, TypeError) as exc:
+        # OSError covers a missing or existing path, permissions and a full disk
+        print(f"datamap: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("datamap: error: an input file is nested too deeply to read.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

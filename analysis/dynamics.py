@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from analysis import schema as S
@@ -229,13 +230,34 @@ def _index_of(ids: NDArray[Any], example_ids: NDArray[Any]) -> NDArray[np.intp]:
     return pd.Index(example_ids).get_indexer(ids).astype(np.intp)
 
 
+def _first_row(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> str:
+    """``example X at epoch E`` for the first row where ``mask`` holds."""
+    row = int(pc.index(mask, True).as_py())
+    where = f"example {_py(table.column(S.EXAMPLE_ID)[row].as_py())!r}"
+    if S.EPOCH in table.column_names:
+        where += f" at epoch {table.column(S.EPOCH)[row].as_py()}"
+    return where
+
+
 def _col(table: pa.Table, name: str, dtype: Any) -> NDArray[Any]:
     col = table.column(name)
     if col.null_count:
         raise SchemaError(
-            f"dynamics column `{name}` has {col.null_count} missing values (NaN or inf logits are "
-            "stored as missing); every logged row needs finite values."
+            f"dynamics column `{name}` has {col.null_count} missing values, e.g. for "
+            f"{_first_row(table, pc.is_null(col))} (NaN or inf logits are stored as missing); "
+            "every logged row needs finite values."
         )
+    if np.dtype(dtype).kind in "iu" and not pa.types.is_integer(col.type):
+        if not (pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)):
+            raise SchemaError(f"dynamics column `{name}` must hold integers, got type {col.type}.")
+        values = col.to_numpy()
+        frac = ~np.isfinite(values) | (values != np.round(values))
+        if frac.any():
+            raise SchemaError(
+                f"dynamics column `{name}` must hold integers, but it is {values[frac][0]!r} for "
+                f"{_first_row(table, pa.array(frac))}."
+            )
+        return values.astype(dtype)
     return np.asarray(col.to_numpy(), dtype=dtype)
 
 
@@ -311,8 +333,8 @@ def pivot_dynamics(
     def dense(name: str, dtype: Any, fill: Any) -> NDArray[Any]:
         if flat is None:
             col = dynamics.column(name)
-            if col.null_count:
-                _col(dynamics, name, dtype)  # raises the missing-values error
+            if col.null_count or (np.dtype(dtype).kind in "iu" and not pa.types.is_integer(col.type)):
+                _col(dynamics, name, dtype)  # raises on missing or fractional values
             out = np.empty((n_epochs, n), dtype=dtype)
             for e in range(n_epochs):
                 out[e] = col.slice(e * n, n).to_numpy(zero_copy_only=False)
@@ -342,6 +364,13 @@ def pivot_dynamics(
                 f"dynamics column `{name}` is NaN or inf for example {_py(ex_ids[i])!r} at epoch "
                 f"{int(epochs[e])}; the logits were not finite (diverged training?)."
             )
+    outside = observed & ((gold_prob < 0) | (gold_prob > 1))
+    if outside.any():
+        e, i = np.argwhere(outside)[0]
+        raise SchemaError(
+            f"dynamics column `{S.GOLD_PROB}` is {float(gold_prob[e, i])!r} for example "
+            f"{_py(ex_ids[i])!r} at epoch {int(epochs[e])}; a probability lies in [0, 1]."
+        )
     names = set(dynamics.column_names)
     loss = dense(S.LOSS, np.float32, np.nan) if S.LOSS in names else None
     el2n = dense(S.EL2N, np.float32, np.nan) if S.EL2N in names else None

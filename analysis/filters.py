@@ -587,18 +587,36 @@ def load_filter_spec(source: str | os.PathLike[str]) -> FilterSpec:
         Neither valid JSON nor a readable file, or an invalid spec.
     """
     text = str(source)
+    where = "--filter"
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():
             raise ValueError(
-                f"Expected `--filter` to be a JSON object or a path to a JSON file, got {text!r}."
+                f"Expected `--filter` to be a JSON object or a path to a JSON file, got {text[:200]!r}."
             )
-        text = path.read_text(encoding="utf-8")
+        where = f"--filter file {str(path)!r}"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{where}: expected UTF-8 JSON text, got byte {path.read_bytes()[exc.start:exc.start + 1]!r} "
+                f"at offset {exc.start} (a binary file?)."
+            ) from exc
+        except OSError as exc:
+            raise ValueError(f"{where} cannot be read ({exc.strerror}).") from exc
     try:
         d = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"Expected the filter to be a JSON object ({exc}).") from exc
-    if isinstance(d, Mapping) and "manifest_version" in d and "filter" in d:
-        spec = d["filter"]["spec"]
-        return FilterSpec() if spec is None else FilterSpec.from_dict(spec)
-    return FilterSpec.from_dict(d)
+        raise ValueError(f"{where}: expected a JSON object ({exc}).") from exc
+    except RecursionError as exc:
+        raise ValueError(f"{where}: JSON nested too deeply to be a filter spec.") from exc
+    try:
+        if isinstance(d, Mapping) and "manifest_version" in d and "filter" in d:
+            block = d["filter"]
+            spec = block.get("spec") if isinstance(block, Mapping) else block
+            if spec is not None and not isinstance(spec, Mapping):
+                raise TypeError(f"Expected the manifest's `filter.spec` to be an object, got {type(spec).__name__}.")
+            return FilterSpec() if spec is None else FilterSpec.from_dict(spec)
+        return FilterSpec.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from exc

@@ -131,6 +131,14 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+def _is_timestamp(text: str) -> bool:
+    try:
+        _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _normalize_id(example_id: Any) -> int | str:
     """Return ``example_id`` as a plain ``int`` or ``str`` (the two types the journal stores)."""
     if isinstance(example_id, (bool, np.bool_)):
@@ -238,7 +246,7 @@ class FlagJournal:
                         f"{str(self.path)!r} is read-only ({text}); edits need a writable run "
                         "directory."
                     ) from exc
-                if "malformed" not in text and "not a database" not in text:
+                if "malformed" not in text and "not a database" not in text and "decode" not in text:
                     raise OSError(f"Could not use {str(self.path)!r} ({text}).") from exc
             raise self._corrupt(exc) from exc
         finally:
@@ -492,9 +500,45 @@ class FlagJournal:
         with self._connect(write=False) as con:
             if not self._check_schema(con):
                 return []
-            return con.execute(
+            rows = con.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} {where} ORDER BY id", params
             ).fetchall()
+        self._check_rows(rows)
+        return rows
+
+    def _check_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Reject a row this module never writes (a hand edit), naming it; the schema's CHECKs
+        let some through (SQLite compares text above every number, REAL passes ``>= -1``)."""
+        n_classes: int | None = None
+        for row_id, example_id, flag, new_label, note, author, at in rows:
+            problem = None
+            if isinstance(example_id, bool) or not isinstance(example_id, (int, str)):
+                problem = f"`example_id` {example_id!r}"
+            elif flag is not None and not (isinstance(flag, str) and flag in ("", *FLAG_VALUES)):
+                problem = f"`flag` {flag!r} (expected one of {list(FLAG_VALUES)}, '' or NULL)"
+            elif new_label is not None and (isinstance(new_label, bool) or not isinstance(new_label, int)
+                                            or new_label < _CLEARED_LABEL):
+                problem = f"`new_label` {new_label!r} (expected a class index, -1 or NULL)"
+            elif note is not None and not isinstance(note, str):
+                problem = f"`note` {note!r} (expected text or NULL)"
+            elif not isinstance(author, str):
+                problem = f"`author` {author!r} (expected text)"
+            elif not isinstance(at, str) or not _is_timestamp(at):
+                problem = f"`at` {at!r} (expected an ISO 8601 UTC time)"
+            elif isinstance(new_label, int) and new_label >= 0:
+                if n_classes is None:
+                    try:
+                        n_classes = self._n_classes() or -1
+                    except (SchemaError, OSError, ValueError):
+                        n_classes = -1
+                if n_classes > 0 and new_label >= n_classes:
+                    problem = f"`new_label` {new_label} (run.json lists {n_classes} classes)"
+            if problem is not None:
+                raise SchemaError(
+                    f"{str(self.path)!r}: journal row id {row_id} has {problem}, which datamap never "
+                    "writes (edited by hand?). Correct or remove that row with the sqlite3 tool (the "
+                    "journal's triggers forbid changes: drop them first), or move the file aside."
+                )
 
     def count(self) -> int:
         """Number of rows in the journal (0 when there is no journal yet)."""

@@ -23,8 +23,10 @@ Metrics (``n_id`` in-distribution scores ``s_id``, ``n_ood`` OOD scores ``s_ood`
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -34,6 +36,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from analysis import schema as S
+from analysis.schema import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ __all__ = [
     "ood_ground_truth",
     "evaluate_ood",
     "ood_curves",
+    "load_ood_eval",
     "OVERALL",
 ]
 
@@ -377,3 +381,55 @@ def ood_curves(scores: ArrayLike, is_ood: ArrayLike, *, max_points: int = 500) -
         "fpr": fpr[r], "tpr": tpr[r], "precision": precision[p], "recall": recall[p],
         "auroc": auroc(s[~y], s[y]), "aupr_out": average_precision(s, y),
     }
+
+
+def load_ood_eval(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Read and check ``RUN_DIR/ood_eval.json`` (written by ``datamap analyze``); None when absent.
+
+    Checked: a JSON object whose ``metrics`` (if any) maps each score column to groups (OOD
+    splits and ``overall``) of ``{metric: number, text or null}``, whose ``diagnosis`` (if any)
+    is an object and whose ``fpr95_definition`` (if any) is text.
+
+    Raises
+    ------
+    SchemaError
+        The file is unreadable, not UTF-8 JSON, nested too deeply, or breaks that shape.
+    """
+    from pathlib import Path
+
+    path = Path(run_dir) / S.OOD_EVAL_FILE
+    if not path.is_file():
+        return None
+    where = repr(str(path))
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise SchemaError(f"{where} is not readable JSON ({detail}). Re-run `datamap analyze`.") from exc
+
+    def fail(what: str, value: Any) -> SchemaError:
+        text = repr(value)
+        return SchemaError(
+            f"{where}: expected {what}, got {text[:60] + '...' if len(text) > 60 else text}. "
+            "Re-run `datamap analyze` to rewrite it."
+        )
+
+    if not isinstance(data, dict):
+        raise fail("a JSON object", type(data).__name__)
+    metrics = data.get("metrics")
+    if metrics is not None:
+        if not isinstance(metrics, dict):
+            raise fail("`metrics` to be an object", metrics)
+        for column, groups in metrics.items():
+            if not isinstance(groups, dict):
+                raise fail(f"`metrics.{column}` to be an object of OOD groups", groups)
+            for group, values in groups.items():
+                if not isinstance(values, dict):
+                    raise fail(f"`metrics.{column}.{group}` to be an object of metrics", values)
+                for name, value in values.items():
+                    if value is not None and not isinstance(value, (int, float, str)):
+                        raise fail(f"`metrics.{column}.{group}.{name}` to be a number", value)
+    for key, kind, what in (("diagnosis", dict, "an object"), ("fpr95_definition", str, "text")):
+        if key in data and data[key] is not None and not isinstance(data[key], kind):
+            raise fail(f"`{key}` to be {what}", data[key])
+    return data

@@ -23,10 +23,12 @@ import streamlit as st  # noqa: E402
 from dashboard import data as D  # noqa: E402
 from dashboard import state as K  # noqa: E402
 from dashboard import widgets as W  # noqa: E402
+from dashboard.text import code  # noqa: E402
 
 _PAGES = Path(__file__).resolve().parent / "app_pages"
+_ICON = Path(__file__).resolve().parent / "icon.png"  # bundled: no request to a font host
 
-st.set_page_config(page_title="datamap", page_icon=":material/scatter_plot:", layout="wide")
+st.set_page_config(page_title="datamap", page_icon=str(_ICON), layout="wide")
 
 
 def _run_dir() -> Path | None:
@@ -65,7 +67,7 @@ else:
     thresholds = W.render_thresholds(thresholds_box)
     ood_quantile = W.render_ood_quantile(thresholds_box, run_dir)
     ctx = D.load_context(run_dir, thresholds=thresholds, ood_quantile=ood_quantile)
-    run_box.caption(f"run: `{run_dir}`")
+    run_box.caption(f"run: {code(run_dir, limit=None)}")
     if ctx.table is not None:
         spec = W.render_filters(filters_box, ctx)
         ctx = D.apply_spec(ctx, spec)

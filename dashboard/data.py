@@ -12,7 +12,6 @@ The dashboard does no metric arithmetic of its own: numbers come from ``analysis
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -528,14 +527,23 @@ def ood_columns(table: pd.DataFrame) -> list[str]:
 
 def load_ood_eval(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """``RUN_DIR/ood_eval.json`` written by ``datamap analyze``, or None when absent/unreadable."""
-    path = Path(run_dir) / S.OOD_EVAL_FILE
-    if not path.is_file():
-        return None
+    from analysis.ood_eval import load_ood_eval as read_checked
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+        return read_checked(run_dir)
+    except S.SchemaError:
+        return None  # the OOD page says the file is ignored (ood_eval_problem)
+
+
+def ood_eval_problem(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why ``ood_eval.json`` is ignored, or None when it is absent or fine."""
+    from analysis.ood_eval import load_ood_eval as read_checked
+
+    try:
+        read_checked(run_dir)
+    except S.SchemaError as exc:
+        return str(exc)
+    return None
 
 
 def best_ood_score(scores: Sequence[str], evaluation: dict[str, Any] | None) -> str:

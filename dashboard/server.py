@@ -4,13 +4,16 @@ Streamlit reads ``.streamlit/config.toml`` only from the directory it is started
 setting that matters is passed as a command-line flag: bind address (localhost by default), port,
 headless mode, no usage statistics, XSRF protection, upload limit. The run directory travels in
 the ``DATAMAP_RUN_DIR`` environment variable. Ctrl-C or SIGTERM is forwarded to the child, which
-is waited for, so the port is released when :func:`serve` returns.
+is waited for, so the port is released when :func:`serve` returns. The child
+(:mod:`dashboard.serve_child`) dies with this process even when it is killed with SIGKILL, and
+answers only requests whose ``Host`` header names an allowed host (:func:`allowed_hosts`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +24,7 @@ from types import FrameType
 
 from analysis import schema as S
 
-__all__ = ["APP", "ENV_RUN_DIR", "streamlit_command", "serve"]
+__all__ = ["APP", "ENV_RUN_DIR", "allowed_hosts", "streamlit_command", "serve"]
 
 ENV_RUN_DIR = "DATAMAP_RUN_DIR"
 """Environment variable through which the run directory reaches the app."""
@@ -39,9 +42,10 @@ def _has_display() -> bool:
 def streamlit_command(
     *, port: int, address: str, headless: bool, python: str | None = None
 ) -> list[str]:
-    """The ``python -m streamlit run`` command line with every setting as a flag."""
+    """The ``python -m dashboard.serve_child run`` command line (``streamlit run`` with the
+    child's safeguards) with every setting as a flag."""
     return [
-        python or sys.executable, "-m", "streamlit", "run", str(APP),
+        python or sys.executable, "-m", "dashboard.serve_child", "run", str(APP),
         "--server.address", address,
         "--server.port", str(port),
         "--server.headless", "true" if headless else "false",
@@ -62,6 +66,19 @@ def streamlit_command(
     ]
 
 
+def allowed_hosts(address: str, extra: Sequence[str] = ()) -> set[str]:
+    """Host names the server answers (any port): the bound address and ``localhost``, the
+    loopback literals when bound to loopback, this machine's names and any IP literal (``*``)
+    when bound to every interface, and ``extra`` (``--allow-host``)."""
+    hosts = {"localhost", address.strip("[]").lower()}
+    if address in ("0.0.0.0", "::", ""):
+        hosts |= {"*", "127.0.0.1", "::1", socket.gethostname().lower(), socket.getfqdn().lower()}
+    elif address in ("localhost", "::1") or address.startswith("127."):
+        hosts |= {"127.0.0.1", "::1"}
+    hosts |= {h.strip().lower() for h in extra if h.strip()}
+    return hosts
+
+
 def _check_run_dir(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise FileNotFoundError(
@@ -80,6 +97,7 @@ def serve(
     port: int = 8501,
     address: str = "127.0.0.1",
     open_browser: bool = True,
+    allow_hosts: Sequence[str] = (),
     extra_args: Sequence[str] = (),
 ) -> int:
     """Serve the dashboard on ``run_dir`` until interrupted; return the server's exit status.
@@ -94,6 +112,8 @@ def serve(
         (and the flag journal it writes) to the network.
     open_browser : bool, default True
         Open a browser tab (only where a display exists).
+    allow_hosts : sequence of str
+        Further ``Host`` names to answer (e.g. a reverse proxy's name); see :func:`allowed_hosts`.
 
     Returns
     -------
@@ -115,6 +135,10 @@ def serve(
     cmd = [*streamlit_command(port=port, address=address, headless=True), *extra_args]
     env = dict(os.environ)
     env[ENV_RUN_DIR] = str(run)
+    env["DATAMAP_PARENT_PID"] = str(os.getpid())
+    env["DATAMAP_ALLOWED_HOSTS"] = ",".join(sorted(allowed_hosts(address, allow_hosts)))
+    root = str(APP.parents[1])  # `-m dashboard.serve_child` from a source checkout too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     url = f"http://{'localhost' if address in ('0.0.0.0', '::') else address}:{port}"
     print(f"datamap: serving {run} at {url}  (Ctrl-C to stop)", flush=True)

@@ -26,6 +26,7 @@ from analysis.dynamics import RegionThresholds
 from dashboard import data as D
 from dashboard import figures as FIG
 from dashboard import state as K
+from dashboard.text import code, md
 
 RANGE_COLUMNS = (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS)
 """Metrics with a range slider in the sidebar (besides the OOD score)."""
@@ -69,7 +70,7 @@ def get_context() -> D.RunContext:
         st.error("No run is loaded. Start the dashboard with `datamap serve RUN_DIR`.")
         st.stop()
     if ctx.table is None or ctx.error:
-        st.error(ctx.error or "The run could not be loaded.")
+        st.error(md(ctx.error, limit=None) if ctx.error else "The run could not be loaded.")
         st.stop()
     flash = st.session_state.pop(K.FLASH, None)
     if flash:
@@ -133,7 +134,7 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
     with container:
         q = _kept_widget(show, K.W_OOD_QUANTILE, th.ood_quantile, lambda v: st.slider(
             "OOD quantile (diagnosis)", 0.5, 0.999, v, 0.001, key=K.W_OOD_QUANTILE, format="%.3f",
-            help=f"Hard-to-learn and no-dynamics examples whose `{score}` is above this quantile of "
+            help=f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
                  "the in-distribution reference rows are suspect_ood, the other hard-to-learn ones "
                  f"suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
         ))
@@ -287,7 +288,7 @@ def render_filter_summary(container: Any, ctx: D.RunContext) -> None:
     with container:
         st.metric("examples shown", f"{ctx.n_filtered:,}", help=f"of {ctx.n_total:,} in the run")
         if ctx.spec is not None and not ctx.spec.is_empty():
-            st.caption(f"Filter: {ctx.spec.describe()}")
+            st.caption(f"Filter: {md(ctx.spec.describe(), limit=None)}")
         else:
             st.caption("Filter: none (every example)")
         st.button("Reset filters", on_click=_reset_filters, width="stretch",
@@ -378,20 +379,20 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
     """One example: image or text, label, prediction, metrics, p(gold) trajectory, flag form."""
     row = _row_of(ctx, example_id)
     if row is None:
-        st.warning(f"Example {example_id!r} is not in the table.")
+        st.warning(f"Example {md(repr(example_id))} is not in the table.")
         return
     assert ctx.table is not None
     r = ctx.table.iloc[row]
     with st.container(border=True):
-        st.markdown(f"#### Example `{example_id}`")
+        st.markdown(f"#### Example {code(example_id)}")
         left, mid, right = st.columns([1, 1.3, 2.2])
         with left:
             stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
             img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
             if img is not None:
-                st.image(img, width=160, caption=f"split {r[S.SPLIT]}")
+                st.image(img, width=160, caption=f"split {md(r[S.SPLIT])}")
             elif stored is not None and not (isinstance(stored, float) and np.isnan(stored)):
-                st.caption(f"The image of this example could not be read or decoded ({_fmt(stored)[:80]}).")
+                st.caption(f"The image of this example could not be read or decoded ({md(_fmt(stored)[:80])}).")
             elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):
                 st.text_area("text", r[S.TEXT], height=160, disabled=True, key=f"{key}_text_{example_id}")
             else:
@@ -462,9 +463,9 @@ def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: s
             eid = example_id.item() if hasattr(example_id, "item") else example_id
             D.flag_journal(ctx.run_dir).add(eid, author=st.session_state.get(K.W_AUTHOR, ""), **changes)
         except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
-            st.error(f"The edit was not saved: {exc}")
+            st.error(f"The edit was not saved: {md(exc, limit=None)}")
             return
-        st.session_state[K.FLASH] = f"Saved: example {example_id} ({', '.join(changes)})"
+        st.session_state[K.FLASH] = f"Saved: example {md(example_id)} ({', '.join(changes)})"
         st.rerun()
 
 

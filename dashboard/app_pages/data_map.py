@@ -7,6 +7,7 @@ import streamlit as st
 from analysis import schema as S
 from dashboard import scatter as SC
 from dashboard import widgets as W
+from dashboard.text import code
 
 st.title("Data map")
 ctx = W.get_context()
@@ -15,7 +16,7 @@ missing = [c for c in (S.CONFIDENCE, S.VARIABILITY) if c not in ctx.table.column
 if missing:
     st.error(
         f"This run's table has no training dynamics ({', '.join(missing)} missing), so there is "
-        f"no data map. Record dynamics during training and run `datamap analyze {ctx.run_dir}`."
+        f"no data map. Record dynamics during training and run `datamap analyze` {code(ctx.run_dir, limit=None)}."
     )
     st.stop()
 st.caption(

@@ -8,6 +8,7 @@ from analysis import schema as S
 from dashboard import data as D
 from dashboard import scatter as SC
 from dashboard import widgets as W
+from dashboard.text import code
 
 st.title("Embeddings")
 ctx = W.get_context()
@@ -16,7 +17,7 @@ if S.UMAP_X not in ctx.table.columns or S.UMAP_Y not in ctx.table.columns:
     st.error(
         "This run has no 2-D projection (`umap_x`/`umap_y`). It needs stored features "
         "(`features/<split>.npy`) and the projection step of the analysis: store the features "
-        f"with the recorder, then run `datamap analyze {ctx.run_dir}`."
+        f"with the recorder, then run `datamap analyze` {code(ctx.run_dir, limit=None)}."
     )
     st.stop()
 st.caption(

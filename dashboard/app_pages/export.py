@@ -8,6 +8,7 @@ from analysis import export as E
 from analysis import schema as S
 from dashboard import state as K
 from dashboard import widgets as W
+from dashboard.text import code, md
 
 PAGE_TITLES = {"data_map": "Data map", "embeddings": "Embeddings"}
 
@@ -25,7 +26,7 @@ if sel is not None and len(sel):
 else:
     st.caption("Select examples with a lasso or box on the Data map or Embeddings page to export a selection.")
 
-st.markdown(f"**Filter:** {ctx.spec.describe() if ctx.spec is not None else 'all examples'}")
+st.markdown(f"**Filter:** {md(ctx.spec.describe(), limit=None) if ctx.spec is not None else 'all examples'}")
 with st.form("export_form", border=True):
     scope_label = st.radio("what", list(scopes), key=K.W_EXPORT_SCOPE)
     fmt = st.radio("format", ["csv", "parquet"], horizontal=True, key=K.W_EXPORT_FORMAT,
@@ -55,14 +56,14 @@ if submitted:
             )
         except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.EXPORT_RESULT, None)
-            st.error(f"The export failed: {exc}")
+            st.error(f"The export failed: {md(exc, limit=None)}")
         else:
             st.session_state[K.EXPORT_RESULT] = result
 
 result = st.session_state.get(K.EXPORT_RESULT)
 if result is not None:
     rows = result.manifest.get("rows", {})
-    st.success(f"{rows.get('exported', 0):,} rows saved to `{result.path}` (manifest: `{result.manifest_path.name}`).")
+    st.success(f"{rows.get('exported', 0):,} rows saved to {code(result.path, limit=None)} (manifest: {code(result.manifest_path.name)}).")
     mime = "text/csv" if result.path.suffix == ".csv" else "application/vnd.apache.parquet"
     st.download_button(
         f"Download {result.path.name} ({len(result.data) / 1e6:.2f} MB)",
@@ -77,7 +78,7 @@ if result is not None:
 st.subheader("Report")
 st.caption("One HTML file with the run, its findings, both maps, the OOD curves, the top suspects, "
            "your flags and the settings: it opens offline in any browser (same as "
-           f"`datamap report {ctx.run_dir}`). Thresholds as set in the sidebar; every example, "
+           f"`datamap report` {code(ctx.run_dir, limit=None)}). Thresholds as set in the sidebar; every example, "
            "not only the filtered ones.")
 if st.button("Build report", key=K.W_REPORT_BUILD):
     from dashboard import report
@@ -89,7 +90,7 @@ if st.button("Build report", key=K.W_REPORT_BUILD):
                 thresholds=ctx.thresholds, ood_quantile=ctx.ood_quantile)
         except (ValueError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.REPORT, None)
-            st.error(f"The report failed: {exc}")
+            st.error(f"The report failed: {md(exc, limit=None)}")
         else:
             st.session_state[K.REPORT] = (ctx.key, html_text.encode("utf-8"))
 built = st.session_state.get(K.REPORT)

@@ -11,6 +11,8 @@ from dashboard import data as D
 from dashboard import figures as FIG
 from dashboard import state as K
 from dashboard import widgets as W
+from dashboard.text import code as code_span
+from dashboard.text import md
 
 st.title("Out-of-distribution")
 ctx = W.get_context()
@@ -20,11 +22,13 @@ if not scores:
     st.error(
         "This run has no OOD scores (`ood_*` columns). They need stored logits and/or features "
         "(`logits/<split>.npy`, `features/<split>.npy`); store them with the recorder and run "
-        f"`datamap analyze {ctx.run_dir}`."
+        f"`datamap analyze` {code_span(ctx.run_dir, limit=None)}."
     )
     st.stop()
 
 evaluation = D.load_ood_eval(ctx.run_dir)
+if evaluation is None and (problem := D.ood_eval_problem(ctx.run_dir)):
+    st.warning(f"Ignored: {md(problem, limit=None)}")
 score = st.selectbox(
     "OOD score (higher = more anomalous)", scores, key=K.W_OOD_SCORER,
     index=scores.index(D.best_ood_score(scores, evaluation)),
@@ -113,7 +117,7 @@ if S.IMAGE in ctx.table.columns:
             with col:
                 if img is not None:
                     st.image(img, width=96)
-                st.caption(f"`{r[S.EXAMPLE_ID]}` · {r[S.SPLIT]} · {vals[row]:.2f}")
+                st.caption(f"{code_span(r[S.EXAMPLE_ID])} · {md(r[S.SPLIT])} · {vals[row]:.2f}")
 clicked = W.render_selection_table(ctx, top, key=K.W_TABLE_PREFIX + "ood", extra=(score,), height=300)
 if clicked is not None:
     W.render_example_view(ctx, clicked, key="ood_example")

@@ -10,6 +10,7 @@ from analysis import schema as S
 from dashboard import data as D
 from dashboard import state as K
 from dashboard import widgets as W
+from dashboard.text import code, md
 
 SUSPECT_MISLABELED = "suspect_mislabeled"
 SUSPECT_OOD = "suspect_ood"
@@ -57,7 +58,7 @@ c2.metric("of those flagged", f"{n_flagged:,}")
 c3.metric("edits in the journal", f"{D.flag_journal(ctx.run_dir).count():,}")
 if rank_col is not None:
     direction = "lowest first" if ascending else "highest first"
-    st.caption(f"Ranked by `{rank_col}` ({direction}); the sidebar filter applies.")
+    st.caption(f"Ranked by {code(rank_col)} ({direction}); the sidebar filter applies.")
 if rows.size == 0:
     st.info("Nothing to review under the current filter.")
     st.stop()
@@ -83,7 +84,7 @@ with st.expander(f"Flag all {min(rows.size, W.TABLE_ROWS):,} listed examples at 
                 author=st.session_state.get(K.W_AUTHOR, ""),
             )
         except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
-            st.error(f"The edits were not saved: {exc}")
+            st.error(f"The edits were not saved: {md(exc, limit=None)}")
         else:
             st.session_state[K.FLASH] = f"Flagged {n:,} examples as {bulk_flag}"
             st.rerun()
@@ -91,7 +92,7 @@ with st.expander(f"Flag all {min(rows.size, W.TABLE_ROWS):,} listed examples at 
 with st.expander("Journal: the latest state of every edited example"):
     latest = ctx.latest_flags
     if latest is None or latest.empty:
-        st.caption(f"No edits yet. They are stored in `{ctx.run_dir / S.FLAGS_FILE}`.")
+        st.caption(f"No edits yet. They are stored in {code(ctx.run_dir / S.FLAGS_FILE, limit=None)}.")
     else:
         st.dataframe(latest.iloc[::-1], hide_index=True, width="stretch")
-        st.caption(f"Append-only journal: `{ctx.run_dir / S.FLAGS_FILE}` (SQLite).")
+        st.caption(f"Append-only journal: {code(ctx.run_dir / S.FLAGS_FILE, limit=None)} (SQLite).")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -84,14 +83,10 @@ class ReportInputs:
 
 
 def _load_ood_eval(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / S.OOD_EVAL_FILE
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return ood_eval.load_ood_eval(run_dir)  # checked: a malformed file is left out
+    except S.SchemaError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def ood_score_columns(table: pd.DataFrame) -> list[str]:

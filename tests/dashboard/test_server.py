@@ -13,7 +13,7 @@ from dashboard import server
 
 def test_command_passes_every_safety_setting_as_a_flag() -> None:
     cmd = server.streamlit_command(port=8599, address="127.0.0.1", headless=True, python="py")
-    assert cmd[:5] == ["py", "-m", "streamlit", "run", str(server.APP)]
+    assert cmd[:5] == ["py", "-m", "dashboard.serve_child", "run", str(server.APP)]
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "127.0.0.1"
     assert flags["--server.port"] == "8599"
