@@ -20,6 +20,10 @@ EXPORT_RESULT = "export_result"
 """The last :class:`analysis.export.ExportResult` (download bytes and manifest)."""
 REPORT = "report_html"
 """``(run key, HTML bytes)`` of the last report built on the Export page."""
+EXPORT_FINGERPRINT = "export_fingerprint"
+"""``(scope, fingerprint)`` of the last export (:func:`analysis.export.rows_fingerprint`): when the
+current filter, selection, thresholds or journal give another fingerprint, the prepared download
+is stale and is withdrawn."""
 RANGE_DEFAULTS = "range_defaults"
 """``dict[widget key, (lo, hi)]``: the full range of each range slider, for "Reset filters"."""
 KEPT = "kept_filter_values"

@@ -10,6 +10,7 @@ download is not needed. Override the path with ``DATAMAP_CHROMIUM``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -403,6 +404,25 @@ def test_filter_change_updates_counts_and_export(server: Server, page: object, r
     got = download_csv(page)
     assert sorted(got[S.EXAMPLE_ID].tolist()) == sorted(table.loc[expected, S.EXAMPLE_ID].tolist())
     shot(page, "export_done")
+    # the data and its manifest download together as one zip
+    import zipfile
+
+    with page.expect_download() as info:  # type: ignore[attr-defined]
+        page.locator('[data-testid="stDownloadButton"] button', has_text=".zip").click()  # type: ignore[attr-defined]
+    with zipfile.ZipFile(info.value.path()) as archive:
+        names = sorted(archive.namelist())
+        assert len(names) == 2 and names[1].endswith(".manifest.json"), names
+        manifest = json.loads(archive.read(names[1]))
+        data = archive.read(names[0])
+    assert manifest["rows"]["exported"] == int(expected.sum())
+    assert manifest["output"]["sha256"] == hashlib.sha256(data).hexdigest()
+    # a filter change withdraws the prepared file: no download offers the old rows
+    n_before = shown_count(page)
+    pick_multiselect(page, "region", S.EASY)
+    assert shown_count(page) != n_before
+    page.get_by_text(re.compile(r"changed since .* was prepared")).wait_for()  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stDownloadButton"]').count() == 0  # type: ignore[attr-defined]
+    no_exception(page)
     # reset brings every row back
     page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
     wait_idle(page, settle=0.8)
