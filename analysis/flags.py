@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +57,8 @@ __all__ = [
     "UNCHANGED",
     "JOURNAL_VERSION",
     "FlagJournal",
+    "SavedEdit",
+    "ExampleState",
     "apply_flags",
 ]
 
@@ -163,6 +166,49 @@ def _ids_frame_column(ids: Sequence[int | str]) -> pd.Series:
     if len(ids) and all(isinstance(i, str) for i in ids):
         return pd.Series(list(ids), dtype="str", name=S.EXAMPLE_ID)
     return pd.Series(list(ids), dtype=object, name=S.EXAMPLE_ID)
+
+
+@dataclass(frozen=True)
+class SavedEdit:
+    """What :meth:`FlagJournal.add_checked` wrote and what it found in between.
+
+    Attributes
+    ----------
+    row_id : int
+        The journal row id of the edit just written.
+    intervening : DataFrame
+        The example's journal rows written after the row the editor had seen and before this
+        edit (oldest first; the columns of :meth:`FlagJournal.history`). Empty when the editor's
+        view was current.
+    """
+
+    row_id: int
+    intervening: pd.DataFrame = field(repr=False)
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether another edit of the example came in after the editor's view of it."""
+        return not self.intervening.empty
+
+
+@dataclass(frozen=True)
+class ExampleState:
+    """The current state of one example in the journal (:meth:`FlagJournal.current`).
+
+    Attributes
+    ----------
+    flag : str or None
+    new_label : int or None
+    note : str or None
+    last_edit_id : int
+        Row id of the example's latest edit (0: never edited): pass it to
+        :meth:`FlagJournal.add_checked` as ``seen``.
+    """
+
+    flag: str | None
+    new_label: int | None
+    note: str | None
+    last_edit_id: int
 
 
 class FlagJournal:
@@ -434,12 +480,62 @@ class FlagJournal:
         TypeError
             An id that is neither int nor str, or a non-integer label.
         """
+        return self._insert(example_id, flag, new_label, note, author, seen=None)[0]
+
+    def add_checked(
+        self,
+        example_id: int | str,
+        *,
+        seen: int,
+        flag: str | None | _Unchanged = UNCHANGED,
+        new_label: int | None | _Unchanged = UNCHANGED,
+        note: str | None | _Unchanged = UNCHANGED,
+        author: str = "",
+    ) -> SavedEdit:
+        """Append one edit made on a view of the example as of journal row ``seen``.
+
+        The edit is always written (a person's edit is never lost); in the same transaction the
+        example's rows written after ``seen`` are read, so the caller can tell the person that
+        another edit came in between (both stay in the history; the later one wins per field).
+
+        Parameters
+        ----------
+        example_id : int or str
+        seen : int
+            :meth:`last_edit_id` of the example when the editor's view was read (0: no edit yet).
+        flag, new_label, note, author
+            As in :meth:`add`.
+
+        Returns
+        -------
+        SavedEdit
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`add`; also a negative or non-integer ``seen``.
+        """
+        if isinstance(seen, (bool, np.bool_)) or not isinstance(seen, (int, np.integer)) or seen < 0:
+            raise ValueError(f"Expected `seen` to be a journal row id >= 0, got {seen!r}.")
+        row_id, between = self._insert(example_id, flag, new_label, note, author, seen=int(seen))
+        return SavedEdit(row_id=row_id, intervening=self._frame(between))
+
+    def _insert(
+        self, example_id: Any, flag: Any, new_label: Any, note: Any, author: Any, *, seen: int | None,
+    ) -> tuple[int, list[tuple[Any, ...]]]:
         eid = _normalize_id(example_id)
         values = self._validate([eid], flag, new_label, note, author)
+        between: list[tuple[Any, ...]] = []
         with self._connect(write=True) as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 self._ensure_schema(con)
+                if seen is not None:
+                    between = con.execute(
+                        f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} "
+                        "WHERE example_id = ? AND id > ? ORDER BY id",
+                        (eid, seen),
+                    ).fetchall()
                 cur = con.execute(
                     f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -450,7 +546,7 @@ class FlagJournal:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
-        return int(cur.lastrowid or 0)
+        return int(cur.lastrowid or 0), between
 
     def add_many(
         self,
@@ -548,6 +644,50 @@ class FlagJournal:
             if not self._check_schema(con):
                 return 0
             return int(con.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
+
+    def current(self, example_id: int | str) -> ExampleState:
+        """The current state of one example and the id of its latest edit, read at once.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from analysis.synthetic import make_synthetic_run
+        >>> journal = FlagJournal(make_synthetic_run(tempfile.mkdtemp(), n_examples=10, n_epochs=2))
+        >>> journal.current(4)
+        ExampleState(flag=None, new_label=None, note=None, last_edit_id=0)
+        >>> _ = journal.add(4, flag="ood", note="a photo")
+        >>> _ = journal.add(4, flag=None)
+        >>> journal.current(4)
+        ExampleState(flag=None, new_label=None, note='a photo', last_edit_id=2)
+        """
+        rows = self._rows("WHERE example_id = ?", (_normalize_id(example_id),))
+        flag: str | None = None
+        new_label: int | None = None
+        note: str | None = None
+        last = 0
+        for row_id, _eid, row_flag, row_label, row_note, _author, _at in rows:
+            last = max(last, int(row_id))
+            if row_flag is not None:
+                flag = row_flag or None
+            if row_label is not None:
+                new_label = None if row_label == _CLEARED_LABEL else int(row_label)
+            if row_note is not None:
+                note = row_note or None
+        return ExampleState(flag=flag, new_label=new_label, note=note, last_edit_id=last)
+
+    def last_edit_id(self, example_id: int | str) -> int:
+        """The journal row id of the example's latest edit; 0 when it has none.
+
+        An editor records it with the state it shows, and passes it to :meth:`add_checked`.
+        """
+        eid = _normalize_id(example_id)
+        if not self.path.exists():
+            return 0
+        with self._connect(write=False) as con:
+            if not self._check_schema(con):
+                return 0
+            row = con.execute(f"SELECT MAX(id) FROM {_TABLE} WHERE example_id = ?", (eid,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def history(self, example_id: int | str | None = None) -> pd.DataFrame:
         """The journal rows as stored, oldest first (optionally of one example).

@@ -31,6 +31,11 @@ KEPT = "kept_filter_values"
 expander. The expanders render their widgets only while open (a closed expander sends nothing to
 the browser), and Streamlit forgets the value of a widget that is not rendered, so the filters and
 thresholds they set are kept here."""
+FLAG_FORM_BASE = "flag_form_base"
+"""``dict[form, analysis.flags.ExampleState]``: the journal state an open flag form was opened on
+(with the row id it reflects), so that a save on a stale view is detected and still written."""
+FLAG_FORM_NOTICE = "flag_form_notice"
+"""``dict[form, str]``: a message for the next run of a flag form (an edit came in between)."""
 FLASH = "flash"
 """A one-shot message shown at the top of the next page run (e.g. "flag saved")."""
 

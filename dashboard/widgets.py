@@ -425,48 +425,116 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
         render_flag_form(ctx, example_id, r, key=f"{key}_flag")
 
 
+def _plain(example_id: Any) -> Any:
+    return example_id.item() if hasattr(example_id, "item") else example_id
+
+
+def _describe_edits(rows: pd.DataFrame, ctx: D.RunContext) -> str:
+    """One line per journal row: who, when (UTC) and what it set."""
+    lines = []
+    for rec in rows.to_dict("records"):
+        parts = []
+        if isinstance(rec[FL.FLAG], str):
+            parts.append(f"flag {rec[FL.FLAG] or 'cleared'}")
+        if not pd.isna(rec[FL.NEW_LABEL]):
+            lab = int(rec[FL.NEW_LABEL])
+            parts.append("relabel cleared" if lab < 0 else f"relabel to {ctx.class_name(lab)}")
+        if isinstance(rec[FL.NOTE], str):
+            parts.append(f"note {rec[FL.NOTE]!r}" if rec[FL.NOTE] else "note cleared")
+        who = rec[FL.AUTHOR] or "someone"
+        lines.append(f"{who} at {rec[FL.AT]:%H:%M:%S} UTC: {', '.join(parts)}")
+    return md("; ".join(lines), limit=600)  # authors and notes are anyone's text
+
+
 def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str) -> None:
-    """Flag / relabel / note for one example; each save is written to the journal at once."""
-    cur_flag = r.get(FL.FLAG) if FL.FLAG in r.index else None
-    cur_flag = None if cur_flag is None or pd.isna(cur_flag) else str(cur_flag)
-    cur_label = r.get(FL.NEW_LABEL) if FL.NEW_LABEL in r.index else None
-    cur_label = None if cur_label is None or pd.isna(cur_label) else int(cur_label)
-    cur_note = r.get(FL.NOTE) if FL.NOTE in r.index else None
-    cur_note = "" if cur_note is None or pd.isna(cur_note) else str(cur_note)
+    """Flag / relabel / note for one example; each save is written to the journal at once.
+
+    The form edits the state it was opened on (kept in session state with the journal row id it
+    reflects). Saving writes the fields the person changed in the form, whatever came in
+    meanwhile: an edit is never lost. If another edit of the example landed after the form was
+    opened (another session, a script), the save still goes through and the person is told
+    what came in between; both stay in the journal's history.
+    """
+    del r  # the form reads the journal itself: the state and its row id at one instant
+    eid = _plain(example_id)
+    journal = D.flag_journal(ctx.run_dir)
+    bases: dict[str, FL.ExampleState] = st.session_state.setdefault(K.FLAG_FORM_BASE, {})
+    notices: dict[str, str] = st.session_state.setdefault(K.FLAG_FORM_NOTICE, {})
+    base_key = f"{key}_{example_id}"
+    try:
+        now = journal.current(eid)
+    except (ValueError, TypeError, S.SchemaError) as exc:
+        st.error(f"The flags journal could not be read: {md(exc, limit=None)}")
+        return
+    base = bases.get(base_key)
+    if base is None:
+        base = bases[base_key] = now
+    notice = notices.pop(base_key, None)
+    if notice:
+        st.warning(notice, icon="⚠️")
+    stale = now.last_edit_id != base.last_edit_id
+    if stale:
+        between = journal.history(eid)
+        between = between[between[FL.ROW_ID] > base.last_edit_id]
+        warn, reload = st.columns([5, 1], vertical_alignment="center")
+        warn.warning(
+            "Another edit of this example came in after you opened it "
+            f"({_describe_edits(between, ctx)}). The form still shows what you opened; Save writes "
+            "the fields you change on top of it (both stay in the history).", icon="⚠️",
+        )
+        if reload.button("Show the latest", key=f"{base_key}_reload", width="stretch"):
+            bases.pop(base_key, None)
+            st.rerun()
     n_classes = len(ctx.meta.class_names) if ctx.meta is not None else 0
     flag_opts = [NONE_FLAG, *FL.FLAG_VALUES]
     label_opts: list[Any] = [KEEP_LABEL, *range(n_classes)]
-    with st.form(key=f"{key}_{example_id}", border=False):
+    cur_note = base.note or ""
+    # the form's key holds the row id its state reflects: a save or a reload opens a fresh form
+    with st.form(key=f"{base_key}_{base.last_edit_id}", border=False):
         c1, c2, c3, c4 = st.columns([1, 1, 2, 0.7], vertical_alignment="bottom")
-        flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(cur_flag) if cur_flag in flag_opts else 0)
+        flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(base.flag) if base.flag in flag_opts else 0)
         label = c2.selectbox(
             "relabel to", label_opts,
-            index=label_opts.index(cur_label) if cur_label in label_opts else 0,
+            index=label_opts.index(base.new_label) if base.new_label in label_opts else 0,
             format_func=lambda v: v if isinstance(v, str) else ctx.class_name(v),
         )
         note = c3.text_input("note", value=cur_note)
         saved = c4.form_submit_button("Save", type="primary", width="stretch")
-    if saved:
-        new_flag = None if flag == NONE_FLAG else flag
-        new_label = None if isinstance(label, str) else int(label)
-        changes: dict[str, Any] = {}
-        if new_flag != cur_flag:
-            changes["flag"] = new_flag
-        if new_label != cur_label:
-            changes["new_label"] = new_label
-        if note.strip() != cur_note:
-            changes["note"] = note.strip()
-        if not changes:
-            st.info("Nothing changed.")
-            return
-        try:
-            eid = example_id.item() if hasattr(example_id, "item") else example_id
-            D.flag_journal(ctx.run_dir).add(eid, author=st.session_state.get(K.W_AUTHOR, ""), **changes)
-        except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
-            st.error(f"The edit was not saved: {md(exc, limit=None)}")
-            return
-        st.session_state[K.FLASH] = f"Saved: example {md(example_id)} ({', '.join(changes)})"
-        st.rerun()
+    if not saved:
+        return
+    new_flag = None if flag == NONE_FLAG else flag
+    new_label = None if isinstance(label, str) else int(label)
+    changes: dict[str, Any] = {}
+    if new_flag != base.flag:
+        changes["flag"] = new_flag
+    if new_label != base.new_label:
+        changes["new_label"] = new_label
+    if note.strip() != cur_note:
+        changes["note"] = note.strip()
+    if not changes:
+        if stale:
+            bases.pop(base_key, None)
+            notices[base_key] = ("You saved no change of your own, and another edit of this example "
+                                 "had come in: the form now shows the latest state.")
+            st.rerun()
+        st.info("Nothing changed.")
+        return
+    try:
+        result = journal.add_checked(eid, seen=base.last_edit_id,
+                                     author=st.session_state.get(K.W_AUTHOR, ""), **changes)
+    except (ValueError, TypeError, TimeoutError, PermissionError, OSError, S.SchemaError) as exc:
+        st.error(f"The edit was not saved: {md(exc, limit=None)}")
+        return
+    bases.pop(base_key, None)
+    st.session_state[K.FLASH] = f"Saved: example {md(example_id)} ({', '.join(changes)})"
+    if result.concurrent:
+        notices[base_key] = (
+            f"Your edit ({', '.join(changes)}) was saved, but another edit of this example had come "
+            f"in after you opened it ({_describe_edits(result.intervening, ctx)}). Both are in the "
+            "journal's history; yours, saved last, wins for the fields you changed. The form now "
+            "shows the combined state."
+        )
+    st.rerun()
 
 
 # ---- the linked map ----------------------------------------------------------------------------------

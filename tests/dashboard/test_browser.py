@@ -466,3 +466,59 @@ def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: P
     wait_idle(page, settle=0.8)
     assert shown_count(page) == 1
     no_exception(page)
+
+
+def _open_first_suspect(pg: object, url: str, example_id: object) -> object:
+    """Open the Review page and the first listed suspect's example view; returns its flag form."""
+    open_page(pg, f"{url}/review")
+    grid = pg.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    box = grid.bounding_box()
+    pg.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
+    pg.get_by_text(re.compile(rf"Example {example_id}\b")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(pg)
+    return pg.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
+
+
+def test_an_edit_on_a_stale_view_is_saved_and_the_editor_is_told(
+    server: Server, chromium: object, run_dir: Path,
+) -> None:
+    table = working_table(run_dir)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    example_id = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].iloc[0]
+    journal = FlagJournal(run_dir)
+    before = journal.history(example_id)
+    contexts = [chromium.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+                for _ in range(2)]
+    try:
+        alice, bob = (c.new_page() for c in contexts)
+        for pg in (alice, bob):
+            pg.set_default_timeout(30_000)
+        # both open the same example
+        form_a = _open_first_suspect(alice, server.url, example_id)
+        form_b = _open_first_suspect(bob, server.url, example_id)
+        # Alice fills in the form but has not saved yet; Bob saves first.
+        choose_option(alice, form_a.locator('[data-testid="stSelectbox"]').first, "mislabeled")
+        form_a.locator('input[type="text"]').last.fill("alice: a 3, not a 5")
+        choose_option(bob, form_b.locator('[data-testid="stSelectbox"]').first, "ood")
+        form_b.get_by_role("button", name="Save").click()
+        bob.get_by_text(re.compile(rf"Saved: example {example_id}")).wait_for()
+        wait_idle(bob)
+        # Alice saves on her stale view: her edit is written, and she is told
+        form_a.get_by_role("button", name="Save").click()
+        alice.get_by_text(re.compile(r"another edit of this example had come in")).wait_for()
+        wait_idle(alice)
+        no_exception(alice)
+        assert alice.get_by_text("Nothing changed.").count() == 0
+        shot(alice, "review_concurrent_edit")
+        hist = journal.history(example_id)
+        new = hist[~hist["row_id"].isin(before["row_id"])]
+        assert new["flag"].tolist() == ["ood", "mislabeled"]  # both, in commit order
+        assert new["note"].tolist()[1] == "alice: a 3, not a 5"
+        state = journal.current(example_id)
+        assert (state.flag, state.note) == ("mislabeled", "alice: a 3, not a 5")
+        # her form now shows the combined state (her flag, saved last)
+        form_a = alice.locator('[data-testid="stForm"]').first
+        assert form_a.locator('[data-testid="stSelectbox"] input').first.input_value() == "mislabeled"
+    finally:
+        for c in contexts:
+            c.close()
