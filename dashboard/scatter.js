@@ -9,8 +9,9 @@
 // The server applies that shape to every filtered row, not only to the drawn sample.
 // `data.shape` is the shape to show on a new chart, or "keep": the chart keeps its own.
 //
-// Test hooks on the root element: data-ready="1" once the points are drawn, data-mode, and
-// data-selection (the shape the chart shows, as JSON). The element `.dm-plot` covers exactly the
+// Test hooks on the root element: data-ready="1" once the points are drawn, data-mode,
+// data-selection (the shape the chart shows, as JSON) and data-marked (the id of the open example
+// the chart marks, `data.marked`). The element `.dm-plot` covers exactly the
 // plot area (the axes' rectangle) and receives the pointer events.
 
 const MARGIN = { left: 62, top: 34, bottom: 46 };
@@ -343,6 +344,7 @@ function draw(root) {
   root.dataset.mode = m.mem.mode;
   root.dataset.points = String(d.x.length);
   root.dataset.selection = m.shape ? JSON.stringify(m.shape) : "";
+  root.dataset.marked = d.marked ? String(d.marked.id) : "";
   for (const b of root.querySelectorAll(".dm-tools [data-mode]")) {
     b.setAttribute("aria-pressed", String(b.dataset.mode === m.mem.mode));
   }
@@ -435,6 +437,21 @@ function drawOverlay(root) {
   }
   g.setLineDash([]);
   const d = m.data;
+  const mk = d.marked;
+  if (mk && finite(mk.x) && finite(mk.y)) {
+    // the open example: a ring with cross hairs, in its own colour (it may lie outside the sample)
+    const px = L.sx(mk.x), py = L.sy(mk.y), r = d.marker_size / 2 + 6;
+    g.strokeStyle = d.marked_color || ink;
+    g.lineWidth = 2.5;
+    g.beginPath();
+    g.arc(px, py, r, 0, 2 * Math.PI);
+    for (const [ux, uy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+      g.moveTo(px + ux * (r + 2), py + uy * (r + 2));
+      g.lineTo(px + ux * (r + 9), py + uy * (r + 9));
+    }
+    g.stroke();
+    g.strokeStyle = ink;
+  }
   if (m.hover.length) {
     const i = m.hover[0];
     g.lineWidth = 1.5;

@@ -17,7 +17,10 @@ was most of the time to a shown map (docs/dashboard.md, "Speed"). A spec is a JS
 * ``lines`` (``x0, y0, x1, y1``) and ``labels`` (``x, y, text, anchor``) in data coordinates;
 * ``name``: the file name of the chart's PNG download;
 * ``shape``: the selection a new chart shows, or ``"keep"`` (set by the caller; see
-  ``scatter.js``).
+  ``scatter.js``);
+* ``marked``: the open example, ``{"id", "x", "y"}`` in data coordinates, drawn with a ring and
+  cross hairs (set by the caller with :func:`marked_point`; it need not be among the drawn
+  points), or None.
 
 Every number is finite or ``None``: JSON has no NaN.
 """
@@ -40,6 +43,8 @@ __all__ = [
     "data_map_spec",
     "density_image",
     "embedding_spec",
+    "marked_point",
+    "shape_digest",
     "point_colors",
     "scatter_spec",
 ]
@@ -49,6 +54,8 @@ DENSITY_BINS = (160, 100)
 DENSITY_RGB = (90, 98, 112)
 MISSING_COLOR = "#BBBBBB"
 FLAG_COLOR = "#D62728"
+MARKED_COLOR = "#FF7F0E"
+"""The ring and cross hairs of the open example."""
 MAX_CATEGORIES = 30
 """A categorical colour lists at most this many names in its legend."""
 VIRIDIS = (
@@ -251,7 +258,50 @@ def scatter_spec(
         "labels": list(labels),
         "name": name,
         "shape": None,
+        "marked": None,
+        "marked_color": MARKED_COLOR,
     }
+
+
+def marked_point(example_id: Any, x: Any, y: Any) -> dict[str, Any] | None:
+    """The ``marked`` entry of a spec: the open example at (x, y); None without finite coordinates.
+
+    Examples
+    --------
+    >>> marked_point(7, 0.25, 0.5)
+    {'id': 7, 'x': 0.25, 'y': 0.5}
+    >>> marked_point(7, float("nan"), 0.5) is None
+    True
+    """
+    try:
+        fx, fy = float(x), float(y)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(fx) and np.isfinite(fy)):
+        return None
+    plain = example_id.item() if isinstance(example_id, np.generic) else example_id
+    if isinstance(plain, int) and abs(plain) >= 2**53:  # as the chart's ids (JSON doubles)
+        plain = str(plain)
+    return {"id": plain, "x": fx, "y": fy}
+
+
+def shape_digest(shape: Any) -> str:
+    """A short stable digest of a chart selection (``{}``/None: ``"none"``), for widget keys.
+
+    Examples
+    --------
+    >>> shape_digest(None), shape_digest({})
+    ('none', 'none')
+    >>> shape_digest({"box": [{"x": [0, 1], "y": [0, 1]}]}) == shape_digest({"box": [{"y": [0, 1], "x": [0, 1]}]})
+    True
+    """
+    if not shape:
+        return "none"
+    import hashlib
+    import json
+
+    text = json.dumps(shape, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _padded_range(values: np.ndarray, pad: float = 0.04) -> tuple[float, float] | None:

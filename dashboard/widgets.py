@@ -25,6 +25,7 @@ from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from dashboard import data as D
 from dashboard import figures as FIG
+from dashboard import scatter as SC
 from dashboard import state as K
 from dashboard.text import code, md
 
@@ -619,7 +620,29 @@ def _linked_map(
     state = st.session_state.get(key)
     kept_shape = prev.shape if prev is not None else None
     spec["shape"] = kept_shape if state is None else "keep"
-    result = SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
+    # --- resolve the selection over every filtered row, before the chart is drawn (its state
+    # holds what it reported), so that the example it opens can be marked on it. The chart
+    # reports None (nothing drawn on it yet: the kept selection's shape, if any, still applies),
+    # {} (cleared by a double-click or Esc) or a shape; either is kept across reruns and applied
+    # to the current filter on each one.
+    raw = _chart_selection(state)
+    shape = raw if raw is not None else kept_shape
+    if shape:
+        mask, how = D.selection_mask(ctx, shape, x=x, y=y)
+        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=shape)
+        if raw is not None:
+            st.session_state[K.LAST_SELECTION_PAGE] = page
+    elif raw is not None:
+        selections.pop(page, None)
+    sel = selections.get(page)
+    sel_rows = np.zeros(0, dtype=np.int64)
+    if sel is not None and len(sel):
+        sel_rows = np.flatnonzero(ctx.table[S.EXAMPLE_ID].isin(sel.ids).to_numpy() & ctx.mask)
+    # a new selection gets a fresh table (no row picked), so a clicked point opens at once
+    table_key = selection_table_key(page, shape)
+    open_id = _open_example(ctx, sel, sel_rows, st.session_state.get(table_key))
+    spec["marked"] = _marked(ctx, open_id, x=x, y=y)
+    SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
     ctx.timings["chart"] = time.perf_counter() - t0
     unplottable = ctx.n_filtered - n_drawable
     missing = f" ({unplottable:,} filtered examples have no {x}/{y} and are not drawn.)" if unplottable else ""
@@ -631,29 +654,13 @@ def _linked_map(
         )
     else:
         st.caption(
-            f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table "
-            "row to open it." + missing
+            f"Drawing all {n_drawable:,} filtered examples. Click a point to open it; lasso or box "
+            "to select." + missing
         )
-    # --- resolve the selection over every filtered row. The chart reports None (nothing drawn
-    # on it yet: the kept selection's shape, if any, still applies), {} (cleared by a
-    # double-click or Esc) or a shape; either is kept across reruns and applied to the current
-    # filter on each one.
-    raw = result.get("selection")
-    shape = raw if raw is not None else kept_shape
-    if shape:
-        mask, how = D.selection_mask(ctx, shape, x=x, y=y)
-        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=shape)
-        if raw is not None:
-            st.session_state[K.LAST_SELECTION_PAGE] = page
-    elif raw is not None:
-        selections.pop(page, None)
-    sel = selections.get(page)
     ctx.timings["map"] = time.perf_counter() - t0
     if sel is None or len(sel) == 0:
         st.info("Draw a lasso or a box on the chart (or click a point) to list those examples here.")
         return
-    id_col = ctx.table[S.EXAMPLE_ID]
-    sel_rows = np.flatnonzero(id_col.isin(sel.ids).to_numpy() & ctx.mask)
     head, clear = st.columns([4, 1], vertical_alignment="center")
     head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
     if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
@@ -661,9 +668,55 @@ def _linked_map(
         # a new chart key drops the lasso the browser still holds
         st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
-    clicked = render_selection_table(ctx, sel_rows, key=K.W_TABLE_PREFIX + page)
+    clicked = render_selection_table(ctx, sel_rows, key=table_key)
     ctx.timings["table"] = time.perf_counter() - t0
-    if clicked is not None:
-        render_example_view(ctx, clicked, key=f"{page}_example")
+    shown = clicked if clicked is not None else open_id
+    if shown is not None:
+        render_example_view(ctx, shown, key=f"{page}_example")
     else:
-        st.caption("Click a row to open the example.")
+        st.caption("Click a row (or a point on the map) to open the example.")
+
+
+def selection_table_key(page: str, shape: Any) -> str:
+    """The widget key of a map page's selection table: one per selection shape."""
+    return f"{K.W_TABLE_PREFIX}{page}_{SC.shape_digest(shape)}"
+
+
+def _chart_selection(state: Any) -> Any:
+    """The selection the chart reported (its state at the start of this run), or None."""
+    if state is None:
+        return None
+    try:
+        return state.get("selection")
+    except AttributeError:
+        return None
+
+
+def _open_example(ctx: D.RunContext, sel: D.Selection | None, sel_rows: np.ndarray,
+                  table_state: Any) -> Any | None:
+    """The example the map opens: the table row picked, else the point clicked on the chart."""
+    assert ctx.table is not None
+    if sel is None or not len(sel_rows):
+        return None
+    ids = ctx.table[S.EXAMPLE_ID].to_numpy()
+    picked: list[int] = []
+    if table_state is not None:
+        try:
+            picked = list(table_state["selection"]["rows"])
+        except (KeyError, TypeError):
+            picked = []
+    if picked and 0 <= picked[0] < min(len(sel_rows), TABLE_ROWS):
+        return ids[sel_rows[picked[0]]]
+    if sel.how == "points":
+        return ids[sel_rows[0]]
+    return None
+
+
+def _marked(ctx: D.RunContext, example_id: Any, *, x: str, y: str) -> dict[str, Any] | None:
+    if example_id is None:
+        return None
+    row = _row_of(ctx, example_id)
+    if row is None:
+        return None
+    assert ctx.table is not None
+    return SC.marked_point(example_id, ctx.table[x].iloc[row], ctx.table[y].iloc[row])

@@ -335,7 +335,11 @@ def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server
     text = page.get_by_text(re.compile(r"selected by points")).first.inner_text()  # type: ignore[attr-defined]
     assert text.startswith("1 selected"), text
     assert selection_shape(page) == {"points": [{"customdata": example_id}]}
+    # the click opened its example, and the map marks it
+    page.get_by_text(re.compile(rf"Example {example_id}\b")).wait_for()  # type: ignore[attr-defined]
+    assert page.locator(".dm-scatter").first.get_attribute("data-marked") == str(example_id)  # type: ignore[attr-defined]
     no_exception(page)
+    shot(page, "data_map_click_opens")
     # the PNG button downloads the chart as drawn (the selected point at full colour)
     from PIL import Image
 

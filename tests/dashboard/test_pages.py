@@ -18,6 +18,7 @@ from analysis.flags import FlagJournal
 from analysis.pipeline import AnalyzeOptions, analyze_run
 from analysis.synthetic import make_synthetic_run
 from dashboard import state as K
+from dashboard.widgets import selection_table_key
 from tests.dashboard.runs import make_image_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -333,6 +334,32 @@ def test_run_without_ood_or_features_keeps_the_rest_working(
         assert not at.exception and not at.error, page
 
 
+def test_a_clicked_point_opens_its_example_and_the_map_marks_it(at: AppTest, run: Path) -> None:
+    from dashboard.data import Selection
+
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    example_id = table[S.EXAMPLE_ID].to_numpy()[7]
+    shape = {"points": [{"customdata": int(example_id)}]}
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=np.asarray([example_id]), how="points", shape=shape)}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Example `{example_id}`" in m.value for m in at.markdown)
+    marked = chart_spec(at)["marked"]
+    row = table.iloc[7]
+    assert marked == {"id": int(example_id), "x": pytest.approx(float(row[S.VARIABILITY])),
+                      "y": pytest.approx(float(row[S.CONFIDENCE]))}
+    # a lasso opens nothing until a row is picked; the row picked is then marked
+    ids = table[S.EXAMPLE_ID].to_numpy()[:3]
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
+    at.run()
+    assert chart_spec(at)["marked"] is None
+    assert not any("Example `" in m.value for m in at.markdown)
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert chart_spec(at)["marked"]["id"] == int(ids[2])
+    assert any(f"Example `{ids[2]}`" in m.value for m in at.markdown)
+
+
 def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     import json
 
@@ -340,7 +367,7 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
 
     ids = pd.read_parquet(run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[:3]
     at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
-    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
