@@ -59,6 +59,7 @@ __all__ = [
     "FlagJournal",
     "SavedEdit",
     "ExampleState",
+    "Batch",
     "apply_flags",
 ]
 
@@ -159,6 +160,11 @@ def _normalize_id(example_id: Any) -> int | str:
     )
 
 
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def _ids_frame_column(ids: Sequence[int | str]) -> pd.Series:
     """Ids as a Series whose values compare equal to a table's ids (int64 when all are ints)."""
     if len(ids) and all(isinstance(i, int) for i in ids):
@@ -209,6 +215,26 @@ class ExampleState:
     new_label: int | None
     note: str | None
     last_edit_id: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One transaction of :meth:`FlagJournal.add_batch`: the rows it wrote and the state before.
+
+    Attributes
+    ----------
+    row_ids : list of int
+        Journal row ids written, one per edit, in the order given.
+    before : dict
+        ``example_id -> ExampleState``: each edited example's state just before the batch (read
+        in the same transaction), for :meth:`FlagJournal.undo_batch`.
+    """
+
+    row_ids: list[int]
+    before: dict[int | str, ExampleState] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
 
 
 class FlagJournal:
@@ -384,7 +410,8 @@ class FlagJournal:
         return ids, kind
 
     def _validate(
-        self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any
+        self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any,
+        *, n_classes: int | None | _Unchanged = UNCHANGED,
     ) -> tuple[str | None, int | None, str | None, str]:
         if flag is UNCHANGED:
             flag_db = None
@@ -407,7 +434,8 @@ class FlagJournal:
                     f"{type(new_label).__name__} {new_label!r}."
                 )
             label_db = int(new_label)
-            n_classes = self._n_classes()
+            if isinstance(n_classes, _Unchanged):
+                n_classes = self._n_classes()
             hi = n_classes if n_classes is not None else None
             if label_db < 0 or (hi is not None and label_db >= hi):
                 raise ValueError(
@@ -587,6 +615,137 @@ class FlagJournal:
                     con.execute("ROLLBACK")
                 raise
         return len(ids)
+
+    def add_batch(self, edits: Iterable[dict[str, Any]], *, author: str = "") -> Batch:
+        """Append several edits, each with its own values, in one transaction (all or nothing).
+
+        Parameters
+        ----------
+        edits : iterable of dict
+            ``{"example_id": ..., "flag": ..., "new_label": ..., "note": ...}``; a missing key
+            leaves that field unchanged, ``None`` clears it (as in :meth:`add`). An example may
+            appear once.
+        author : str, default ""
+
+        Returns
+        -------
+        Batch
+            The row ids and every edited example's state before the batch.
+
+        Raises
+        ------
+        ValueError
+            A bad value in any edit (nothing is written), or an example listed twice.
+        """
+        prepared: list[tuple[int | str, str | None, int | None, str | None]] = []
+        seen: set[int | str] = set()
+        n_classes = self._n_classes()
+        for edit in edits:
+            unknown = set(edit) - {S.EXAMPLE_ID, FLAG, NEW_LABEL, NOTE}
+            if unknown:
+                raise ValueError(f"Expected edit keys among example_id, flag, new_label, note; got {sorted(unknown)}.")
+            eid = _normalize_id(edit[S.EXAMPLE_ID])
+            if eid in seen:
+                raise ValueError(f"Expected each example once in a batch, got {eid!r} twice.")
+            seen.add(eid)
+            flag_db, label_db, note_db, _ = self._validate(
+                [eid], edit.get(FLAG, UNCHANGED), edit.get(NEW_LABEL, UNCHANGED),
+                edit.get(NOTE, UNCHANGED), author, n_classes=n_classes,
+            )
+            prepared.append((eid, flag_db, label_db, note_db))
+        if not isinstance(author, str):
+            raise TypeError(f"Expected `author` to be a str, got {type(author).__name__}.")
+        if not prepared:
+            return Batch(row_ids=[], before={})
+        at = _now()
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                before = self._states(con, [p[0] for p in prepared])
+                row_ids = []
+                for eid, flag_db, label_db, note_db in prepared:
+                    cur = con.execute(
+                        f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, flag_db, label_db, note_db, author, at),
+                    )
+                    row_ids.append(int(cur.lastrowid or 0))
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return Batch(row_ids=row_ids, before=before)
+
+    def undo_batch(self, batch: Batch, *, author: str = "") -> tuple[int, list[int | str]]:
+        """Undo a batch by appending, in one transaction, rows that restore each example's state
+        from before it (flag, relabel and note). The journal stays append-only: the batch and its
+        undo both stay in the history.
+
+        Examples edited again after the batch (by anyone) are left as they are and returned, so
+        a later edit is never overwritten silently.
+
+        Returns
+        -------
+        (int, list)
+            Examples restored, and the ids skipped because they were edited after the batch.
+        """
+        if not batch.row_ids:
+            return 0, []
+        last = max(batch.row_ids)
+        ids = list(batch.before)
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                later: set[int | str] = set()
+                for chunk in _chunks(ids, 500):
+                    marks = ", ".join("?" * len(chunk))
+                    later.update(r[0] for r in con.execute(
+                        f"SELECT DISTINCT example_id FROM {_TABLE} WHERE id > ? AND example_id IN ({marks})",
+                        (last, *chunk),
+                    ))
+                at = _now()
+                restored = 0
+                for eid in ids:
+                    if eid in later:
+                        continue
+                    state = batch.before[eid]
+                    con.execute(
+                        f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, state.flag or "",
+                         _CLEARED_LABEL if state.new_label is None else int(state.new_label),
+                         state.note or "", author, at),
+                    )
+                    restored += 1
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return restored, [i for i in ids if i in later]
+
+    def _states(self, con: sqlite3.Connection, ids: list[int | str]) -> dict[int | str, ExampleState]:
+        """Current state of each of ``ids`` (inside the caller's transaction)."""
+        out = {eid: ExampleState(None, None, None, 0) for eid in ids}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ", ".join("?" * len(chunk))
+            rows = con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE example_id IN ({marks}) ORDER BY id",
+                tuple(chunk),
+            ).fetchall()
+            for row_id, eid, row_flag, row_label, row_note, _author, _at in rows:
+                cur = out[eid]
+                out[eid] = ExampleState(
+                    flag=cur.flag if row_flag is None else (row_flag or None),
+                    new_label=cur.new_label if row_label is None else (
+                        None if row_label == _CLEARED_LABEL else int(row_label)),
+                    note=cur.note if row_note is None else (row_note or None),
+                    last_edit_id=int(row_id),
+                )
+        return out
 
     # ---- reads --------------------------------------------------------------------------------
 
