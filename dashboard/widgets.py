@@ -27,6 +27,7 @@ from dashboard import data as D
 from dashboard import figures as FIG
 from dashboard import scatter as SC
 from dashboard import state as K
+from dashboard.bulk_actions import render_bulk_actions
 from dashboard.text import code, md
 
 RANGE_COLUMNS = (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS)
@@ -668,6 +669,8 @@ def _linked_map(
         # a new chart key drops the lasso the browser still holds
         st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
+    render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
+                        what=f"the {len(sel_rows):,} selected")
     clicked = render_selection_table(ctx, sel_rows, key=table_key)
     ctx.timings["table"] = time.perf_counter() - t0
     shown = clicked if clicked is not None else open_id

@@ -526,3 +526,48 @@ def test_an_edit_on_a_stale_view_is_saved_and_the_editor_is_told(
     finally:
         for c in contexts:
             c.close()
+
+
+def test_lasso_bulk_relabel_to_suggested_and_undo(server: Server, page: object, run_dir: Path) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+    before = working_table(run_dir)[[S.EXAMPLE_ID, "flag", "new_label", "note"]]
+    n_journal = FlagJournal(run_dir).count()
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    # a lasso over the hard-to-learn corner (low confidence), where the model disagrees most
+    drag(page, area, [(0.02, 0.6), (0.5, 0.6), (0.5, 0.99), (0.02, 0.99), (0.02, 0.6)])
+    page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    shape = selection_shape(page)
+    polygon = np.column_stack([shape["lasso"][0]["x"], shape["lasso"][0]["y"]])
+    table = working_table(run_dir)
+    xs = table[S.VARIABILITY].to_numpy(dtype=float, na_value=np.nan)
+    ys = table[S.CONFIDENCE].to_numpy(dtype=float, na_value=np.nan)
+    inside = table[points_in_polygon(xs, ys, polygon)]
+    # what "relabel to the suggested label" must do, computed here from the table
+    pred = inside[S.FINAL_PRED].astype("Int64")
+    want = inside[pred.notna() & (pred != inside[S.LABEL].astype("Int64"))]
+    want = dict(zip(want[S.EXAMPLE_ID].tolist(), want[S.FINAL_PRED].astype(int).tolist(), strict=True))
+    assert want, "the lasso should hold examples whose prediction differs from their label"
+    # "relabel to the suggested label" is the default action: apply, then confirm the count
+    page.get_by_role("button", name=re.compile(r"Apply to [\d,]+…")).click()  # type: ignore[attr-defined]
+    confirm = page.get_by_role("button", name=f"Confirm: {len(want):,} examples")  # type: ignore[attr-defined]
+    confirm.wait_for()
+    assert page.get_by_text(re.compile(rf"Relabel to the suggested label: {len(want):,} examples")).count() == 1  # type: ignore[attr-defined]
+    shot(page, "bulk_confirm")
+    confirm.click()
+    undo = page.get_by_role("button", name=re.compile(r"Undo the last bulk action"))  # type: ignore[attr-defined]
+    undo.wait_for()
+    wait_idle(page)
+    no_exception(page)
+    journal = FlagJournal(run_dir)
+    assert journal.count() == n_journal + len(want)  # one row per changed example, one write
+    latest = journal.latest().set_index(S.EXAMPLE_ID)
+    assert {int(i): int(latest.loc[i, "new_label"]) for i in want} == want
+    # undo appends rows that bring the journal's state back to where it was
+    undo.click()
+    page.get_by_role("button", name=re.compile(r"Undo the last bulk action")).wait_for(state="detached")  # type: ignore[attr-defined]
+    wait_idle(page)
+    no_exception(page)
+    assert FlagJournal(run_dir).count() == n_journal + 2 * len(want)
+    after = working_table(run_dir)[[S.EXAMPLE_ID, "flag", "new_label", "note"]]
+    pd.testing.assert_frame_equal(after, before)

@@ -255,6 +255,30 @@ def test_review_flag_is_journaled_and_shown(fresh_run: Path, monkeypatch: pytest
     assert shown(at) == 1 and not at.exception
 
 
+def test_review_bulk_flag_needs_confirmation_and_undoes(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "review.py")
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    listed = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    assert len(listed) > 0
+    next(s for s in at.selectbox if s.key == "review_bulk_kind").set_value("flag").run()
+    next(s for s in at.selectbox if s.key == "review_bulk_flag").set_value("ood").run()
+    next(b for b in at.button if b.label.startswith("Apply to")).click().run()
+    assert FlagJournal(fresh_run).count() == 0  # nothing written before the confirmation
+    confirm = next(b for b in at.button if b.label.startswith("Confirm"))
+    assert confirm.label == f"Confirm: {len(listed):,} examples"
+    confirm.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    latest = FlagJournal(fresh_run).latest()
+    assert sorted(latest[S.EXAMPLE_ID].tolist()) == sorted(listed[S.EXAMPLE_ID].tolist())
+    assert set(latest["flag"]) == {"ood"}
+    next(b for b in at.button if b.label.startswith("Undo the last bulk action")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    journal = FlagJournal(fresh_run)
+    assert journal.count() == 2 * len(listed) and journal.latest()["flag"].isna().all()
+    assert not any(b.label.startswith("Undo") for b in at.button)
+
+
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_for(fresh_run, monkeypatch)
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
