@@ -14,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import os
+
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from analysis import runstore
 from analysis import schema as S
 
-__all__ = ["SUGGESTED_LABEL", "nearest_neighbors", "suggested_labels"]
+__all__ = ["SUGGESTED_LABEL", "nearest_neighbors", "suggested_labels", "training_neighbors",
+           "typical_examples"]
 
 SUGGESTED_LABEL: str = getattr(S, "SUGGESTED_LABEL", "suggested_label")
 """The analysis' column of suggested labels (when the table has it)."""
@@ -139,3 +143,73 @@ def nearest_neighbors(
         best_sim = np.take_along_axis(cand_sim, order, axis=1)
         best_idx = np.take_along_axis(cand_idx, order, axis=1)
     return best_idx, best_sim
+
+
+def training_neighbors(
+    run_dir: str | os.PathLike[str], example_id: Any, split: str, *, k: int = 8,
+) -> pd.DataFrame | None:
+    """The ``k`` nearest training examples of one example, by cosine similarity of the stored
+    penultimate-layer features (``features/train.npy`` is the bank, read in blocks).
+
+    Parameters
+    ----------
+    run_dir : path-like
+    example_id : int or str
+    split : str
+        The example's split (its features are in ``features/<split>.npy``).
+    k : int, default 8
+
+    Returns
+    -------
+    DataFrame or None
+        ``example_id``, ``similarity``, nearest first (the example itself is never listed);
+        None when the run stores no training features or none for this example.
+    """
+    try:
+        bank_ids, bank = runstore.load_features(run_dir, S.TRAIN_SPLIT)
+        if split == S.TRAIN_SPLIT:
+            ids, feats = bank_ids, bank
+        else:
+            ids, feats = runstore.load_features(run_dir, split)
+    except FileNotFoundError:
+        return None
+    row = int(pd.Index(ids).get_indexer([example_id])[0])
+    if row < 0:
+        return None
+    query = np.asarray(feats[row:row + 1], dtype=np.float32)
+    exclude = [row] if split == S.TRAIN_SPLIT else None
+    idx, sim = nearest_neighbors(query, bank, k=k, exclude=exclude)
+    return pd.DataFrame({S.EXAMPLE_ID: np.asarray(bank_ids)[idx[0]], "similarity": sim[0]})
+
+
+def typical_examples(table: pd.DataFrame, label: int, *, n: int = 4) -> NDArray[np.int64]:
+    """Rows of ``n`` typical training examples of a class: those the model learned most surely.
+
+    The training rows whose given label is ``label``, by ``confidence`` (mean p(gold) over
+    epochs) highest first, ties by position; rows without a confidence come last.
+
+    Returns
+    -------
+    int array
+        Row positions in ``table`` (at most ``n``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"split": ["train"] * 4 + ["test"], "label": [1, 1, 0, 1, 1],
+    ...                   "confidence": [0.5, 0.9, 0.99, 0.9, 1.0]})
+    >>> typical_examples(t, 1, n=2).tolist()
+    [1, 3]
+    """
+    if S.LABEL not in table.columns:
+        return np.zeros(0, dtype=np.int64)
+    labels = table[S.LABEL].to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = labels == float(label)
+    if S.SPLIT in table.columns:
+        ok &= table[S.SPLIT].astype(str).to_numpy() == S.TRAIN_SPLIT
+    rows = np.flatnonzero(ok)
+    if S.CONFIDENCE in table.columns and rows.size:
+        conf = table[S.CONFIDENCE].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+        conf = np.where(np.isfinite(conf), conf, -np.inf)
+        rows = rows[np.argsort(-conf, kind="stable")]
+    return rows[:n].astype(np.int64)

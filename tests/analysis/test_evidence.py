@@ -56,3 +56,24 @@ def test_neighbours_exclude_the_query_and_handle_small_banks() -> None:
         nearest_neighbors(bank[:, :3], bank)
     with pytest.raises(ValueError, match="`k` >= 1"):
         nearest_neighbors(bank[:1], bank, k=0)
+
+
+def test_training_neighbours_of_a_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from analysis import runstore
+    from analysis.evidence import training_neighbors
+    from analysis.synthetic import make_synthetic_run
+
+    run = make_synthetic_run(tmp_path / "run", n_examples=150, n_epochs=2, n_classes=3, n_eval=20)
+    train_ids, train = runstore.load_features(run, "train")
+    ref = NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(train)
+    # a training example: itself excluded
+    got = training_neighbors(run, train_ids[10], "train", k=5)
+    assert got is not None and list(got.columns) == [S.EXAMPLE_ID, "similarity"]
+    want = ref.kneighbors(np.asarray(train[10:11]))[1][0][1:]
+    assert got[S.EXAMPLE_ID].tolist() == train_ids[want].tolist()
+    # a test example: its neighbours come from the training bank
+    test_ids, test = runstore.load_features(run, "test")
+    got = training_neighbors(run, test_ids[3], "test", k=4)
+    assert got[S.EXAMPLE_ID].tolist() == train_ids[ref.kneighbors(np.asarray(test[3:4]), 4)[1][0]].tolist()
+    assert training_neighbors(run, -12345, "train") is None
+    assert training_neighbors(run, test_ids[0], "ood:none") is None
