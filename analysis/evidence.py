@@ -11,10 +11,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
-
-import os
 
 import numpy as np
 import pandas as pd

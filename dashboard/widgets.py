@@ -19,11 +19,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis import diagnosis as DG
 from analysis import filters as F
 from analysis import flags as FL
 from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from dashboard import data as D
+from dashboard import evidence_view as EV
 from dashboard import figures as FIG
 from dashboard import scatter as SC
 from dashboard import state as K
@@ -424,7 +426,15 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                 conf = r.get(S.CONFIDENCE)
                 SVG(data=FIG.trajectory_svg(traj, confidence=None if pd.isna(conf) else float(conf)),
                     key=f"{key}_traj")
-        render_flag_form(ctx, example_id, r, key=f"{key}_flag")
+        suggested = EV.suggested_label(ctx, row)
+        suspect = str(r.get(S.DIAGNOSIS)) == DG.SUSPECT_MISLABELED
+        with st.expander("Evidence: nearest training examples, typical examples of the given and "
+                         "the suggested class", expanded=suspect):
+            EV.render_evidence(ctx, example_id, row, suggested=suggested)
+        given = r.get(S.LABEL)
+        preselect = (suggested if suspect and suggested is not None and not pd.isna(given)
+                     and int(given) != suggested else None)
+        render_flag_form(ctx, example_id, r, key=f"{key}_flag", suggested=preselect)
 
 
 def _plain(example_id: Any) -> Any:
@@ -448,7 +458,9 @@ def _describe_edits(rows: pd.DataFrame, ctx: D.RunContext) -> str:
     return md("; ".join(lines), limit=600)  # authors and notes are anyone's text
 
 
-def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str) -> None:
+def render_flag_form(
+    ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str, suggested: int | None = None,
+) -> None:
     """Flag / relabel / note for one example; each save is written to the journal at once.
 
     The form edits the state it was opened on (kept in session state with the journal row id it
@@ -456,6 +468,9 @@ def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: s
     meanwhile: an edit is never lost. If another edit of the example landed after the form was
     opened (another session, a script), the save still goes through and the person is told
     what came in between; both stay in the journal's history.
+
+    ``suggested``: a class to preselect in the relabel control when the example has no relabel
+    yet (the model's suggestion for a suspect); saving then writes it.
     """
     del r  # the form reads the journal itself: the state and its row id at one instant
     eid = _plain(example_id)
@@ -495,13 +510,17 @@ def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: s
     with st.form(key=f"{base_key}_{base.last_edit_id}", border=False):
         c1, c2, c3, c4 = st.columns([1, 1, 2, 0.7], vertical_alignment="bottom")
         flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(base.flag) if base.flag in flag_opts else 0)
+        start_label = base.new_label if base.new_label is not None else suggested
         label = c2.selectbox(
             "relabel to", label_opts,
-            index=label_opts.index(base.new_label) if base.new_label in label_opts else 0,
+            index=label_opts.index(start_label) if start_label in label_opts else 0,
             format_func=lambda v: v if isinstance(v, str) else ctx.class_name(v),
         )
         note = c3.text_input("note", value=cur_note)
         saved = c4.form_submit_button("Save", type="primary", width="stretch")
+    if base.new_label is None and suggested is not None:
+        st.caption(f"Relabel preselected: the model suggests {ctx.class_name(suggested)}. Choose "
+                   f"“{KEEP_LABEL}” to save without a relabel.")
     if not saved:
         return
     new_flag = None if flag == NONE_FLAG else flag

@@ -446,6 +446,10 @@ def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: P
     # its p(gold) trajectory is drawn: one marker per recorded epoch
     page.locator(".dm-svg svg circle").first.wait_for()  # type: ignore[attr-defined]
     assert page.locator(".dm-svg svg circle").count() >= 2  # type: ignore[attr-defined]
+    # a suspect's evidence is open: its nearest training examples with their labels
+    page.get_by_text("Nearest training examples", exact=True).wait_for()  # type: ignore[attr-defined]
+    page.get_by_text("Nearest training examples", exact=True).scroll_into_view_if_needed()  # type: ignore[attr-defined]
+    shot(page, "example_evidence")
     form = page.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
     choose_option(page, form.locator('[data-testid="stSelectbox"]').first, "mislabeled")
     form.locator('input[type="text"]').last.fill("flagged by the browser test")

@@ -384,6 +384,47 @@ def test_a_clicked_point_opens_its_example_and_the_map_marks_it(at: AppTest, run
     assert any(f"Example `{ids[2]}`" in m.value for m in at.markdown)
 
 
+def test_a_suspect_shows_evidence_and_its_suggested_label_preselected(
+    fresh_run: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from analysis.runstore import load_features
+    from dashboard.data import Selection
+
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[(table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled") & (table[S.SPLIT] == "train")
+                     & (table[S.FINAL_PRED].astype("Int64") != table[S.LABEL].astype("Int64"))]
+    assert len(suspects)
+    row = suspects.iloc[0]
+    example_id = row[S.EXAMPLE_ID]
+    at = app_for(fresh_run, monkeypatch)
+    at.session_state[K.SELECTION] = {"data_map": Selection(
+        ids=np.asarray([example_id]), how="points", shape={"points": [{"customdata": int(example_id)}]})}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Nearest training examples" in m.value for m in at.markdown)
+    # the view's image, 8 neighbours, 4 + 4 typical examples
+    assert len(at.image) == 1 + 8 + 4 + 4
+    # the neighbours are the nearest training features (an independent brute-force check)
+    train_ids, train = load_features(fresh_run, "train")
+    pos = int(np.flatnonzero(train_ids == example_id)[0])
+    x = np.asarray(train, dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims = x @ x[pos]
+    sims[pos] = -np.inf
+    top = np.argsort(-sims, kind="stable")[:8]
+    labels = table.set_index(S.EXAMPLE_ID).loc[train_ids[top], S.LABEL].tolist()
+    shown = [img.captions[0] for img in at.image[1:9]]
+    assert [c.split(" · ")[0] for c in shown] == [f"class_{int(v)}" for v in labels]
+    relabel = next(s for s in at.selectbox if s.label == "relabel to")
+    assert relabel.value == int(row[S.FINAL_PRED])
+    assert any("Relabel preselected" in c.value for c in at.caption)
+    # saving the flag writes the preselected relabel with it
+    next(s for s in at.selectbox if s.label == "flag").set_value("mislabeled")
+    next(b for b in at.button if b.label == "Save").click().run()
+    latest = FlagJournal(fresh_run).latest()
+    assert latest["new_label"].tolist() == [int(row[S.FINAL_PRED])] and latest["flag"].tolist() == ["mislabeled"]
+
+
 def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     import json
 
