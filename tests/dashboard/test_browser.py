@@ -47,7 +47,7 @@ CHROMIUM_HINT = (
     "itself when run as root), or point DATAMAP_CHROMIUM at a Chromium binary; "
     "`pytest -m 'not browser'` leaves the browser tests out explicitly."
 )
-PAGES = ("", "embeddings", "ood", "review", "export")
+PAGES = ("", "embeddings", "ood", "review", "queue", "export")
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
 """The plot area of a drawn map (``dashboard/scatter.js``; Playwright's CSS pierces its shadow root)."""
@@ -575,3 +575,35 @@ def test_lasso_bulk_relabel_to_suggested_and_undo(server: Server, page: object, 
     assert FlagJournal(run_dir).count() == n_journal + 2 * len(want)
     after = working_table(run_dir)[[S.EXAMPLE_ID, "flag", "new_label", "note"]]
     pd.testing.assert_frame_equal(after, before)
+
+
+def test_keyboard_queue_reviews_20_suspects(server: Server, page: object, run_dir: Path) -> None:
+    before = working_table(run_dir).set_index(S.EXAMPLE_ID)
+    suspects = before[before[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable").index.tolist()
+    assert len(order) >= 21
+    open_page(page, f"{server.url}/queue")
+    page.get_by_text(f"Example 1 of {len(order):,}").wait_for()  # type: ignore[attr-defined]
+    keys = ["1", "a", "4", "2", "j"] * 4  # mislabeled, accept suggestion, keep, ood, skip
+    # keys reach the page once it has the focus: a click on an empty spot (right of the title)
+    title = page.locator("h1").first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.click(title["x"] + title["width"] - 5, title["y"] + 5)  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.5)
+    for i, key in enumerate(keys):
+        page.keyboard.press(key)  # type: ignore[attr-defined]
+        page.get_by_text(f"Example {i + 2} of {len(order):,}").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    no_exception(page)
+    shot(page, "queue")
+    after = working_table(run_dir).set_index(S.EXAMPLE_ID)
+    for example_id, key in zip(order[:20], keys, strict=True):
+        got, was = after.loc[example_id], before.loc[example_id]
+        want_flag = {"1": "mislabeled", "4": "keep", "2": "ood"}.get(key, was["flag"])
+        want_label = int(was[S.FINAL_PRED]) if key == "a" else was["new_label"]
+        assert (got["flag"] if isinstance(got["flag"], str) else None) == (
+            want_flag if isinstance(want_flag, str) else None), (example_id, key)
+        assert (None if pd.isna(got["new_label"]) else int(got["new_label"])) == (
+            None if pd.isna(want_label) else int(want_label)), (example_id, key)
+    # the 21st is untouched, and is the one shown now
+    assert after.loc[order[20], "flag"] is before.loc[order[20], "flag"] or (
+        pd.isna(after.loc[order[20], "flag"]) and pd.isna(before.loc[order[20], "flag"]))

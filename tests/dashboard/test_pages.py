@@ -23,7 +23,7 @@ from tests.dashboard.runs import make_image_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
-PAGE_FILES = ("data_map.py", "embeddings.py", "ood.py", "review.py", "export.py")
+PAGE_FILES = ("data_map.py", "embeddings.py", "ood.py", "review.py", "queue.py", "export.py")
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +277,33 @@ def test_review_bulk_flag_needs_confirmation_and_undoes(fresh_run: Path, monkeyp
     journal = FlagJournal(fresh_run)
     assert journal.count() == 2 * len(listed) and journal.latest()["flag"].isna().all()
     assert not any(b.label.startswith("Undo") for b in at.button)
+
+
+def test_queue_saves_each_decision_and_moves_on(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "queue.py")
+    assert not at.exception, [e.value for e in at.exception]
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].tolist()
+    assert len(order) >= 4
+
+    def press(key: str) -> None:
+        next(b for b in at.button if b.key == key).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+
+    assert any(f"Example 1 of {len(order):,}" in m.value for m in at.markdown)
+    press("queue_1")  # mislabeled
+    press("queue_next")  # skip
+    press("queue_A")  # accept the suggested label
+    press("queue_prev")
+    press("queue_4")  # keep: overrides nothing of the 2nd decision's example (it is the 3rd)
+    latest = FlagJournal(fresh_run).latest().set_index(S.EXAMPLE_ID)
+    assert latest.loc[order[0], "flag"] == "mislabeled"
+    assert order[1] not in latest.index
+    assert latest.loc[order[2], "new_label"] == int(suspects.set_index(S.EXAMPLE_ID).loc[order[2], S.FINAL_PRED])
+    assert latest.loc[order[2], "flag"] == "keep"
+    assert any(f"Example 4 of {len(order):,}" in m.value for m in at.markdown)
 
 
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
