@@ -71,13 +71,13 @@ def render_bulk_actions(ctx: D.RunContext, ids: np.ndarray, *, key: str, what: s
                 )
                 ok, cancel, _ = st.columns([1, 1, 3])
                 if ok.button(f"Confirm: {len(plan):,} examples", key=f"{key}_confirm", type="primary"):
-                    _apply(ctx, plan)
+                    _apply(ctx, plan, key)
                 if cancel.button("Cancel", key=f"{key}_cancel"):
                     pending.pop(key, None)
                     st.rerun()
         last = st.session_state.get(K.BULK_LAST)
-        if last is not None:
-            batch, description = last
+        if last is not None and last[2] == key:  # offered where the action was taken
+            batch, description, _ = last
             if st.button(f"Undo the last bulk action ({description})", key=f"{key}_undo",
                          icon="↩️"):
                 _undo(ctx, batch, description)
@@ -87,14 +87,14 @@ def _author() -> str:
     return str(st.session_state.get(K.W_AUTHOR, ""))
 
 
-def _apply(ctx: D.RunContext, plan: bulk.BulkPlan) -> None:
+def _apply(ctx: D.RunContext, plan: bulk.BulkPlan, key: str) -> None:
     try:
         batch = bulk.apply_bulk(D.flag_journal(ctx.run_dir), plan, author=_author())
     except (ValueError, TypeError, TimeoutError, OSError, S.SchemaError) as exc:
         st.error(f"Nothing was saved: {exc}")
         return
     description = f"{plan.action.describe(ctx.class_name)}, {len(batch):,} examples"
-    st.session_state[K.BULK_LAST] = (batch, description)
+    st.session_state[K.BULK_LAST] = (batch, description, key)
     st.session_state[K.BULK_PENDING] = {}
     st.session_state[K.FLASH] = f"Saved: {description}"
     st.rerun()

@@ -30,6 +30,7 @@ from dashboard import figures as FIG
 from dashboard import scatter as SC
 from dashboard import state as K
 from dashboard.bulk_actions import render_bulk_actions
+from dashboard.gallery import render_gallery
 from dashboard.text import code, md
 
 RANGE_COLUMNS = (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS)
@@ -690,13 +691,25 @@ def _linked_map(
         st.rerun()
     render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
                         what=f"the {len(sel_rows):,} selected")
-    clicked = render_selection_table(ctx, sel_rows, key=table_key)
+    clicked = None
+    if render_view_choice(page) == "gallery":
+        render_gallery(ctx, sel_rows, key=f"{page}_gallery", metric=S.CONFIDENCE,
+                       what="selected")
+    else:
+        clicked = render_selection_table(ctx, sel_rows, key=table_key)
     ctx.timings["table"] = time.perf_counter() - t0
     shown = clicked if clicked is not None else open_id
     if shown is not None:
         render_example_view(ctx, shown, key=f"{page}_example")
     else:
         st.caption("Click a row (or a point on the map) to open the example.")
+
+
+def render_view_choice(page: str) -> str:
+    """"table" or "gallery": how a page lists its examples (kept per page)."""
+    choice = st.segmented_control("show as", ["table", "gallery"], default="table",
+                                  key=K.W_VIEW_PREFIX + page, label_visibility="collapsed")
+    return str(choice or "table")
 
 
 def selection_table_key(page: str, shape: Any) -> str:

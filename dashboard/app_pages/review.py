@@ -10,6 +10,7 @@ from dashboard import data as D
 from dashboard import state as K
 from dashboard import widgets as W
 from dashboard.bulk_actions import render_bulk_actions
+from dashboard.gallery import render_gallery
 from dashboard.text import code
 
 SUSPECT_MISLABELED = "suspect_mislabeled"
@@ -63,13 +64,16 @@ if rows.size == 0:
     st.info("Nothing to review under the current filter.")
     st.stop()
 
-clicked = W.render_selection_table(
-    ctx, rows, key=K.W_REVIEW_TABLE, extra=(rank_col,) if rank_col else (), height=360,
-)
-if clicked is not None:
-    W.render_example_view(ctx, clicked, key="review_example")
+if W.render_view_choice("review") == "gallery":
+    render_gallery(ctx, rows, key="review_gallery", metric=rank_col)
 else:
-    st.caption("Click a row to open the example and flag, relabel or annotate it.")
+    clicked = W.render_selection_table(
+        ctx, rows, key=K.W_REVIEW_TABLE, extra=(rank_col,) if rank_col else (), height=360,
+    )
+    if clicked is not None:
+        W.render_example_view(ctx, clicked, key="review_example")
+    else:
+        st.caption("Click a row to open the example and flag, relabel or annotate it.")
 
 render_bulk_actions(ctx, t[S.EXAMPLE_ID].to_numpy()[rows], key="review_bulk",
                     what=f"all {rows.size:,} listed")

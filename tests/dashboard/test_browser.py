@@ -547,13 +547,22 @@ def test_lasso_bulk_relabel_to_suggested_and_undo(server: Server, page: object, 
     xs = table[S.VARIABILITY].to_numpy(dtype=float, na_value=np.nan)
     ys = table[S.CONFIDENCE].to_numpy(dtype=float, na_value=np.nan)
     inside = table[points_in_polygon(xs, ys, polygon)]
+    # the selection as a gallery; pick its first page
+    page.locator("[data-testid=\"stButtonGroup\"] button", has_text="gallery").first.click()  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Pick this page").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    page.get_by_role("button", name="Pick this page").click()  # type: ignore[attr-defined]
+    page.get_by_text("24 picked").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    shot(page, "gallery")
+    first_page = inside.iloc[:24]  # the gallery lists the selection in table order
     # what "relabel to the suggested label" must do, computed here from the table
-    pred = inside[S.FINAL_PRED].astype("Int64")
-    want = inside[pred.notna() & (pred != inside[S.LABEL].astype("Int64"))]
+    pred = first_page[S.FINAL_PRED].astype("Int64")
+    want = first_page[pred.notna() & (pred != first_page[S.LABEL].astype("Int64"))]
     want = dict(zip(want[S.EXAMPLE_ID].tolist(), want[S.FINAL_PRED].astype(int).tolist(), strict=True))
-    assert want, "the lasso should hold examples whose prediction differs from their label"
-    # "relabel to the suggested label" is the default action: apply, then confirm the count
-    page.get_by_role("button", name=re.compile(r"Apply to [\d,]+…")).click()  # type: ignore[attr-defined]
+    assert want, "the page should hold examples whose prediction differs from their label"
+    # "relabel to the suggested label" is the default action: apply to the picks, confirm the count
+    page.get_by_role("button", name="Apply to 24…").click()  # type: ignore[attr-defined]
     confirm = page.get_by_role("button", name=f"Confirm: {len(want):,} examples")  # type: ignore[attr-defined]
     confirm.wait_for()
     assert page.get_by_text(re.compile(rf"Relabel to the suggested label: {len(want):,} examples")).count() == 1  # type: ignore[attr-defined]

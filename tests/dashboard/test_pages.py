@@ -306,6 +306,39 @@ def test_queue_saves_each_decision_and_moves_on(fresh_run: Path, monkeypatch: py
     assert any(f"Example 4 of {len(order):,}" in m.value for m in at.markdown)
 
 
+def test_gallery_pages_on_the_server_and_its_picks_feed_a_bulk_action(
+    fresh_run: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dashboard import gallery
+
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "review.py")
+    at.segmented_control(key=K.W_VIEW_PREFIX + "review").set_value("gallery").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].tolist()
+    boxes = [c for c in at.checkbox if c.key.startswith("review_gallery_box_")]
+    assert [c.key for c in boxes] == [f"review_gallery_box_{i}" for i in order[:gallery.PAGE_SIZE]]
+    assert len(at.image) == min(gallery.PAGE_SIZE, len(order))  # only this page's thumbnails
+    assert boxes[0].label.startswith(f"{order[0]} · ")  # id · given→suggested · metric
+    next(b for b in at.button if b.key == "review_gallery_next").click().run()
+    boxes = [c for c in at.checkbox if c.key.startswith("review_gallery_box_")]
+    assert boxes[0].key == f"review_gallery_box_{order[gallery.PAGE_SIZE]}"
+    # pick two tiles on this page, then flag just those
+    boxes[0].check().run()
+    next(c for c in at.checkbox if c.key == boxes[3].key).check().run()
+    picked = [order[gallery.PAGE_SIZE], order[gallery.PAGE_SIZE + 3]]
+    assert any("**2 picked**" in m.value for m in at.markdown)
+    next(s for s in at.selectbox if s.key == "review_gallery_bulk_kind").set_value("flag").run()
+    next(s for s in at.selectbox if s.key == "review_gallery_bulk_flag").set_value("keep").run()
+    next(b for b in at.button if b.key == "review_gallery_bulk_prepare").click().run()
+    next(b for b in at.button if b.label == "Confirm: 2 examples").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    latest = FlagJournal(fresh_run).latest()
+    assert sorted(latest[S.EXAMPLE_ID].tolist()) == sorted(picked) and set(latest["flag"]) == {"keep"}
+
+
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_for(fresh_run, monkeypatch)
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
