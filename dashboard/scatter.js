@@ -60,7 +60,7 @@ function build(parent) {
     <div class="dm-tools" role="toolbar" aria-label="chart tools">
       <button type="button" data-mode="lasso" title="Lasso select: draw around points">Lasso</button>
       <button type="button" data-mode="box" title="Box select: drag a rectangle">Box</button>
-      <button type="button" data-mode="pan" title="Pan: drag to move; the wheel zooms">Pan</button>
+      <button type="button" data-mode="pan" title="Pan: drag to move; Ctrl + wheel zooms (or the wheel, once the chart has the focus)">Pan</button>
       <button type="button" data-action="reset" title="Show the whole range again">Reset view</button>
       <button type="button" data-action="png" title="Download the chart as a PNG image">PNG</button>
     </div>
@@ -572,6 +572,7 @@ function wire(root) {
     if (!m || ev.button !== 0) return;
     area.setPointerCapture(ev.pointerId);
     const [px, py] = local(ev);
+    area.focus({ preventScroll: true }); // a click on the chart gives it the keys and the wheel
     m.drag = { mode: m.mem.mode, start: [px, py], path: [[px, py]], view: { ...m.mem.view }, moved: 0, preview: null };
     m.hover = [];
     root.querySelector(".dm-tip").hidden = true;
@@ -682,6 +683,10 @@ function wire(root) {
   area.addEventListener("wheel", (ev) => {
     const m = root.__model;
     if (!m || !root.__layout) return;
+    // the wheel zooms only with a modifier key (Ctrl/Cmd/Alt) or while the chart has the focus
+    // (after a click on it); otherwise it scrolls the page, so a long page stays reachable
+    const focused = area.getRootNode().activeElement === area;
+    if (!(ev.ctrlKey || ev.metaKey || ev.altKey || focused)) return;
     ev.preventDefault();
     const L = root.__layout;
     const k = Math.exp(Math.max(-0.5, Math.min(0.5, ev.deltaY * 0.0015)));

@@ -44,7 +44,10 @@ if kind == SUSPECT_MISLABELED:
     rank_col = next((c for c in (S.AUM, S.CONFIDENCE) if c in t.columns), None)
     ascending = True
 elif kind == SUSPECT_OOD:
-    rank_col = next((c for c in OOD_RANKING if c in t.columns), None)
+    # the score the diagnosis used (run.json), so the ranking agrees with who is a suspect
+    settings = D.diagnosis_settings(ctx.run_dir)
+    used = settings[0] if settings is not None else None
+    rank_col = used if used in t.columns else next((c for c in OOD_RANKING if c in t.columns), None)
     ascending = False
 
 rows = np.flatnonzero(cand)

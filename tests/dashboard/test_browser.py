@@ -616,3 +616,31 @@ def test_keyboard_queue_reviews_20_suspects(server: Server, page: object, run_di
     # the 21st is untouched, and is the one shown now
     assert after.loc[order[20], "flag"] is before.loc[order[20], "flag"] or (
         pd.isna(after.loc[order[20], "flag"]) and pd.isna(before.loc[order[20], "flag"]))
+
+
+def test_the_wheel_scrolls_the_page_unless_the_chart_is_focused_or_ctrl_is_held(
+    server: Server, page: object,
+) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+
+    def view() -> list[float]:
+        return page.locator(".dm-scatter").first.evaluate(  # type: ignore[attr-defined]
+            "e => { const v = e.__model.mem.view; return [v.x0, v.x1, v.y0, v.y1]; }")
+
+    full = view()
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)  # type: ignore[attr-defined]
+    y0 = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop")  # type: ignore[attr-defined]
+    page.mouse.wheel(0, 300)  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    assert view() == full  # no zoom
+    y1 = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop")  # type: ignore[attr-defined]
+    assert y1 > y0  # the page scrolled
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)  # type: ignore[attr-defined]
+    page.keyboard.down("Control")  # type: ignore[attr-defined]
+    page.mouse.wheel(0, -200)  # type: ignore[attr-defined]
+    page.keyboard.up("Control")  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    zoomed = view()
+    assert zoomed[1] - zoomed[0] < full[1] - full[0]  # Ctrl + wheel zooms in

@@ -339,6 +339,16 @@ def test_gallery_pages_on_the_server_and_its_picks_feed_a_bulk_action(
     assert sorted(latest[S.EXAMPLE_ID].tolist()) == sorted(picked) and set(latest["flag"]) == {"keep"}
 
 
+def test_review_ranks_ood_suspects_by_the_diagnosis_score(at: AppTest, run: Path) -> None:
+    import json
+
+    used = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]["score_column"]
+    goto(at, "review.py")
+    at.radio(key=K.W_REVIEW_KIND).set_value("suspected OOD").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Ranked by `{used}` (highest first)" in c.value for c in at.caption)
+
+
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_for(fresh_run, monkeypatch)
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
