@@ -274,6 +274,13 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
             flag_values = st.multiselect("flag values", list(FL.FLAG_VALUES), key=K.W_FLAG_VALUES,
                                          placeholder="any flag")
         search = st.text_input("search id / text", key=K.W_SEARCH, placeholder="example id or text")
+        exact = F.exact_id_row(ctx.table, search) if search.strip() else None
+        if exact is not None:
+            exact_id = ctx.table[S.EXAMPLE_ID].iloc[exact]
+            if st.button(f"Open example {exact_id}", key="w_open_exact_id", width="stretch",
+                         help="The search matches ids and text as substrings; this opens the "
+                              "example whose id is exactly what you typed (on the Data map)."):
+                _open_on_data_map(exact_id)
     # an empty multiselect means "no criterion" (None), not "keep nothing" ([])
     spec = F.FilterSpec(
         splits=list(splits) or None,
@@ -286,6 +293,17 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
         search=search.strip() or None,
     )
     return spec
+
+
+def _open_on_data_map(example_id: Any) -> None:
+    """Select one example on the Data map (as a click on its point would) and go there."""
+    plain = example_id.item() if hasattr(example_id, "item") else example_id
+    shape = {"points": [{"customdata": plain}]}
+    st.session_state.setdefault(K.SELECTION, {})["data_map"] = D.Selection(
+        ids=np.asarray([example_id]), how="points", shape=shape)
+    generations = st.session_state.setdefault(K.CHART_GENERATION, {})
+    generations["data_map"] = generations.get("data_map", 0) + 1  # a new chart shows the point
+    st.switch_page(str(_HERE / "app_pages" / "data_map.py"))
 
 
 def render_filter_summary(container: Any, ctx: D.RunContext) -> None:

@@ -349,6 +349,21 @@ def test_review_ranks_ood_suspects_by_the_diagnosis_score(at: AppTest, run: Path
     assert any(f"Ranked by `{used}` (highest first)" in c.value for c in at.caption)
 
 
+def test_exact_id_lookup_opens_that_example(at: AppTest, run: Path) -> None:
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    ids = table[S.EXAMPLE_ID].astype(str)
+    # an id that is also a substring of other ids: the search finds many, the lookup one
+    target = next(i for i in ids if len(i) >= 2 and ids.str.contains(i, regex=False).sum() > 1)
+    goto(at, "review.py")
+    at.sidebar.text_input(key=K.W_SEARCH).set_value(target).run()
+    assert shown(at) == int(ids.str.contains(target, regex=False).sum()) > 1
+    at.sidebar.button(key="w_open_exact_id").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Data map"
+    assert any(f"Example `{target}`" in m.value for m in at.markdown)
+    assert chart_spec(at)["marked"]["id"] == int(target)
+
+
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_for(fresh_run, monkeypatch)
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
