@@ -142,12 +142,15 @@ function legendWidth(root) {
   if (root.__legendFor === d) return root.__legendWidth;
   const g = root.__measure || (root.__measure = document.createElement("canvas").getContext("2d"));
   g.font = "12px sans-serif";
-  const names = [d.legend ? d.legend.title : ""];
+  g.font = "bold 12px sans-serif"; // the title is drawn bold: measure it so
+  const names = [];
+  const titleWidth = d.legend ? g.measureText(String(d.legend.title)).width : 0;
+  g.font = "12px sans-serif";
   if (d.legend && d.legend.kind === "categorical") {
     names.push(...d.legend.items.slice(0, d.legend.max_items).map((it) => it.name));
   }
   if (d.flag && d.flag.length) names.push("flagged");
-  const widest = Math.max(60, ...names.map((s) => g.measureText(String(s)).width));
+  const widest = Math.max(60, titleWidth, ...names.map((s) => g.measureText(String(s)).width));
   root.__legendFor = d;
   root.__legendWidth = d.legend && d.legend.kind === "numeric" ? Math.max(widest + 24, 84) : Math.min(widest + 44, 260);
   return root.__legendWidth;
@@ -372,6 +375,7 @@ function drawLegend(g, d, plot, ink) {
       g.fillStyle = ink;
       g.fillText(fmt(lg.max), x + 20, y + 5);
       g.fillText(fmt(lg.min), x + 20, y + h - 5);
+      if (lg.mid !== undefined && lg.mid !== null) g.fillText(`${fmt(lg.mid)} (median)`, x + 20, y + h / 2);
       y += h + 16;
     } else {
       let shown = 0;
