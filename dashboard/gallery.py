@@ -105,7 +105,7 @@ def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str
                             on_change=_toggle, args=(key, eid, box_key))
     if picked:
         render_bulk_actions(ctx, np.asarray(sorted(picked, key=str), dtype=object), key=f"{key}_bulk",
-                            what=f"the {len(picked):,} picked in the gallery")
+                            what="the gallery's picks")
     return sorted(picked, key=str)
 
 

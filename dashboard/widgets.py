@@ -708,7 +708,7 @@ def _linked_map(
         st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
     render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
-                        what=f"the {len(sel_rows):,} selected")
+                        what="this selection")
     clicked = None
     if render_view_choice(page) == "gallery":
         render_gallery(ctx, sel_rows, key=f"{page}_gallery", metric=S.CONFIDENCE,

@@ -79,7 +79,7 @@ else:
         st.caption("Click a row to open the example and flag, relabel or annotate it.")
 
 render_bulk_actions(ctx, t[S.EXAMPLE_ID].to_numpy()[rows], key="review_bulk",
-                    what=f"all {rows.size:,} listed")
+                    what="the whole list")
 
 with st.expander("Journal: the latest state of every edited example"):
     latest = ctx.latest_flags
