@@ -408,12 +408,13 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
     r = ctx.table.iloc[row]
     with st.container(border=True):
         st.markdown(f"#### Example {code(example_id)}")
-        left, mid, right = st.columns([1, 1.3, 2.2])
+        left, mid, right = st.columns([1, 1.5, 2])
         with left:
             stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
             img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
             if img is not None:
-                st.image(img, width=160, caption=f"split {md(r[S.SPLIT])}")
+                # as wide as its column, never wider: at 1024 px the column is narrower than 160 px
+                st.image(img, width="stretch", caption=f"split {md(r[S.SPLIT])}")
             elif stored is not None and not (isinstance(stored, float) and np.isnan(stored)):
                 st.caption(f"The image of this example could not be read or decoded ({md(_fmt(stored)[:80])}).")
             elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):

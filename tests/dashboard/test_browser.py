@@ -656,3 +656,36 @@ def test_the_wheel_scrolls_the_page_unless_the_chart_is_focused_or_ctrl_is_held(
     time.sleep(0.3)
     zoomed = view()
     assert zoomed[1] - zoomed[0] < full[1] - full[0]  # Ctrl + wheel zooms in
+
+
+def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: object) -> None:
+    context = chromium.new_context(viewport={"width": 1024, "height": 768})  # type: ignore[attr-defined]
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        open_page(pg, f"{server.url}/review")
+        grid = pg.locator('[data-testid="stDataFrame"]').first
+        box = grid.bounding_box()
+        pg.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
+        pg.get_by_text(re.compile(r"^Example ")).first.wait_for()
+        pg.locator(".dm-svg svg circle").first.wait_for()
+        wait_idle(pg)
+        image = pg.locator('[data-testid="stImage"] img').first
+        metrics = pg.locator('[data-testid="stDataFrame"]').nth(1)
+        trajectory = pg.locator(".dm-svg svg").first
+        boxes = {name: loc.bounding_box() for name, loc in
+                 (("image", image), ("metrics", metrics), ("trajectory", trajectory))}
+        assert all(b is not None and b["width"] > 40 and b["height"] > 40 for b in boxes.values()), boxes
+
+        def overlap(a: dict, b: dict) -> bool:
+            return (a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1
+                    and a["y"] < b["y"] + b["height"] - 1 and b["y"] < a["y"] + a["height"] - 1)
+
+        names = list(boxes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                assert not overlap(boxes[a], boxes[b]), (a, b, boxes[a], boxes[b])
+        pg.get_by_text(re.compile(r"^Example ")).first.scroll_into_view_if_needed()
+        shot(pg, "example_view_1024x768")
+    finally:
+        context.close()
