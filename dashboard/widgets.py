@@ -434,10 +434,8 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                     facts[name] = r.get(name)
             for name in D.ood_columns(ctx.table):
                 facts[name] = r.get(name)
-            st.dataframe(
-                pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())),
-                width="stretch", height=min(35 * (len(facts) + 1) + 3, 420),
-            )
+            # a static table: every row on the page, no inner scroll hiding the OOD scores
+            st.table(pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())))
         with right:
             traj = D.trajectory(ctx.run_dir, example_id)
             if traj is None or traj.empty:

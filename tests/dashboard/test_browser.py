@@ -671,11 +671,14 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
         pg.locator(".dm-svg svg circle").first.wait_for()
         wait_idle(pg)
         image = pg.locator('[data-testid="stImage"] img').first
-        metrics = pg.locator('[data-testid="stDataFrame"]').nth(1)
+        metrics = pg.locator('[data-testid="stTable"]').first
         trajectory = pg.locator(".dm-svg svg").first
         boxes = {name: loc.bounding_box() for name, loc in
                  (("image", image), ("metrics", metrics), ("trajectory", trajectory))}
         assert all(b is not None and b["width"] > 40 and b["height"] > 40 for b in boxes.values()), boxes
+        # every row of facts is in the page (a static table: no inner scroll hiding the OOD scores)
+        text = pg.locator('[data-testid="stTable"]').first.inner_text()
+        assert "ood_mahalanobis" in text and "diagnosis" in text
 
         def overlap(a: dict, b: dict) -> bool:
             return (a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1
