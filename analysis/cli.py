@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 import warnings
@@ -16,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis import schema as S
-
-SAMPLE_RUN = Path(__file__).resolve().parents[1] / "sample_data" / "run"
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -170,25 +167,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_run_dir() -> Path:
-    """The shipped sample run, or (installed without it) a copy built in the user's cache."""
-    if (SAMPLE_RUN / S.RUN_JSON).exists():
-        return SAMPLE_RUN
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "datamap" / "sample-run"
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir) if args.run_dir else _sample_run_dir()
-    if not (run / S.RUN_JSON).exists():
-        from analysis import sample
+    if args.run_dir:
+        run = Path(args.run_dir)
+        if args.reset:
+            raise ValueError("Expected --reset without --run-dir: it resets the demo's own copy only.")
+        if not (run / S.RUN_JSON).exists():
+            from analysis import sample
 
-        print(f"building the sample run in {run} (about a minute)...")
-        sample.build_sample_run(run)
-    if not (run / S.TABLE_FILE).exists():
-        from analysis.pipeline import analyze_run
+            print(f"building the sample run in {run} (about a minute)...")
+            sample.build_sample_run(run)
+        if not (run / S.TABLE_FILE).exists():
+            from analysis.pipeline import analyze_run
 
-        analyze_run(run)
+            analyze_run(run)
+        return _serve(run, args)
+    from analysis.demo import default_demo_dir, prepare_demo_run
+
+    target = default_demo_dir()
+    fresh = args.reset or not (target / S.RUN_JSON).is_file()
+    run = prepare_demo_run(target, reset=args.reset)
+    print(f"demo run: {run} ({'a fresh copy of the sample run' if fresh else 'your copy, with its flags and exports'}; "
+          "`datamap demo --reset` starts over)")
     return _serve(run, args)
 
 
@@ -361,13 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (
         ("serve", _cmd_serve, "open the dashboard on RUN_DIR"),
-        ("demo", _cmd_demo, "open the dashboard on the shipped sample run"),
+        ("demo", _cmd_demo, "open the dashboard on your own copy of the shipped sample run"),
     ):
         sp = sub.add_parser(name, help=helptext)
         if name == "serve":
             sp.add_argument("run_dir")
         else:
             sp.add_argument("--run-dir", default=None, help="use another run instead of the sample")
+            sp.add_argument("--reset", action="store_true",
+                            help="replace the demo's copy of the sample run (in $XDG_DATA_HOME/datamap/demo,"
+                                 " default ~/.local/share/datamap/demo) with a fresh one: its flags and "
+                                 "exports are deleted")
         sp.add_argument("--port", type=int, default=8501, help="port to listen on (default 8501)")
         sp.add_argument("--address", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")

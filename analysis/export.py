@@ -8,8 +8,9 @@ the output. Re-applying the manifest's filter and selection to the same table gi
 (:func:`manifest_mask`).
 
 A *curated* export is a training set: train split only, rows diagnosed ``suspect_mislabeled`` or
-``suspect_ood`` dropped unless a person flagged them ``keep``, rows flagged ``mislabeled`` or
-``ood`` dropped, and relabels applied (:func:`curate_training_set`). The rules are documented in
+``suspect_ood`` dropped unless a person flagged them ``keep`` or relabelled them, rows flagged
+``mislabeled`` (without a relabel) or ``ood`` dropped, relabels applied and the label as given kept
+in ``given_label`` (:func:`curate_training_set`). The rules are documented in
 ``docs/review-and-export.md``.
 
 CSV output is safe to open in a spreadsheet: text cells that start with ``=``, ``+``, ``-``,
@@ -64,6 +65,7 @@ __all__ = [
     "binary_columns",
     "manifest_mask",
     "ids_digest",
+    "rows_fingerprint",
 ]
 
 ExportFormat = Literal["csv", "parquet"]
@@ -96,17 +98,58 @@ class ExportResult:
         The manifest's content.
     data : bytes
         The data file's bytes (for a download button).
+    manifest_bytes : bytes
+        The manifest file's bytes (UTF-8 JSON), as written.
     """
 
     path: Path
     manifest_path: Path
     manifest: dict[str, Any]
     data: bytes = field(repr=False)
+    manifest_bytes: bytes = field(default=b"", repr=False)
 
     @property
     def n_rows(self) -> int:
         """Rows exported."""
         return int(self.manifest["rows"]["exported"])
+
+    @property
+    def zip_name(self) -> str:
+        """File name of :meth:`zip_bytes`: the data file's stem with ``.zip``."""
+        return f"{self.path.stem}.zip"
+
+    def zip_bytes(self) -> bytes:
+        """The data file and its manifest as one ZIP archive (for a single download).
+
+        The archive holds two members named as the files on disk (``<name>.csv`` or
+        ``<name>.parquet`` and ``<name>.manifest.json``) with their exact bytes, so the
+        manifest's ``output.sha256`` checks the data member.
+        """
+        import zipfile
+
+        manifest = self.manifest_bytes or (
+            json.dumps(self.manifest, indent=2, ensure_ascii=False, default=_json_default) + "\n"
+        ).encode("utf-8")
+        buf = io.BytesIO()
+        stamp = _zip_time(self.manifest.get("created_at"))
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, payload in ((self.path.name, self.data), (self.manifest_path.name, manifest)):
+                info = zipfile.ZipInfo(name, date_time=stamp)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, payload)
+        return buf.getvalue()
+
+
+def _zip_time(created_at: Any) -> tuple[int, int, int, int, int, int]:
+    """The export's creation time as a ZIP member time (ZIP cannot store years before 1980)."""
+    try:
+        t = _dt.datetime.fromisoformat(str(created_at))
+    except ValueError:
+        return (1980, 1, 1, 0, 0, 0)
+    if t.year < 1980:
+        return (1980, 1, 1, 0, 0, 0)
+    return (t.year, t.month, t.day, t.hour, t.minute, t.second)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -143,6 +186,45 @@ def ids_digest(ids: Iterable[Any]) -> str:
     for v in ids:
         h.update(json.dumps(_plain_id(v)).encode())
         h.update(b"\n")
+    return h.hexdigest()
+
+
+def rows_fingerprint(rows: ArrayLike, **parts: Any) -> str:
+    """A digest of which rows an export would take and of anything else its content depends on.
+
+    Cheap enough to compute on every dashboard rerun (a million rows: well under 10 ms): the
+    boolean mask is packed to bits and hashed together with ``parts`` as sorted JSON. Two calls
+    agree exactly when the masks are equal and the parts are equal, so a prepared download whose
+    fingerprint no longer matches the current one is stale.
+
+    Parameters
+    ----------
+    rows : ndarray of bool, shape (n_rows,)
+        The rows the export takes (filter and selection applied).
+    **parts
+        JSON-safe values (thresholds, journal size, scope, ...).
+
+    Returns
+    -------
+    str
+        Hex SHA-256.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = rows_fingerprint(np.array([True, False]), journal_rows=3)
+    >>> a == rows_fingerprint(np.array([True, False]), journal_rows=3)
+    True
+    >>> a == rows_fingerprint(np.array([False, True]), journal_rows=3)
+    False
+    """
+    mask = np.asarray(rows)
+    if mask.dtype != bool or mask.ndim != 1:
+        raise ValueError(f"Expected `rows` to be a 1-D boolean array, got {mask.dtype} {mask.shape}.")
+    h = hashlib.sha256()
+    h.update(str(len(mask)).encode() + b"\n")
+    h.update(np.packbits(mask).tobytes())
+    h.update(json.dumps(parts, sort_keys=True, default=_json_default).encode())
     return h.hexdigest()
 
 
@@ -279,14 +361,21 @@ def curate_training_set(
 ) -> pd.DataFrame:
     """A cleaned training set: train split only, suspects dropped, relabels applied.
 
-    Rules, in order:
+    A relabel means "keep this example, with this label", so with ``apply_relabels`` a relabelled
+    row survives its diagnosis and a ``mislabeled`` flag. Rules, in order:
 
     1. Keep rows with ``split == "train"``.
-    2. Drop rows whose ``diagnosis`` is in ``drop_diagnoses``, unless flagged ``keep``.
-    3. Drop rows whose flag is in ``drop_flags``.
-    4. If ``apply_relabels``: where ``new_label`` is set, ``label`` becomes it and ``label_name``
-       the matching class name; ``original_label`` keeps the label before the relabel (the column
-       is created as a copy of ``label`` when the table has none; an existing one is kept as is).
+    2. Drop rows whose ``diagnosis`` is in ``drop_diagnoses``, unless flagged ``keep`` or
+       relabelled.
+    3. Drop rows whose flag is in ``drop_flags``, except a relabelled row flagged
+       ``mislabeled`` (the relabel is its correction). A row flagged ``mislabeled`` without a
+       relabel, or flagged ``ood``, is dropped.
+    4. If ``apply_relabels``: ``given_label`` (a new column right after ``label``) holds the label
+       as given in the run, for every row; where ``new_label`` is set, ``label`` becomes it and
+       ``label_name`` the matching class name. A column ``original_label`` already in the table
+       (e.g. the ground truth of a synthetic run) is carried through untouched.
+
+    Without ``apply_relabels`` a relabel rescues nothing and labels stay as given.
 
     Parameters
     ----------
@@ -319,29 +408,38 @@ def curate_training_set(
     keep = np.ones(len(table), dtype=bool) if split is None else split == S.TRAIN_SPLIT
     flag = table[FLAG]
     is_keep = flag.eq(KEEP_FLAG).to_numpy(dtype=bool, na_value=False)
+    relabelled = (
+        table[NEW_LABEL].notna().to_numpy(dtype=bool) if apply_relabels
+        else np.zeros(len(table), dtype=bool)
+    )
     if drop_diagnoses and S.DIAGNOSIS in table.columns:
         diag = table[S.DIAGNOSIS].astype(object).isin(list(drop_diagnoses)).to_numpy(dtype=bool, na_value=False)
-        keep &= ~diag | is_keep
+        keep &= ~diag | is_keep | relabelled
     if drop_flags:
-        keep &= ~flag.isin(list(drop_flags)).to_numpy(dtype=bool, na_value=False)
+        dropped = flag.isin(list(drop_flags)).to_numpy(dtype=bool, na_value=False)
+        corrected = flag.eq(FLAG_MISLABELED).to_numpy(dtype=bool, na_value=False) & relabelled
+        keep &= ~dropped | corrected
     out = table.loc[keep].reset_index(drop=True)
     if not apply_relabels:
         return out
-    new = out[NEW_LABEL]
-    relabel = new.notna().to_numpy()
+    given = out[S.LABEL].astype("Int64") if S.LABEL in out.columns else pd.array(
+        [pd.NA] * len(out), dtype="Int64")
+    if S.GIVEN_LABEL in out.columns:
+        out = out.drop(columns=[S.GIVEN_LABEL])
+    at = out.columns.get_loc(S.LABEL) + 1 if S.LABEL in out.columns else len(out.columns)
+    out.insert(at, S.GIVEN_LABEL, given)
+    relabel = out[NEW_LABEL].notna().to_numpy()
     if not relabel.any():
         return out
-    if S.ORIGINAL_LABEL not in out.columns:
-        out.insert(out.columns.get_loc(S.LABEL) + 1, S.ORIGINAL_LABEL, out[S.LABEL].astype("Int64"))
     names = _class_names(table, class_names)
-    new_labels = new.to_numpy(dtype=np.int64, na_value=-1)[relabel]
+    new_labels = out[NEW_LABEL].to_numpy(dtype=np.int64, na_value=-1)[relabel]
     unknown = sorted({int(k) for k in new_labels if k not in names})
     if unknown:
         raise ValueError(
             f"Expected a class name for every relabel, got none for classes {unknown}. Pass "
             "`class_names` (run.json's)."
         )
-    label = out[S.LABEL].astype("Int64").to_numpy(dtype=object, na_value=pd.NA)
+    label = out[S.GIVEN_LABEL].to_numpy(dtype=object, na_value=pd.NA)
     label[relabel] = new_labels
     out[S.LABEL] = pd.array(label, dtype="Int64")
     if S.LABEL_NAME in out.columns or names:
@@ -600,7 +698,8 @@ def export_subset(
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         raise
-    return ExportResult(path=path, manifest_path=manifest_path, manifest=manifest, data=data)
+    return ExportResult(path=path, manifest_path=manifest_path, manifest=manifest, data=data,
+                        manifest_bytes=text.encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:

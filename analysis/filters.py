@@ -30,6 +30,7 @@ __all__ = [
     "FilterSpec",
     "FlaggedChoice",
     "apply_filter",
+    "exact_id_row",
     "points_in_polygon",
     "points_in_box",
     "plot_sample",
@@ -259,6 +260,32 @@ def _flag_column(table: pd.DataFrame, flags: pd.DataFrame | None) -> pd.Series |
     if FLAG in table.columns:
         return table[FLAG].reset_index(drop=True)
     return None
+
+
+def exact_id_row(table: pd.DataFrame, text: str) -> int | None:
+    """The row whose ``example_id`` is exactly ``text`` (an integer id read from its digits), or
+    None. The search filter matches substrings (``53`` also finds ``153``); this finds the one.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"example_id": [153, 53, 530]})
+    >>> exact_id_row(t, " 53 "), exact_id_row(t, "5"), exact_id_row(t, "x")
+    (1, None, None)
+    """
+    needle = text.strip() if isinstance(text, str) else ""
+    if not needle or S.EXAMPLE_ID not in table.columns:
+        return None
+    ids = table[S.EXAMPLE_ID]
+    if pd.api.types.is_integer_dtype(ids.dtype):
+        try:
+            value: Any = int(needle)
+        except ValueError:
+            return None
+    else:
+        value = needle
+    hits = np.flatnonzero((ids == value).to_numpy(dtype=bool, na_value=False))
+    return int(hits[0]) if hits.size else None
 
 
 def _search_mask(table: pd.DataFrame, needle: str) -> NDArray[np.bool_]:

@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +57,9 @@ __all__ = [
     "UNCHANGED",
     "JOURNAL_VERSION",
     "FlagJournal",
+    "SavedEdit",
+    "ExampleState",
+    "Batch",
     "apply_flags",
 ]
 
@@ -156,6 +160,11 @@ def _normalize_id(example_id: Any) -> int | str:
     )
 
 
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def _ids_frame_column(ids: Sequence[int | str]) -> pd.Series:
     """Ids as a Series whose values compare equal to a table's ids (int64 when all are ints)."""
     if len(ids) and all(isinstance(i, int) for i in ids):
@@ -163,6 +172,69 @@ def _ids_frame_column(ids: Sequence[int | str]) -> pd.Series:
     if len(ids) and all(isinstance(i, str) for i in ids):
         return pd.Series(list(ids), dtype="str", name=S.EXAMPLE_ID)
     return pd.Series(list(ids), dtype=object, name=S.EXAMPLE_ID)
+
+
+@dataclass(frozen=True)
+class SavedEdit:
+    """What :meth:`FlagJournal.add_checked` wrote and what it found in between.
+
+    Attributes
+    ----------
+    row_id : int
+        The journal row id of the edit just written.
+    intervening : DataFrame
+        The example's journal rows written after the row the editor had seen and before this
+        edit (oldest first; the columns of :meth:`FlagJournal.history`). Empty when the editor's
+        view was current.
+    """
+
+    row_id: int
+    intervening: pd.DataFrame = field(repr=False)
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether another edit of the example came in after the editor's view of it."""
+        return not self.intervening.empty
+
+
+@dataclass(frozen=True)
+class ExampleState:
+    """The current state of one example in the journal (:meth:`FlagJournal.current`).
+
+    Attributes
+    ----------
+    flag : str or None
+    new_label : int or None
+    note : str or None
+    last_edit_id : int
+        Row id of the example's latest edit (0: never edited): pass it to
+        :meth:`FlagJournal.add_checked` as ``seen``.
+    """
+
+    flag: str | None
+    new_label: int | None
+    note: str | None
+    last_edit_id: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One transaction of :meth:`FlagJournal.add_batch`: the rows it wrote and the state before.
+
+    Attributes
+    ----------
+    row_ids : list of int
+        Journal row ids written, one per edit, in the order given.
+    before : dict
+        ``example_id -> ExampleState``: each edited example's state just before the batch (read
+        in the same transaction), for :meth:`FlagJournal.undo_batch`.
+    """
+
+    row_ids: list[int]
+    before: dict[int | str, ExampleState] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
 
 
 class FlagJournal:
@@ -338,7 +410,8 @@ class FlagJournal:
         return ids, kind
 
     def _validate(
-        self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any
+        self, example_ids: list[int | str], flag: Any, new_label: Any, note: Any, author: Any,
+        *, n_classes: int | None | _Unchanged = UNCHANGED,
     ) -> tuple[str | None, int | None, str | None, str]:
         if flag is UNCHANGED:
             flag_db = None
@@ -361,7 +434,8 @@ class FlagJournal:
                     f"{type(new_label).__name__} {new_label!r}."
                 )
             label_db = int(new_label)
-            n_classes = self._n_classes()
+            if isinstance(n_classes, _Unchanged):
+                n_classes = self._n_classes()
             hi = n_classes if n_classes is not None else None
             if label_db < 0 or (hi is not None and label_db >= hi):
                 raise ValueError(
@@ -434,12 +508,62 @@ class FlagJournal:
         TypeError
             An id that is neither int nor str, or a non-integer label.
         """
+        return self._insert(example_id, flag, new_label, note, author, seen=None)[0]
+
+    def add_checked(
+        self,
+        example_id: int | str,
+        *,
+        seen: int,
+        flag: str | None | _Unchanged = UNCHANGED,
+        new_label: int | None | _Unchanged = UNCHANGED,
+        note: str | None | _Unchanged = UNCHANGED,
+        author: str = "",
+    ) -> SavedEdit:
+        """Append one edit made on a view of the example as of journal row ``seen``.
+
+        The edit is always written (a person's edit is never lost); in the same transaction the
+        example's rows written after ``seen`` are read, so the caller can tell the person that
+        another edit came in between (both stay in the history; the later one wins per field).
+
+        Parameters
+        ----------
+        example_id : int or str
+        seen : int
+            :meth:`last_edit_id` of the example when the editor's view was read (0: no edit yet).
+        flag, new_label, note, author
+            As in :meth:`add`.
+
+        Returns
+        -------
+        SavedEdit
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`add`; also a negative or non-integer ``seen``.
+        """
+        if isinstance(seen, (bool, np.bool_)) or not isinstance(seen, (int, np.integer)) or seen < 0:
+            raise ValueError(f"Expected `seen` to be a journal row id >= 0, got {seen!r}.")
+        row_id, between = self._insert(example_id, flag, new_label, note, author, seen=int(seen))
+        return SavedEdit(row_id=row_id, intervening=self._frame(between))
+
+    def _insert(
+        self, example_id: Any, flag: Any, new_label: Any, note: Any, author: Any, *, seen: int | None,
+    ) -> tuple[int, list[tuple[Any, ...]]]:
         eid = _normalize_id(example_id)
         values = self._validate([eid], flag, new_label, note, author)
+        between: list[tuple[Any, ...]] = []
         with self._connect(write=True) as con:
             con.execute("BEGIN IMMEDIATE")
             try:
                 self._ensure_schema(con)
+                if seen is not None:
+                    between = con.execute(
+                        f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} "
+                        "WHERE example_id = ? AND id > ? ORDER BY id",
+                        (eid, seen),
+                    ).fetchall()
                 cur = con.execute(
                     f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -450,7 +574,7 @@ class FlagJournal:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
-        return int(cur.lastrowid or 0)
+        return int(cur.lastrowid or 0), between
 
     def add_many(
         self,
@@ -491,6 +615,137 @@ class FlagJournal:
                     con.execute("ROLLBACK")
                 raise
         return len(ids)
+
+    def add_batch(self, edits: Iterable[dict[str, Any]], *, author: str = "") -> Batch:
+        """Append several edits, each with its own values, in one transaction (all or nothing).
+
+        Parameters
+        ----------
+        edits : iterable of dict
+            ``{"example_id": ..., "flag": ..., "new_label": ..., "note": ...}``; a missing key
+            leaves that field unchanged, ``None`` clears it (as in :meth:`add`). An example may
+            appear once.
+        author : str, default ""
+
+        Returns
+        -------
+        Batch
+            The row ids and every edited example's state before the batch.
+
+        Raises
+        ------
+        ValueError
+            A bad value in any edit (nothing is written), or an example listed twice.
+        """
+        prepared: list[tuple[int | str, str | None, int | None, str | None]] = []
+        seen: set[int | str] = set()
+        n_classes = self._n_classes()
+        for edit in edits:
+            unknown = set(edit) - {S.EXAMPLE_ID, FLAG, NEW_LABEL, NOTE}
+            if unknown:
+                raise ValueError(f"Expected edit keys among example_id, flag, new_label, note; got {sorted(unknown)}.")
+            eid = _normalize_id(edit[S.EXAMPLE_ID])
+            if eid in seen:
+                raise ValueError(f"Expected each example once in a batch, got {eid!r} twice.")
+            seen.add(eid)
+            flag_db, label_db, note_db, _ = self._validate(
+                [eid], edit.get(FLAG, UNCHANGED), edit.get(NEW_LABEL, UNCHANGED),
+                edit.get(NOTE, UNCHANGED), author, n_classes=n_classes,
+            )
+            prepared.append((eid, flag_db, label_db, note_db))
+        if not isinstance(author, str):
+            raise TypeError(f"Expected `author` to be a str, got {type(author).__name__}.")
+        if not prepared:
+            return Batch(row_ids=[], before={})
+        at = _now()
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                before = self._states(con, [p[0] for p in prepared])
+                row_ids = []
+                for eid, flag_db, label_db, note_db in prepared:
+                    cur = con.execute(
+                        f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, flag_db, label_db, note_db, author, at),
+                    )
+                    row_ids.append(int(cur.lastrowid or 0))
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return Batch(row_ids=row_ids, before=before)
+
+    def undo_batch(self, batch: Batch, *, author: str = "") -> tuple[int, list[int | str]]:
+        """Undo a batch by appending, in one transaction, rows that restore each example's state
+        from before it (flag, relabel and note). The journal stays append-only: the batch and its
+        undo both stay in the history.
+
+        Examples edited again after the batch (by anyone) are left as they are and returned, so
+        a later edit is never overwritten silently.
+
+        Returns
+        -------
+        (int, list)
+            Examples restored, and the ids skipped because they were edited after the batch.
+        """
+        if not batch.row_ids:
+            return 0, []
+        last = max(batch.row_ids)
+        ids = list(batch.before)
+        with self._connect(write=True) as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_schema(con)
+                later: set[int | str] = set()
+                for chunk in _chunks(ids, 500):
+                    marks = ", ".join("?" * len(chunk))
+                    later.update(r[0] for r in con.execute(
+                        f"SELECT DISTINCT example_id FROM {_TABLE} WHERE id > ? AND example_id IN ({marks})",
+                        (last, *chunk),
+                    ))
+                at = _now()
+                restored = 0
+                for eid in ids:
+                    if eid in later:
+                        continue
+                    state = batch.before[eid]
+                    con.execute(
+                        f"INSERT INTO {_TABLE} (example_id, flag, new_label, note, author, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (eid, state.flag or "",
+                         _CLEARED_LABEL if state.new_label is None else int(state.new_label),
+                         state.note or "", author, at),
+                    )
+                    restored += 1
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return restored, [i for i in ids if i in later]
+
+    def _states(self, con: sqlite3.Connection, ids: list[int | str]) -> dict[int | str, ExampleState]:
+        """Current state of each of ``ids`` (inside the caller's transaction)."""
+        out = {eid: ExampleState(None, None, None, 0) for eid in ids}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ", ".join("?" * len(chunk))
+            rows = con.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE example_id IN ({marks}) ORDER BY id",
+                tuple(chunk),
+            ).fetchall()
+            for row_id, eid, row_flag, row_label, row_note, _author, _at in rows:
+                cur = out[eid]
+                out[eid] = ExampleState(
+                    flag=cur.flag if row_flag is None else (row_flag or None),
+                    new_label=cur.new_label if row_label is None else (
+                        None if row_label == _CLEARED_LABEL else int(row_label)),
+                    note=cur.note if row_note is None else (row_note or None),
+                    last_edit_id=int(row_id),
+                )
+        return out
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -548,6 +803,50 @@ class FlagJournal:
             if not self._check_schema(con):
                 return 0
             return int(con.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
+
+    def current(self, example_id: int | str) -> ExampleState:
+        """The current state of one example and the id of its latest edit, read at once.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from analysis.synthetic import make_synthetic_run
+        >>> journal = FlagJournal(make_synthetic_run(tempfile.mkdtemp(), n_examples=10, n_epochs=2))
+        >>> journal.current(4)
+        ExampleState(flag=None, new_label=None, note=None, last_edit_id=0)
+        >>> _ = journal.add(4, flag="ood", note="a photo")
+        >>> _ = journal.add(4, flag=None)
+        >>> journal.current(4)
+        ExampleState(flag=None, new_label=None, note='a photo', last_edit_id=2)
+        """
+        rows = self._rows("WHERE example_id = ?", (_normalize_id(example_id),))
+        flag: str | None = None
+        new_label: int | None = None
+        note: str | None = None
+        last = 0
+        for row_id, _eid, row_flag, row_label, row_note, _author, _at in rows:
+            last = max(last, int(row_id))
+            if row_flag is not None:
+                flag = row_flag or None
+            if row_label is not None:
+                new_label = None if row_label == _CLEARED_LABEL else int(row_label)
+            if row_note is not None:
+                note = row_note or None
+        return ExampleState(flag=flag, new_label=new_label, note=note, last_edit_id=last)
+
+    def last_edit_id(self, example_id: int | str) -> int:
+        """The journal row id of the example's latest edit; 0 when it has none.
+
+        An editor records it with the state it shows, and passes it to :meth:`add_checked`.
+        """
+        eid = _normalize_id(example_id)
+        if not self.path.exists():
+            return 0
+        with self._connect(write=False) as con:
+            if not self._check_schema(con):
+                return 0
+            row = con.execute(f"SELECT MAX(id) FROM {_TABLE} WHERE example_id = ?", (eid,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def history(self, example_id: int | str | None = None) -> pd.DataFrame:
         """The journal rows as stored, oldest first (optionally of one example).

@@ -42,6 +42,8 @@ IMAGE = "image"
 IS_NOISY = "is_noisy"
 IS_OOD = "is_ood"
 ORIGINAL_LABEL = "original_label"
+GIVEN_LABEL = "given_label"
+"""The label as given in the run, kept beside ``label`` when a curated export applies relabels."""
 
 TRAIN_SPLIT = "train"
 OOD_SPLIT_PREFIX = "ood:"

@@ -12,7 +12,11 @@ starts ``datamap serve`` on it, drives headless Chromium with Playwright and mea
 * **row → example**: a click on the table's first row until the example view (with its p(gold)
   trajectory) is shown and the app is idle;
 * **OOD page**: the OOD page in a new tab until its score histogram and ROC/PR curves are drawn
-  and the script has finished.
+  and the script has finished;
+* **decision → next example**: on the keyboard review queue (suspected mislabeled), the key `4`
+  (flag ``keep``, one journal write) until the next example is shown and the app is idle;
+* **gallery page**: on the Review page shown as a gallery, "Next ▶" until the next page's 24 tiles
+  (thumbnails decoded on the server) are shown and the app is idle.
 
 Two reference pages, opened the same way, are timed right before every warm map load, so each
 size's ratios to them compare runs made under the same machine load:
@@ -29,7 +33,8 @@ Medians of ``--repeat`` runs. Usage::
     .venv/bin/python benchmarks/bench_dashboard.py --sizes 10000 100000 --repeat 5
 
 Targets (issue 5): map under 3 s at 100k and under 8 s at 1M; filter and selection updates
-under 1 s at 100k.
+under 1 s at 100k. Issue 11: decision → next example under 1 s at 100k; a gallery page under 1.5 s
+at 1M.
 """
 
 from __future__ import annotations
@@ -201,6 +206,35 @@ def time_lasso(page: object) -> tuple[float, int, float]:
     return dt, n, dt_example
 
 
+def time_review_loop(context: object, url: str) -> tuple[float, float]:
+    """(decision → next example, gallery page) in a new tab of ``context``."""
+    page = context.new_page()  # type: ignore[attr-defined]
+    page.goto(url + "/queue")
+    page.get_by_text(re.compile(r"^Example 1 of")).first.wait_for(timeout=120_000)
+    wait_idle(page)
+    title = page.locator("h1").first.bounding_box()
+    page.mouse.click(title["x"] + title["width"] - 5, title["y"] + 5)  # the page takes the keys
+    wait_idle(page)
+    t0 = time.perf_counter()
+    page.keyboard.press("4")
+    page.get_by_text(re.compile(r"^Example 2 of")).first.wait_for(timeout=120_000)
+    wait_idle(page)
+    decision = time.perf_counter() - t0
+    page.goto(url + "/review")
+    wait_idle(page)
+    page.locator('[data-testid="stButtonGroup"] button', has_text="gallery").first.click()
+    page.get_by_role("button", name="Pick this page").wait_for(timeout=120_000)
+    wait_idle(page)
+    t1 = time.perf_counter()
+    page.get_by_role("button", name="Next ▶").click()
+    page.get_by_text(re.compile(r"Page 2 of")).first.wait_for(timeout=120_000)
+    page.locator('[data-testid="stCheckbox"] p').nth(23).wait_for(timeout=120_000)
+    wait_idle(page)
+    gallery = time.perf_counter() - t1
+    page.close()
+    return decision, gallery
+
+
 FLOOR_APP = """
 import streamlit as st
 st.title("floor")
@@ -272,6 +306,7 @@ def bench_size(
         cold, ctx, first = time_map(browser, url)
         first.close()  # type: ignore[attr-defined]
         floor, plotly, warm, filt, lasso, example, ood, n_sel = [], [], [], [], [], [], [], 0
+        decision, gallery = [], []
         for _ in range(repeat):
             floor.append(floor_page.time())
             plotly.append(plotly_page.time())
@@ -285,6 +320,9 @@ def bench_size(
             t, ctx, page = time_map(browser, url + "/ood", ctx, ready=OOD_READY)
             ood.append(t)
             page.close()  # type: ignore[attr-defined]
+            dt_decision, dt_gallery = time_review_loop(ctx, url)
+            decision.append(dt_decision)
+            gallery.append(dt_gallery)
         ctx.close()  # type: ignore[attr-defined]
     finally:
         proc.terminate()
@@ -304,6 +342,8 @@ def bench_size(
         "lasso_selected": n_sel,
         "example_s": statistics.median(example),
         "ood_page_s": statistics.median(ood),
+        "decision_s": statistics.median(decision),
+        "gallery_page_s": statistics.median(gallery),
         "server_script_ms": server_script_ms(log),
     }
 
@@ -338,16 +378,18 @@ def main() -> int:
     args.out.write_text(json.dumps({"floor_s": floor, "plotly_s": plotly, "sizes": results}, indent=2) + "\n")
     print()
     print("| examples (rows) | map, cold | map, warm (× floor, × Plotly page) | filter change "
-          "| lasso → table (selected) | row → example | OOD page (warm) | Python per rerun |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — | — | — |")
-    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — | — | — |")
+          "| lasso → table (selected) | row → example | OOD page (warm) | Python per rerun "
+          "| decision → next example | gallery page |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| bare Streamlit page (floor) | — | {floor:.2f} s | — | — | — | — | — | — | — |")
+    print(f"| bare page + one 500-point Plotly chart | — | {plotly:.2f} s | — | — | — | — | — | — | — |")
     for r in results:
         py = f"{r['server_script_ms']:.0f} ms" if r["server_script_ms"] is not None else "—"
         print(f"| {r['n_examples']:,} ({r['n_rows']:,}) | {r['map_cold_s']:.2f} s | {r['map_warm_s']:.2f} s "
               f"({r['map_warm_s'] / r['floor_s']:.2f}×, {r['map_warm_s'] / r['plotly_s']:.2f}×) "
               f"| {r['filter_s']:.2f} s | {r['lasso_s']:.2f} s ({r['lasso_selected']:,}) "
-              f"| {r['example_s']:.2f} s | {r['ood_page_s']:.2f} s | {py} |")
+              f"| {r['example_s']:.2f} s | {r['ood_page_s']:.2f} s | {py} "
+              f"| {r['decision_s']:.2f} s | {r['gallery_page_s']:.2f} s |")
     return 0
 
 

@@ -45,6 +45,7 @@ pages = [
             url_path="embeddings"),
     st.Page(_PAGES / "ood.py", title="OOD", icon=":material/radar:", url_path="ood"),
     st.Page(_PAGES / "review.py", title="Review", icon=":material/flag:", url_path="review"),
+    st.Page(_PAGES / "queue.py", title="Queue", icon=":material/keyboard:", url_path="queue"),
     st.Page(_PAGES / "export.py", title="Export", icon=":material/download:", url_path="export"),
 ]
 nav = st.navigation(pages)

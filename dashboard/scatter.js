@@ -9,8 +9,9 @@
 // The server applies that shape to every filtered row, not only to the drawn sample.
 // `data.shape` is the shape to show on a new chart, or "keep": the chart keeps its own.
 //
-// Test hooks on the root element: data-ready="1" once the points are drawn, data-mode, and
-// data-selection (the shape the chart shows, as JSON). The element `.dm-plot` covers exactly the
+// Test hooks on the root element: data-ready="1" once the points are drawn, data-mode,
+// data-selection (the shape the chart shows, as JSON) and data-marked (the id of the open example
+// the chart marks, `data.marked`). The element `.dm-plot` covers exactly the
 // plot area (the axes' rectangle) and receives the pointer events.
 
 const MARGIN = { left: 62, top: 34, bottom: 46 };
@@ -59,7 +60,7 @@ function build(parent) {
     <div class="dm-tools" role="toolbar" aria-label="chart tools">
       <button type="button" data-mode="lasso" title="Lasso select: draw around points">Lasso</button>
       <button type="button" data-mode="box" title="Box select: drag a rectangle">Box</button>
-      <button type="button" data-mode="pan" title="Pan: drag to move; the wheel zooms">Pan</button>
+      <button type="button" data-mode="pan" title="Pan: drag to move; Ctrl + wheel zooms (or the wheel, once the chart has the focus)">Pan</button>
       <button type="button" data-action="reset" title="Show the whole range again">Reset view</button>
       <button type="button" data-action="png" title="Download the chart as a PNG image">PNG</button>
     </div>
@@ -141,12 +142,15 @@ function legendWidth(root) {
   if (root.__legendFor === d) return root.__legendWidth;
   const g = root.__measure || (root.__measure = document.createElement("canvas").getContext("2d"));
   g.font = "12px sans-serif";
-  const names = [d.legend ? d.legend.title : ""];
+  g.font = "bold 12px sans-serif"; // the title is drawn bold: measure it so
+  const names = [];
+  const titleWidth = d.legend ? g.measureText(String(d.legend.title)).width : 0;
+  g.font = "12px sans-serif";
   if (d.legend && d.legend.kind === "categorical") {
     names.push(...d.legend.items.slice(0, d.legend.max_items).map((it) => it.name));
   }
   if (d.flag && d.flag.length) names.push("flagged");
-  const widest = Math.max(60, ...names.map((s) => g.measureText(String(s)).width));
+  const widest = Math.max(60, titleWidth, ...names.map((s) => g.measureText(String(s)).width));
   root.__legendFor = d;
   root.__legendWidth = d.legend && d.legend.kind === "numeric" ? Math.max(widest + 24, 84) : Math.min(widest + 44, 260);
   return root.__legendWidth;
@@ -343,6 +347,7 @@ function draw(root) {
   root.dataset.mode = m.mem.mode;
   root.dataset.points = String(d.x.length);
   root.dataset.selection = m.shape ? JSON.stringify(m.shape) : "";
+  root.dataset.marked = d.marked ? String(d.marked.id) : "";
   for (const b of root.querySelectorAll(".dm-tools [data-mode]")) {
     b.setAttribute("aria-pressed", String(b.dataset.mode === m.mem.mode));
   }
@@ -370,6 +375,7 @@ function drawLegend(g, d, plot, ink) {
       g.fillStyle = ink;
       g.fillText(fmt(lg.max), x + 20, y + 5);
       g.fillText(fmt(lg.min), x + 20, y + h - 5);
+      if (lg.mid !== undefined && lg.mid !== null) g.fillText(`${fmt(lg.mid)} (median)`, x + 20, y + h / 2);
       y += h + 16;
     } else {
       let shown = 0;
@@ -435,6 +441,21 @@ function drawOverlay(root) {
   }
   g.setLineDash([]);
   const d = m.data;
+  const mk = d.marked;
+  if (mk && finite(mk.x) && finite(mk.y)) {
+    // the open example: a ring with cross hairs, in its own colour (it may lie outside the sample)
+    const px = L.sx(mk.x), py = L.sy(mk.y), r = d.marker_size / 2 + 6;
+    g.strokeStyle = d.marked_color || ink;
+    g.lineWidth = 2.5;
+    g.beginPath();
+    g.arc(px, py, r, 0, 2 * Math.PI);
+    for (const [ux, uy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+      g.moveTo(px + ux * (r + 2), py + uy * (r + 2));
+      g.lineTo(px + ux * (r + 9), py + uy * (r + 9));
+    }
+    g.stroke();
+    g.strokeStyle = ink;
+  }
   if (m.hover.length) {
     const i = m.hover[0];
     g.lineWidth = 1.5;
@@ -555,6 +576,7 @@ function wire(root) {
     if (!m || ev.button !== 0) return;
     area.setPointerCapture(ev.pointerId);
     const [px, py] = local(ev);
+    area.focus({ preventScroll: true }); // a click on the chart gives it the keys and the wheel
     m.drag = { mode: m.mem.mode, start: [px, py], path: [[px, py]], view: { ...m.mem.view }, moved: 0, preview: null };
     m.hover = [];
     root.querySelector(".dm-tip").hidden = true;
@@ -665,6 +687,10 @@ function wire(root) {
   area.addEventListener("wheel", (ev) => {
     const m = root.__model;
     if (!m || !root.__layout) return;
+    // the wheel zooms only with a modifier key (Ctrl/Cmd/Alt) or while the chart has the focus
+    // (after a click on it); otherwise it scrolls the page, so a long page stays reachable
+    const focused = area.getRootNode().activeElement === area;
+    if (!(ev.ctrlKey || ev.metaKey || ev.altKey || focused)) return;
     ev.preventDefault();
     const L = root.__layout;
     const k = Math.exp(Math.max(-0.5, Math.min(0.5, ev.deltaY * 0.0015)));

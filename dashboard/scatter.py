@@ -17,7 +17,10 @@ was most of the time to a shown map (docs/dashboard.md, "Speed"). A spec is a JS
 * ``lines`` (``x0, y0, x1, y1``) and ``labels`` (``x, y, text, anchor``) in data coordinates;
 * ``name``: the file name of the chart's PNG download;
 * ``shape``: the selection a new chart shows, or ``"keep"`` (set by the caller; see
-  ``scatter.js``).
+  ``scatter.js``);
+* ``marked``: the open example, ``{"id", "x", "y"}`` in data coordinates, drawn with a ring and
+  cross hairs (set by the caller with :func:`marked_point`; it need not be among the drawn
+  points), or None.
 
 Every number is finite or ``None``: JSON has no NaN.
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,8 @@ __all__ = [
     "data_map_spec",
     "density_image",
     "embedding_spec",
+    "marked_point",
+    "shape_digest",
     "point_colors",
     "scatter_spec",
 ]
@@ -49,6 +54,8 @@ DENSITY_BINS = (160, 100)
 DENSITY_RGB = (90, 98, 112)
 MISSING_COLOR = "#BBBBBB"
 FLAG_COLOR = "#D62728"
+MARKED_COLOR = "#FF7F0E"
+"""The ring and cross hairs of the open example."""
 MAX_CATEGORIES = 30
 """A categorical colour lists at most this many names in its legend."""
 VIRIDIS = (
@@ -86,33 +93,51 @@ def _finite_list(values: np.ndarray, decimals: int) -> list[float | None]:
     return out
 
 
-def point_colors(series: pd.Series, *, title: str | None = None) -> dict[str, Any]:
+def point_colors(
+    series: pd.Series, *, title: str | None = None, scale: Literal["auto", "linear", "rank"] = "auto",
+) -> dict[str, Any]:
     """Map a column to a palette index per point, with its palette and legend.
 
-    Numbers (not booleans) are spread over :data:`NUMERIC_STEPS` shades of Viridis between the
-    column's finite minimum and maximum; anything else becomes categories sorted by name (missing
-    values are the category ``"(missing)"``), coloured by :data:`CATEGORICAL_PALETTE` in turn.
+    Numbers (not booleans) are spread over :data:`NUMERIC_STEPS` shades of Viridis: linearly
+    between the column's finite minimum and maximum, or by rank (each point's percentile among
+    the finite values) for heavy-tailed columns — ``scale="auto"`` picks the rank scale for OOD
+    scores (``ood_*``), where a few far points would otherwise leave every other point one colour.
+    Anything else becomes categories sorted by name (missing values are the category
+    ``"(missing)"``), coloured by :data:`CATEGORICAL_PALETTE` in turn.
 
     Returns
     -------
     dict with ``c`` (int array, -1 for a missing number), ``palette``, ``legend`` and ``v`` (the
-    numbers, for hover text; None for categories).
+    numbers, for hover text; None for categories). A rank legend also gives the median (``mid``).
     """
+    if scale not in ("auto", "linear", "rank"):
+        raise ValueError(f"Expected `scale` in ('auto', 'linear', 'rank'), got {scale!r}.")
     name = title if title is not None else str(series.name)
     if _is_numeric(series):
         values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         finite = np.isfinite(values)
         lo = float(values[finite].min()) if finite.any() else 0.0
         hi = float(values[finite].max()) if finite.any() else 1.0
-        span = hi - lo if hi > lo else 1.0
         codes = np.full(len(values), -1, dtype=np.int64)
-        codes[finite] = np.clip(((values[finite] - lo) / span * NUMERIC_STEPS).astype(np.int64), 0, NUMERIC_STEPS - 1)
-        return {
-            "c": codes,
-            "palette": _viridis(NUMERIC_STEPS),
-            "legend": {"kind": "numeric", "title": name, "min": lo, "max": hi, "stops": list(VIRIDIS)},
-            "v": values,
-        }
+        if scale == "auto":
+            scale = "rank" if str(series.name).startswith(S.OOD_PREFIX) else "linear"
+        legend: dict[str, Any] = {"kind": "numeric", "title": name, "min": lo, "max": hi,
+                                  "stops": list(VIRIDIS)}
+        if scale == "rank" and finite.sum() > 1:
+            fin = values[finite]
+            order = np.argsort(fin, kind="stable")
+            ranks = np.empty(len(fin), dtype=np.float64)
+            ranks[order] = np.arange(len(fin))
+            # ties share their mean rank, so equal values get one colour
+            uniq, inverse = np.unique(fin, return_inverse=True)
+            mean_rank = np.bincount(inverse, weights=ranks) / np.bincount(inverse)
+            pct = mean_rank[inverse] / (len(fin) - 1)
+            codes[finite] = np.clip((pct * NUMERIC_STEPS).astype(np.int64), 0, NUMERIC_STEPS - 1)
+            legend.update(title=f"{name} (rank)", mid=float(np.median(fin)), scale="rank")
+        else:
+            span = hi - lo if hi > lo else 1.0
+            codes[finite] = np.clip(((values[finite] - lo) / span * NUMERIC_STEPS).astype(np.int64), 0, NUMERIC_STEPS - 1)
+        return {"c": codes, "palette": _viridis(NUMERIC_STEPS), "legend": legend, "v": values}
     as_str = series.astype("object").where(series.notna(), "(missing)").astype(str)
     cats = sorted(pd.unique(as_str.to_numpy()).tolist())
     codes = pd.Categorical(as_str, categories=cats).codes.astype(np.int64)
@@ -251,7 +276,50 @@ def scatter_spec(
         "labels": list(labels),
         "name": name,
         "shape": None,
+        "marked": None,
+        "marked_color": MARKED_COLOR,
     }
+
+
+def marked_point(example_id: Any, x: Any, y: Any) -> dict[str, Any] | None:
+    """The ``marked`` entry of a spec: the open example at (x, y); None without finite coordinates.
+
+    Examples
+    --------
+    >>> marked_point(7, 0.25, 0.5)
+    {'id': 7, 'x': 0.25, 'y': 0.5}
+    >>> marked_point(7, float("nan"), 0.5) is None
+    True
+    """
+    try:
+        fx, fy = float(x), float(y)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(fx) and np.isfinite(fy)):
+        return None
+    plain = example_id.item() if isinstance(example_id, np.generic) else example_id
+    if isinstance(plain, int) and abs(plain) >= 2**53:  # as the chart's ids (JSON doubles)
+        plain = str(plain)
+    return {"id": plain, "x": fx, "y": fy}
+
+
+def shape_digest(shape: Any) -> str:
+    """A short stable digest of a chart selection (``{}``/None: ``"none"``), for widget keys.
+
+    Examples
+    --------
+    >>> shape_digest(None), shape_digest({})
+    ('none', 'none')
+    >>> shape_digest({"box": [{"x": [0, 1], "y": [0, 1]}]}) == shape_digest({"box": [{"y": [0, 1], "x": [0, 1]}]})
+    True
+    """
+    if not shape:
+        return "none"
+    import hashlib
+    import json
+
+    text = json.dumps(shape, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _padded_range(values: np.ndarray, pad: float = 0.04) -> tuple[float, float] | None:

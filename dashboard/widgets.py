@@ -19,13 +19,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis import diagnosis as DG
 from analysis import filters as F
 from analysis import flags as FL
 from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from dashboard import data as D
+from dashboard import evidence_view as EV
 from dashboard import figures as FIG
+from dashboard import scatter as SC
 from dashboard import state as K
+from dashboard.bulk_actions import render_bulk_actions
+from dashboard.gallery import render_gallery
 from dashboard.text import code, md
 
 RANGE_COLUMNS = (S.CONFIDENCE, S.VARIABILITY, S.CORRECTNESS)
@@ -269,6 +274,13 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
             flag_values = st.multiselect("flag values", list(FL.FLAG_VALUES), key=K.W_FLAG_VALUES,
                                          placeholder="any flag")
         search = st.text_input("search id / text", key=K.W_SEARCH, placeholder="example id or text")
+        exact = F.exact_id_row(ctx.table, search) if search.strip() else None
+        if exact is not None:
+            exact_id = ctx.table[S.EXAMPLE_ID].iloc[exact]
+            if st.button(f"Open example {exact_id}", key="w_open_exact_id", width="stretch",
+                         help="The search matches ids and text as substrings; this opens the "
+                              "example whose id is exactly what you typed (on the Data map)."):
+                _open_on_data_map(exact_id)
     # an empty multiselect means "no criterion" (None), not "keep nothing" ([])
     spec = F.FilterSpec(
         splits=list(splits) or None,
@@ -281,6 +293,17 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
         search=search.strip() or None,
     )
     return spec
+
+
+def _open_on_data_map(example_id: Any) -> None:
+    """Select one example on the Data map (as a click on its point would) and go there."""
+    plain = example_id.item() if hasattr(example_id, "item") else example_id
+    shape = {"points": [{"customdata": plain}]}
+    st.session_state.setdefault(K.SELECTION, {})["data_map"] = D.Selection(
+        ids=np.asarray([example_id]), how="points", shape=shape)
+    generations = st.session_state.setdefault(K.CHART_GENERATION, {})
+    generations["data_map"] = generations.get("data_map", 0) + 1  # a new chart shows the point
+    st.switch_page(str(_HERE / "app_pages" / "data_map.py"))
 
 
 def render_filter_summary(container: Any, ctx: D.RunContext) -> None:
@@ -385,12 +408,13 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
     r = ctx.table.iloc[row]
     with st.container(border=True):
         st.markdown(f"#### Example {code(example_id)}")
-        left, mid, right = st.columns([1, 1.3, 2.2])
+        left, mid, right = st.columns([1, 1.5, 2])
         with left:
             stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
             img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
             if img is not None:
-                st.image(img, width=160, caption=f"split {md(r[S.SPLIT])}")
+                # as wide as its column, never wider: at 1024 px the column is narrower than 160 px
+                st.image(img, width="stretch", caption=f"split {md(r[S.SPLIT])}")
             elif stored is not None and not (isinstance(stored, float) and np.isnan(stored)):
                 st.caption(f"The image of this example could not be read or decoded ({md(_fmt(stored)[:80])}).")
             elif S.TEXT in ctx.table.columns and isinstance(r.get(S.TEXT), str):
@@ -410,10 +434,8 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                     facts[name] = r.get(name)
             for name in D.ood_columns(ctx.table):
                 facts[name] = r.get(name)
-            st.dataframe(
-                pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())),
-                width="stretch", height=min(35 * (len(facts) + 1) + 3, 420),
-            )
+            # a static table: every row on the page, no inner scroll hiding the OOD scores
+            st.table(pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())))
         with right:
             traj = D.trajectory(ctx.run_dir, example_id)
             if traj is None or traj.empty:
@@ -422,51 +444,136 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                 conf = r.get(S.CONFIDENCE)
                 SVG(data=FIG.trajectory_svg(traj, confidence=None if pd.isna(conf) else float(conf)),
                     key=f"{key}_traj")
-        render_flag_form(ctx, example_id, r, key=f"{key}_flag")
+        suggested = EV.suggested_label(ctx, row)
+        suspect = str(r.get(S.DIAGNOSIS)) == DG.SUSPECT_MISLABELED
+        with st.expander("Evidence: nearest training examples, typical examples of the given and "
+                         "the suggested class", expanded=suspect):
+            EV.render_evidence(ctx, example_id, row, suggested=suggested)
+        given = r.get(S.LABEL)
+        preselect = (suggested if suspect and suggested is not None and not pd.isna(given)
+                     and int(given) != suggested else None)
+        render_flag_form(ctx, example_id, r, key=f"{key}_flag", suggested=preselect)
 
 
-def render_flag_form(ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str) -> None:
-    """Flag / relabel / note for one example; each save is written to the journal at once."""
-    cur_flag = r.get(FL.FLAG) if FL.FLAG in r.index else None
-    cur_flag = None if cur_flag is None or pd.isna(cur_flag) else str(cur_flag)
-    cur_label = r.get(FL.NEW_LABEL) if FL.NEW_LABEL in r.index else None
-    cur_label = None if cur_label is None or pd.isna(cur_label) else int(cur_label)
-    cur_note = r.get(FL.NOTE) if FL.NOTE in r.index else None
-    cur_note = "" if cur_note is None or pd.isna(cur_note) else str(cur_note)
+def _plain(example_id: Any) -> Any:
+    return example_id.item() if hasattr(example_id, "item") else example_id
+
+
+def _describe_edits(rows: pd.DataFrame, ctx: D.RunContext) -> str:
+    """One line per journal row: who, when (UTC) and what it set."""
+    lines = []
+    for rec in rows.to_dict("records"):
+        parts = []
+        if isinstance(rec[FL.FLAG], str):
+            parts.append(f"flag {rec[FL.FLAG] or 'cleared'}")
+        if not pd.isna(rec[FL.NEW_LABEL]):
+            lab = int(rec[FL.NEW_LABEL])
+            parts.append("relabel cleared" if lab < 0 else f"relabel to {ctx.class_name(lab)}")
+        if isinstance(rec[FL.NOTE], str):
+            parts.append(f"note {rec[FL.NOTE]!r}" if rec[FL.NOTE] else "note cleared")
+        who = rec[FL.AUTHOR] or "someone"
+        lines.append(f"{who} at {rec[FL.AT]:%H:%M:%S} UTC: {', '.join(parts)}")
+    return md("; ".join(lines), limit=600)  # authors and notes are anyone's text
+
+
+def render_flag_form(
+    ctx: D.RunContext, example_id: Any, r: pd.Series, *, key: str, suggested: int | None = None,
+) -> None:
+    """Flag / relabel / note for one example; each save is written to the journal at once.
+
+    The form edits the state it was opened on (kept in session state with the journal row id it
+    reflects). Saving writes the fields the person changed in the form, whatever came in
+    meanwhile: an edit is never lost. If another edit of the example landed after the form was
+    opened (another session, a script), the save still goes through and the person is told
+    what came in between; both stay in the journal's history.
+
+    ``suggested``: a class to preselect in the relabel control when the example has no relabel
+    yet (the model's suggestion for a suspect); saving then writes it.
+    """
+    del r  # the form reads the journal itself: the state and its row id at one instant
+    eid = _plain(example_id)
+    journal = D.flag_journal(ctx.run_dir)
+    bases: dict[str, FL.ExampleState] = st.session_state.setdefault(K.FLAG_FORM_BASE, {})
+    notices: dict[str, str] = st.session_state.setdefault(K.FLAG_FORM_NOTICE, {})
+    base_key = f"{key}_{example_id}"
+    try:
+        now = journal.current(eid)
+    except (ValueError, TypeError, S.SchemaError) as exc:
+        st.error(f"The flags journal could not be read: {md(exc, limit=None)}")
+        return
+    base = bases.get(base_key)
+    if base is None:
+        base = bases[base_key] = now
+    notice = notices.pop(base_key, None)
+    if notice:
+        st.warning(notice, icon="⚠️")
+    stale = now.last_edit_id != base.last_edit_id
+    if stale:
+        between = journal.history(eid)
+        between = between[between[FL.ROW_ID] > base.last_edit_id]
+        warn, reload = st.columns([5, 1], vertical_alignment="center")
+        warn.warning(
+            "Another edit of this example came in after you opened it "
+            f"({_describe_edits(between, ctx)}). The form still shows what you opened; Save writes "
+            "the fields you change on top of it (both stay in the history).", icon="⚠️",
+        )
+        if reload.button("Show the latest", key=f"{base_key}_reload", width="stretch"):
+            bases.pop(base_key, None)
+            st.rerun()
     n_classes = len(ctx.meta.class_names) if ctx.meta is not None else 0
     flag_opts = [NONE_FLAG, *FL.FLAG_VALUES]
     label_opts: list[Any] = [KEEP_LABEL, *range(n_classes)]
-    with st.form(key=f"{key}_{example_id}", border=False):
+    cur_note = base.note or ""
+    # the form's key holds the row id its state reflects: a save or a reload opens a fresh form
+    with st.form(key=f"{base_key}_{base.last_edit_id}", border=False):
         c1, c2, c3, c4 = st.columns([1, 1, 2, 0.7], vertical_alignment="bottom")
-        flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(cur_flag) if cur_flag in flag_opts else 0)
+        flag = c1.selectbox("flag", flag_opts, index=flag_opts.index(base.flag) if base.flag in flag_opts else 0)
+        start_label = base.new_label if base.new_label is not None else suggested
         label = c2.selectbox(
             "relabel to", label_opts,
-            index=label_opts.index(cur_label) if cur_label in label_opts else 0,
+            index=label_opts.index(start_label) if start_label in label_opts else 0,
             format_func=lambda v: v if isinstance(v, str) else ctx.class_name(v),
         )
         note = c3.text_input("note", value=cur_note)
         saved = c4.form_submit_button("Save", type="primary", width="stretch")
-    if saved:
-        new_flag = None if flag == NONE_FLAG else flag
-        new_label = None if isinstance(label, str) else int(label)
-        changes: dict[str, Any] = {}
-        if new_flag != cur_flag:
-            changes["flag"] = new_flag
-        if new_label != cur_label:
-            changes["new_label"] = new_label
-        if note.strip() != cur_note:
-            changes["note"] = note.strip()
-        if not changes:
-            st.info("Nothing changed.")
-            return
-        try:
-            eid = example_id.item() if hasattr(example_id, "item") else example_id
-            D.flag_journal(ctx.run_dir).add(eid, author=st.session_state.get(K.W_AUTHOR, ""), **changes)
-        except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
-            st.error(f"The edit was not saved: {md(exc, limit=None)}")
-            return
-        st.session_state[K.FLASH] = f"Saved: example {md(example_id)} ({', '.join(changes)})"
-        st.rerun()
+    if base.new_label is None and suggested is not None:
+        st.caption(f"Relabel preselected: the model suggests {ctx.class_name(suggested)}. Choose "
+                   f"“{KEEP_LABEL}” to save without a relabel.")
+    if not saved:
+        return
+    new_flag = None if flag == NONE_FLAG else flag
+    new_label = None if isinstance(label, str) else int(label)
+    changes: dict[str, Any] = {}
+    if new_flag != base.flag:
+        changes["flag"] = new_flag
+    if new_label != base.new_label:
+        changes["new_label"] = new_label
+    if note.strip() != cur_note:
+        changes["note"] = note.strip()
+    if not changes:
+        if stale:
+            bases.pop(base_key, None)
+            notices[base_key] = ("You saved no change of your own, and another edit of this example "
+                                 "had come in: the form now shows the latest state.")
+            st.rerun()
+        st.info("Nothing changed.")
+        return
+    try:
+        result = journal.add_checked(eid, seen=base.last_edit_id,
+                                     author=st.session_state.get(K.W_AUTHOR, ""), **changes)
+    except (ValueError, TypeError, TimeoutError, PermissionError, OSError, S.SchemaError) as exc:
+        st.error(f"The edit was not saved: {md(exc, limit=None)}")
+        return
+    bases.pop(base_key, None)
+    st.session_state[K.FLASH] = f"Saved: example {md(example_id)} ({', '.join(changes)})"
+    if result.concurrent:
+        notices[base_key] = (
+            f"Your edit ({', '.join(changes)}) was saved, but another edit of this example had come "
+            f"in after you opened it ({_describe_edits(result.intervening, ctx)}). Both are in the "
+            "journal's history; yours, saved last, wins for the fields you changed. The form now "
+            "shows the combined state."
+        )
+    st.rerun()
 
 
 # ---- the linked map ----------------------------------------------------------------------------------
@@ -551,7 +658,29 @@ def _linked_map(
     state = st.session_state.get(key)
     kept_shape = prev.shape if prev is not None else None
     spec["shape"] = kept_shape if state is None else "keep"
-    result = SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
+    # --- resolve the selection over every filtered row, before the chart is drawn (its state
+    # holds what it reported), so that the example it opens can be marked on it. The chart
+    # reports None (nothing drawn on it yet: the kept selection's shape, if any, still applies),
+    # {} (cleared by a double-click or Esc) or a shape; either is kept across reruns and applied
+    # to the current filter on each one.
+    raw = _chart_selection(state)
+    shape = raw if raw is not None else kept_shape
+    if shape:
+        mask, how = D.selection_mask(ctx, shape, x=x, y=y)
+        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=shape)
+        if raw is not None:
+            st.session_state[K.LAST_SELECTION_PAGE] = page
+    elif raw is not None:
+        selections.pop(page, None)
+    sel = selections.get(page)
+    sel_rows = np.zeros(0, dtype=np.int64)
+    if sel is not None and len(sel):
+        sel_rows = np.flatnonzero(ctx.table[S.EXAMPLE_ID].isin(sel.ids).to_numpy() & ctx.mask)
+    # a new selection gets a fresh table (no row picked), so a clicked point opens at once
+    table_key = selection_table_key(page, shape)
+    open_id = _open_example(ctx, sel, sel_rows, st.session_state.get(table_key))
+    spec["marked"] = _marked(ctx, open_id, x=x, y=y)
+    SCATTER(data=spec, key=key, on_selection_change=_ignore, default={"selection": None})
     ctx.timings["chart"] = time.perf_counter() - t0
     unplottable = ctx.n_filtered - n_drawable
     missing = f" ({unplottable:,} filtered examples have no {x}/{y} and are not drawn.)" if unplottable else ""
@@ -563,29 +692,13 @@ def _linked_map(
         )
     else:
         st.caption(
-            f"Drawing all {n_drawable:,} filtered examples. Lasso or box to select; click a table "
-            "row to open it." + missing
+            f"Drawing all {n_drawable:,} filtered examples. Click a point to open it; lasso or box "
+            "to select." + missing
         )
-    # --- resolve the selection over every filtered row. The chart reports None (nothing drawn
-    # on it yet: the kept selection's shape, if any, still applies), {} (cleared by a
-    # double-click or Esc) or a shape; either is kept across reruns and applied to the current
-    # filter on each one.
-    raw = result.get("selection")
-    shape = raw if raw is not None else kept_shape
-    if shape:
-        mask, how = D.selection_mask(ctx, shape, x=x, y=y)
-        selections[page] = D.Selection(ids=ctx.table[S.EXAMPLE_ID].to_numpy()[mask], how=how or "shape", shape=shape)
-        if raw is not None:
-            st.session_state[K.LAST_SELECTION_PAGE] = page
-    elif raw is not None:
-        selections.pop(page, None)
-    sel = selections.get(page)
     ctx.timings["map"] = time.perf_counter() - t0
     if sel is None or len(sel) == 0:
         st.info("Draw a lasso or a box on the chart (or click a point) to list those examples here.")
         return
-    id_col = ctx.table[S.EXAMPLE_ID]
-    sel_rows = np.flatnonzero(id_col.isin(sel.ids).to_numpy() & ctx.mask)
     head, clear = st.columns([4, 1], vertical_alignment="center")
     head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
     if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
@@ -593,9 +706,69 @@ def _linked_map(
         # a new chart key drops the lasso the browser still holds
         st.session_state[K.CHART_GENERATION][page] = generation + 1
         st.rerun()
-    clicked = render_selection_table(ctx, sel_rows, key=K.W_TABLE_PREFIX + page)
-    ctx.timings["table"] = time.perf_counter() - t0
-    if clicked is not None:
-        render_example_view(ctx, clicked, key=f"{page}_example")
+    render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
+                        what="this selection")
+    clicked = None
+    if render_view_choice(page) == "gallery":
+        render_gallery(ctx, sel_rows, key=f"{page}_gallery", metric=S.CONFIDENCE,
+                       what="selected")
     else:
-        st.caption("Click a row to open the example.")
+        clicked = render_selection_table(ctx, sel_rows, key=table_key)
+    ctx.timings["table"] = time.perf_counter() - t0
+    shown = clicked if clicked is not None else open_id
+    if shown is not None:
+        render_example_view(ctx, shown, key=f"{page}_example")
+    else:
+        st.caption("Click a row (or a point on the map) to open the example.")
+
+
+def render_view_choice(page: str) -> str:
+    """"table" or "gallery": how a page lists its examples (kept per page)."""
+    choice = st.segmented_control("show as", ["table", "gallery"], default="table",
+                                  key=K.W_VIEW_PREFIX + page, label_visibility="collapsed")
+    return str(choice or "table")
+
+
+def selection_table_key(page: str, shape: Any) -> str:
+    """The widget key of a map page's selection table: one per selection shape."""
+    return f"{K.W_TABLE_PREFIX}{page}_{SC.shape_digest(shape)}"
+
+
+def _chart_selection(state: Any) -> Any:
+    """The selection the chart reported (its state at the start of this run), or None."""
+    if state is None:
+        return None
+    try:
+        return state.get("selection")
+    except AttributeError:
+        return None
+
+
+def _open_example(ctx: D.RunContext, sel: D.Selection | None, sel_rows: np.ndarray,
+                  table_state: Any) -> Any | None:
+    """The example the map opens: the table row picked, else the point clicked on the chart."""
+    assert ctx.table is not None
+    if sel is None or not len(sel_rows):
+        return None
+    ids = ctx.table[S.EXAMPLE_ID].to_numpy()
+    picked: list[int] = []
+    if table_state is not None:
+        try:
+            picked = list(table_state["selection"]["rows"])
+        except (KeyError, TypeError):
+            picked = []
+    if picked and 0 <= picked[0] < min(len(sel_rows), TABLE_ROWS):
+        return ids[sel_rows[picked[0]]]
+    if sel.how == "points":
+        return ids[sel_rows[0]]
+    return None
+
+
+def _marked(ctx: D.RunContext, example_id: Any, *, x: str, y: str) -> dict[str, Any] | None:
+    if example_id is None:
+        return None
+    row = _row_of(ctx, example_id)
+    if row is None:
+        return None
+    assert ctx.table is not None
+    return SC.marked_point(example_id, ctx.table[x].iloc[row], ctx.table[y].iloc[row])

@@ -6,6 +6,7 @@ import streamlit as st
 
 from analysis import export as E
 from analysis import schema as S
+from dashboard import data as D
 from dashboard import state as K
 from dashboard import widgets as W
 from dashboard.text import code, md
@@ -33,11 +34,27 @@ with st.form("export_form", border=True):
                    format_func=lambda f: {"csv": "CSV", "parquet": "Parquet"}[f])
     curated = st.checkbox(
         "curated training set: train split only, drop suspects (suspect_mislabeled, suspect_ood) "
-        "unless flagged `keep`, drop examples flagged mislabeled/ood",
+        "unless flagged `keep` or relabelled, drop examples flagged ood or mislabeled (without a "
+        "relabel); the label as given goes to `given_label`",
         key=K.W_EXPORT_CURATED,
     )
     relabel = st.checkbox("apply relabels (curated set)", value=True, key=K.W_EXPORT_APPLY_RELABELS)
     submitted = st.form_submit_button("Prepare export", type="primary")
+
+
+def _fingerprint(scope: str) -> str:
+    """What the file of ``scope`` depends on: its rows, the thresholds and the journal's size."""
+    rows = ctx.mask
+    if scope == "selection":
+        if sel is None:
+            return "no selection"
+        rows = rows & ctx.table[S.EXAMPLE_ID].isin(sel.ids).to_numpy()
+    return E.rows_fingerprint(
+        rows, scope=scope, selection_page=sel_page if scope == "selection" else None,
+        confidence=ctx.thresholds.confidence, variability=ctx.thresholds.variability,
+        ood_quantile=ctx.ood_quantile, journal_rows=D.flag_journal(ctx.run_dir).count(),
+    )
+
 
 if submitted:
     scope = scopes.get(scope_label, "filter")
@@ -56,19 +73,46 @@ if submitted:
             )
         except (ValueError, FileExistsError, OSError, S.SchemaError) as exc:
             st.session_state.pop(K.EXPORT_RESULT, None)
+            st.session_state.pop(K.EXPORT_FINGERPRINT, None)
             st.error(f"The export failed: {md(exc, limit=None)}")
         else:
             st.session_state[K.EXPORT_RESULT] = result
+            st.session_state[K.EXPORT_FINGERPRINT] = (scope, _fingerprint(scope))
 
 result = st.session_state.get(K.EXPORT_RESULT)
+if result is not None:
+    scope, fingerprint = st.session_state.get(K.EXPORT_FINGERPRINT, ("filter", None))
+    if _fingerprint(scope) != fingerprint:
+        # the filter, the selection, the thresholds or the flags changed: the file no longer
+        # holds what the page shows, so it is not offered any more
+        st.session_state.pop(K.EXPORT_RESULT, None)
+        st.session_state.pop(K.EXPORT_FINGERPRINT, None)
+        st.warning(
+            f"The {'selection' if scope == 'selection' else 'filter'} or the flags changed since "
+            f"{code(result.path.name)} ({result.n_rows:,} rows) was prepared, so it is no longer "
+            "offered here (it stays on disk). Prepare the export again.",
+            icon="⚠️",
+        )
+        result = None
 if result is not None:
     rows = result.manifest.get("rows", {})
     st.success(f"{rows.get('exported', 0):,} rows saved to {code(result.path, limit=None)} (manifest: {code(result.manifest_path.name)}).")
     mime = "text/csv" if result.path.suffix == ".csv" else "application/vnd.apache.parquet"
-    st.download_button(
+    data_col, zip_col, manifest_col = st.columns(3)
+    data_col.download_button(
         f"Download {result.path.name} ({len(result.data) / 1e6:.2f} MB)",
         data=result.data, file_name=result.path.name, mime=mime, on_click="ignore",
-        type="primary", icon=":material/download:",
+        type="primary", icon="⬇️", width="stretch",
+    )
+    zip_col.download_button(
+        f"Download {result.zip_name} (data + manifest)",
+        data=result.zip_bytes(), file_name=result.zip_name, mime="application/zip",
+        on_click="ignore", icon="🗜️", width="stretch",
+    )
+    manifest_col.download_button(
+        f"Download {result.manifest_path.name}",
+        data=result.manifest_bytes, file_name=result.manifest_path.name, mime="application/json",
+        on_click="ignore", icon="🧾", width="stretch",
     )
     st.subheader("Manifest")
     st.json(result.manifest, expanded=1)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from analysis import flags as FL
 from analysis import schema as S
 from dashboard import data as D
 from dashboard import state as K
 from dashboard import widgets as W
-from dashboard.text import code, md
+from dashboard.bulk_actions import render_bulk_actions
+from dashboard.gallery import render_gallery
+from dashboard.text import code
 
 SUSPECT_MISLABELED = "suspect_mislabeled"
 SUSPECT_OOD = "suspect_ood"
@@ -43,7 +44,10 @@ if kind == SUSPECT_MISLABELED:
     rank_col = next((c for c in (S.AUM, S.CONFIDENCE) if c in t.columns), None)
     ascending = True
 elif kind == SUSPECT_OOD:
-    rank_col = next((c for c in OOD_RANKING if c in t.columns), None)
+    # the score the diagnosis used (run.json), so the ranking agrees with who is a suspect
+    settings = D.diagnosis_settings(ctx.run_dir)
+    used = settings[0] if settings is not None else None
+    rank_col = used if used in t.columns else next((c for c in OOD_RANKING if c in t.columns), None)
     ascending = False
 
 rows = np.flatnonzero(cand)
@@ -63,31 +67,19 @@ if rows.size == 0:
     st.info("Nothing to review under the current filter.")
     st.stop()
 
-clicked = W.render_selection_table(
-    ctx, rows, key=K.W_REVIEW_TABLE, extra=(rank_col,) if rank_col else (), height=360,
-)
-if clicked is not None:
-    W.render_example_view(ctx, clicked, key="review_example")
+if W.render_view_choice("review") == "gallery":
+    render_gallery(ctx, rows, key="review_gallery", metric=rank_col)
 else:
-    st.caption("Click a row to open the example and flag, relabel or annotate it.")
+    clicked = W.render_selection_table(
+        ctx, rows, key=K.W_REVIEW_TABLE, extra=(rank_col,) if rank_col else (), height=360,
+    )
+    if clicked is not None:
+        W.render_example_view(ctx, clicked, key="review_example")
+    else:
+        st.caption("Click a row to open the example and flag, relabel or annotate it.")
 
-with st.expander(f"Flag all {min(rows.size, W.TABLE_ROWS):,} listed examples at once"):
-    with st.form("bulk_flag", border=False):
-        b1, b2 = st.columns([2, 1], vertical_alignment="bottom")
-        bulk_flag = b1.selectbox("flag", list(FL.FLAG_VALUES), key="w_bulk_flag_value")
-        go_bulk = b2.form_submit_button("Flag them", width="stretch")
-    if go_bulk:
-        ids = t[S.EXAMPLE_ID].to_numpy()[rows[: W.TABLE_ROWS]]
-        try:
-            n = D.flag_journal(ctx.run_dir).add_many(
-                [i.item() if hasattr(i, "item") else i for i in ids], flag=bulk_flag,
-                author=st.session_state.get(K.W_AUTHOR, ""),
-            )
-        except (ValueError, TypeError, TimeoutError, S.SchemaError) as exc:
-            st.error(f"The edits were not saved: {md(exc, limit=None)}")
-        else:
-            st.session_state[K.FLASH] = f"Flagged {n:,} examples as {bulk_flag}"
-            st.rerun()
+render_bulk_actions(ctx, t[S.EXAMPLE_ID].to_numpy()[rows], key="review_bulk",
+                    what="the whole list")
 
 with st.expander("Journal: the latest state of every edited example"):
     latest = ctx.latest_flags

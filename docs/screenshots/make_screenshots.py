@@ -3,8 +3,9 @@
     .venv/bin/python docs/screenshots/make_screenshots.py [RUN_DIR]
 
 Starts ``datamap serve`` on a temporary copy of the run, drives headless Chromium and writes
-``data_map.png``, ``embeddings.png``, ``ood.png`` and ``review.png`` beside this script, each
-quantised to a palette PNG (under 300 KB).
+``data_map.png``, ``embeddings.png``, ``ood.png``, ``review.png``, ``evidence.png``,
+``gallery.png`` and ``queue.png`` beside this script, each quantised to a palette PNG (under
+300 KB).
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ def _save(page: object, name: str, *, height: int | None = None) -> None:
     img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
         path, optimize=True)
     print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
+
+
+def _quantise(path: Path) -> None:
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True)
+    print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
+
+
+def _save_element(element: object, name: str) -> None:
+    path = OUT / f"{name}.png"
+    element.screenshot(path=str(path))  # type: ignore[attr-defined]
+    _quantise(path)
 
 
 def _open_first_row(page: object) -> None:
@@ -122,6 +138,23 @@ def main() -> int:
                 _open_first_row(page)
                 page.evaluate("window.scrollTo(0, 0)")
                 _save(page, "review", height=1300)
+                # the evidence panel of that suspect
+                evidence = page.locator('[data-testid="stExpander"]', has_text="Nearest training examples").first
+                evidence.scroll_into_view_if_needed()
+                _save_element(evidence, "evidence")
+                # the Review list as a gallery
+                page.evaluate("window.scrollTo(0, 0)")
+                page.locator('[data-testid="stButtonGroup"] button', has_text="gallery").first.click()
+                page.get_by_role("button", name="Pick this page").wait_for()
+                _idle(page, 1.0)
+                page.locator('[data-testid="stCheckbox"] p').nth(23).wait_for()
+                _idle(page, 2.0)
+                _save(page, "gallery", height=1300)
+                # the keyboard queue
+                page.locator('[data-testid="stSidebarNav"] a', has_text="Queue").click()
+                page.get_by_text(re.compile(r"^Example 1 of")).first.wait_for()
+                _idle(page, 1.0)
+                _save(page, "queue", height=1100)
                 browser.close()
         finally:
             proc.terminate()

@@ -232,47 +232,61 @@ def test_csv_export_bytes_match_the_file(run: Path, analysed: tuple[Path, pd.Dat
 
 def _hand_table() -> pd.DataFrame:
     return pd.DataFrame({
-        S.EXAMPLE_ID: [0, 1, 2, 3, 4, 5, 6, 7],
-        S.SPLIT: ["train", "train", "train", "train", "train", "test", "train", "ood:far"],
-        S.LABEL: pd.array([0, 1, 2, 0, 1, 0, 2, pd.NA], dtype="Int64"),
-        S.LABEL_NAME: ["cat", "dog", "fox", "cat", "dog", "cat", "fox", None],
+        S.EXAMPLE_ID: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        S.SPLIT: ["train", "train", "train", "train", "train", "test", "train", "ood:far", "train",
+                  "train", "train"],
+        S.LABEL: pd.array([0, 1, 2, 0, 1, 0, 2, pd.NA, 2, 1, 0], dtype="Int64"),
+        S.LABEL_NAME: ["cat", "dog", "fox", "cat", "dog", "cat", "fox", None, "fox", "dog", "cat"],
         S.DIAGNOSIS: ["clean", "suspect_mislabeled", "suspect_mislabeled", "clean", "suspect_ood",
-                      "clean", "ambiguous", "suspect_ood"],
+                      "clean", "ambiguous", "suspect_ood", "suspect_mislabeled", "clean",
+                      "suspect_ood"],
     })
 
 
 def _hand_flags() -> pd.DataFrame:
     return pd.DataFrame({
-        S.EXAMPLE_ID: [1, 2, 3, 6, 5],
-        FLAG: pd.Series([None, "keep", "mislabeled", None, None], dtype="str"),
-        NEW_LABEL: pd.array([pd.NA, 0, pd.NA, 1, 2], dtype="Int64"),
-        NOTE: pd.Series([None] * 5, dtype="str"),
+        S.EXAMPLE_ID: [1, 2, 3, 6, 5, 8, 9, 10],
+        FLAG: pd.Series([None, "keep", "mislabeled", None, None, None, "mislabeled", "ood"], dtype="str"),
+        NEW_LABEL: pd.array([pd.NA, 0, pd.NA, 1, 2, 1, 0, 2], dtype="Int64"),
+        NOTE: pd.Series([None] * 8, dtype="str"),
     })
 
 
 def test_curated_training_set_by_hand() -> None:
     out = curate_training_set(_hand_table(), _hand_flags(), class_names=["cat", "dog", "fox"])
-    # 5, 7 not train; 1 suspect_mislabeled; 4 suspect_ood; 3 flagged mislabeled.
-    # 2 is suspect_mislabeled but flagged keep, and relabelled to 0; 6 relabelled to 1.
-    assert out[S.EXAMPLE_ID].tolist() == [0, 2, 6]
-    assert out[S.LABEL].tolist() == [0, 0, 1]
-    assert out[S.ORIGINAL_LABEL].tolist() == [0, 2, 2]
-    assert out[S.LABEL_NAME].tolist() == ["cat", "cat", "dog"]
-    assert out.columns.tolist().index(S.ORIGINAL_LABEL) == out.columns.tolist().index(S.LABEL) + 1
+    # Dropped: 5, 7 not train; 1 suspect_mislabeled; 4 suspect_ood; 3 flagged mislabeled without
+    # a relabel; 10 flagged ood (its relabel does not rescue it).
+    # Kept: 0 clean; 2 suspect but flagged keep (relabelled to 0); 6 ambiguous, relabelled to 1;
+    # 8 suspect relabelled to 1 (a relabel means "keep it with this label"); 9 flagged
+    # mislabeled and relabelled to 0.
+    assert out[S.EXAMPLE_ID].tolist() == [0, 2, 6, 8, 9]
+    assert out[S.LABEL].tolist() == [0, 0, 1, 1, 0]
+    assert out[S.GIVEN_LABEL].tolist() == [0, 2, 2, 2, 1]
+    assert out[S.LABEL_NAME].tolist() == ["cat", "cat", "dog", "dog", "cat"]
+    assert out.columns.tolist().index(S.GIVEN_LABEL) == out.columns.tolist().index(S.LABEL) + 1
+    assert S.ORIGINAL_LABEL not in out.columns
 
 
 def test_curated_options() -> None:
     table, flags = _hand_table(), _hand_flags()
+    # Without relabels a relabel rescues nothing and labels stay as given.
     no_relabel = curate_training_set(table, flags, apply_relabels=False)
-    assert no_relabel[S.LABEL].tolist() == [0, 2, 2] and S.ORIGINAL_LABEL not in no_relabel
+    assert no_relabel[S.EXAMPLE_ID].tolist() == [0, 2, 6]
+    assert no_relabel[S.LABEL].tolist() == [0, 2, 2] and S.GIVEN_LABEL not in no_relabel
     keep_all = curate_training_set(table, flags, drop_diagnoses=(), drop_flags=())
-    assert keep_all[S.EXAMPLE_ID].tolist() == [0, 1, 2, 3, 4, 6]
+    assert keep_all[S.EXAMPLE_ID].tolist() == [0, 1, 2, 3, 4, 6, 8, 9, 10]
+    # given_label is there without any relabel too.
+    plain = curate_training_set(table, None)
+    assert plain[S.GIVEN_LABEL].tolist() == plain[S.LABEL].tolist() == [0, 0, 2, 1]
     # Without class names they come from the table's own label/label_name pairs.
     inferred = curate_training_set(table, flags)
-    assert inferred[S.LABEL_NAME].tolist() == ["cat", "cat", "dog"]
-    # An existing original_label column is kept as it is.
-    with_orig = table.assign(**{S.ORIGINAL_LABEL: [9, 9, 9, 9, 9, 9, 9, 9]})
-    assert curate_training_set(with_orig, flags)[S.ORIGINAL_LABEL].tolist() == [9, 9, 9]
+    assert inferred[S.LABEL_NAME].tolist() == ["cat", "cat", "dog", "dog", "cat"]
+    # An existing original_label column is carried through as it is; given_label still holds
+    # the label as given.
+    with_orig = table.assign(**{S.ORIGINAL_LABEL: [9] * len(table)})
+    out = curate_training_set(with_orig, flags)
+    assert out[S.ORIGINAL_LABEL].tolist() == [9] * 5
+    assert out[S.GIVEN_LABEL].tolist() == [0, 2, 2, 2, 1]
     bad = flags.copy()
     bad.loc[bad[S.EXAMPLE_ID] == 6, NEW_LABEL] = 3
     with pytest.raises(ValueError, match=r"classes \[3\]"):
@@ -298,8 +312,75 @@ def test_curated_export_through_the_journal(run: Path, analysed: tuple[Path, pd.
     assert set(out[S.EXAMPLE_ID].tolist()) == expected
     row = out[out[S.EXAMPLE_ID] == relabel_id].iloc[0]
     assert row[S.LABEL] == (old + 1) % 4 and row[S.LABEL_NAME] == f"class_{(old + 1) % 4}"
+    assert row[S.GIVEN_LABEL] == old
     assert res.manifest["curated"]["enabled"] and res.manifest["curated"]["relabeled"] == 1
     assert res.manifest["rows"]["exported"] == len(expected)
+
+
+def test_cli_curated_export_keeps_relabelled_rows(run: Path, analysed: tuple[Path, pd.DataFrame],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    table = analysed[1]
+    train = table[table[S.SPLIT] == "train"]
+    suspects = train[train[S.DIAGNOSIS] == "suspect_mislabeled"]
+    clean = train[train[S.DIAGNOSIS] == "clean"]
+    assert len(suspects) >= 2 and len(clean) >= 2
+    relabel_only, flagged_relabel = suspects.iloc[0], clean.iloc[0]
+    flagged_only, flagged_ood = clean.iloc[1], suspects.iloc[1]
+    journal = FlagJournal(run)
+    journal.add(int(relabel_only[S.EXAMPLE_ID]), new_label=(int(relabel_only[S.LABEL]) + 1) % 4)
+    journal.add(int(flagged_relabel[S.EXAMPLE_ID]), flag="mislabeled",
+                new_label=(int(flagged_relabel[S.LABEL]) + 2) % 4)
+    journal.add(int(flagged_only[S.EXAMPLE_ID]), flag="mislabeled")
+    journal.add(int(flagged_ood[S.EXAMPLE_ID]), flag="ood", new_label=0)
+    assert main(["export", str(run), "--curated", "--format", "csv", "--name", "cur"]) == 0
+    out = pd.read_csv(run / S.EXPORTS_DIR / "cur.csv").set_index(S.EXAMPLE_ID)
+    # relabelled rows stay, with the new label and the label as given
+    for row, shift in ((relabel_only, 1), (flagged_relabel, 2)):
+        got = out.loc[int(row[S.EXAMPLE_ID])]
+        assert got[S.LABEL] == (int(row[S.LABEL]) + shift) % 4
+        assert got[S.GIVEN_LABEL] == int(row[S.LABEL])
+        assert got[S.LABEL_NAME] == f"class_{(int(row[S.LABEL]) + shift) % 4}"
+    # flagged mislabeled without a relabel, and flagged ood: dropped
+    assert int(flagged_only[S.EXAMPLE_ID]) not in out.index
+    assert int(flagged_ood[S.EXAMPLE_ID]) not in out.index
+    # every other row keeps its label; given_label equals it
+    untouched = out.drop(index=[int(relabel_only[S.EXAMPLE_ID]), int(flagged_relabel[S.EXAMPLE_ID])])
+    assert (untouched[S.GIVEN_LABEL] == untouched[S.LABEL]).all()
+    given = table.set_index(S.EXAMPLE_ID).loc[out.index, S.LABEL]
+    assert out[S.GIVEN_LABEL].tolist() == given.astype(int).tolist()
+    # the sample-style ground truth column is carried through as it was in the table
+    if S.ORIGINAL_LABEL in table.columns:
+        truth = table.set_index(S.EXAMPLE_ID).loc[out.index, S.ORIGINAL_LABEL]
+        assert out[S.ORIGINAL_LABEL].tolist() == truth.tolist()
+
+
+def test_zip_holds_the_data_and_its_manifest(run: Path, analysed: tuple[Path, pd.DataFrame]) -> None:
+    import zipfile
+
+    res = export_subset(run, analysed[1], None, fmt="csv", name="bundle")
+    assert res.zip_name == "bundle.zip"
+    with zipfile.ZipFile(io.BytesIO(res.zip_bytes())) as archive:
+        assert sorted(archive.namelist()) == ["bundle.csv", "bundle.manifest.json"]
+        data = archive.read("bundle.csv")
+        manifest_bytes = archive.read("bundle.manifest.json")
+    assert data == res.path.read_bytes()
+    assert manifest_bytes == res.manifest_path.read_bytes() == res.manifest_bytes
+    assert json.loads(manifest_bytes)["output"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_rows_fingerprint_changes_with_rows_and_parts() -> None:
+    rows = np.zeros(1000, dtype=bool)
+    rows[[3, 500]] = True
+    base = E.rows_fingerprint(rows, journal_rows=2, scope="filter")
+    assert base == E.rows_fingerprint(rows.copy(), scope="filter", journal_rows=2)
+    flipped = rows.copy()
+    flipped[999] = True  # the last bit of a partial byte counts
+    assert E.rows_fingerprint(flipped, journal_rows=2, scope="filter") != base
+    assert E.rows_fingerprint(rows, journal_rows=3, scope="filter") != base
+    # the same bits with one more row are another table
+    assert E.rows_fingerprint(np.append(rows, False), journal_rows=2, scope="filter") != base
+    with pytest.raises(ValueError, match="1-D boolean"):
+        E.rows_fingerprint(np.ones(3))
 
 
 # ---- CLI -----------------------------------------------------------------------------------------

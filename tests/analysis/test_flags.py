@@ -396,3 +396,40 @@ def test_acknowledged_edit_survives_a_killed_writer(run: Path) -> None:
     h = FlagJournal(run).history(11)
     assert h["row_id"].tolist() == [row] and h[NOTE].tolist() == ["before the crash"]
 
+
+
+def test_an_edit_on_a_stale_view_is_saved_and_reports_the_edit_in_between(run: Path) -> None:
+    # Two editors (two journal objects, as two dashboard sessions) read example 5 at once.
+    alice, bob = FlagJournal(run), FlagJournal(run)
+    assert alice.last_edit_id(5) == 0
+    first = alice.add(5, note="first look")
+    seen_by_alice = alice.last_edit_id(5)
+    seen_by_bob = bob.last_edit_id(5)
+    assert seen_by_alice == seen_by_bob == first
+    # Bob saves first; Alice, on her older view, saves a flag and a relabel.
+    bob_saved = bob.add_checked(5, seen=seen_by_bob, flag="ood", author="bob")
+    assert not bob_saved.concurrent and bob_saved.row_id > first
+    alice_saved = alice.add_checked(5, seen=seen_by_alice, flag="mislabeled", new_label=2, author="alice")
+    assert alice_saved.concurrent
+    assert alice_saved.intervening["row_id"].tolist() == [bob_saved.row_id]
+    assert alice_saved.intervening["author"].tolist() == ["bob"]
+    assert alice_saved.intervening["flag"].tolist() == ["ood"]
+    # Both edits stay in the history, in commit order; the later one wins per field.
+    hist = alice.history(5)
+    assert hist["row_id"].tolist() == [first, bob_saved.row_id, alice_saved.row_id]
+    assert hist["flag"].tolist()[1:] == ["ood", "mislabeled"]
+    latest = alice.latest().set_index(S.EXAMPLE_ID).loc[5]
+    assert (latest[FLAG], latest[NEW_LABEL], latest[NOTE]) == ("mislabeled", 2, "first look")
+    assert alice.last_edit_id(5) == alice_saved.row_id
+    state = bob.current(5)
+    assert (state.flag, state.new_label, state.note) == ("mislabeled", 2, "first look")
+    assert state.last_edit_id == alice_saved.row_id
+    # Edits of other examples are not "in between".
+    alice.add(6, flag="keep")
+    again = alice.add_checked(5, seen=alice_saved.row_id, note="checked")
+    assert not again.concurrent
+    with pytest.raises(ValueError, match="`seen`"):
+        alice.add_checked(5, seen=-1, note="x")
+    with pytest.raises(ValueError, match="changes nothing"):
+        alice.add_checked(5, seen=0)
+    assert alice.last_edit_id(999) == 0

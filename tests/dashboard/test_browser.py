@@ -10,6 +10,7 @@ download is not needed. Override the path with ``DATAMAP_CHROMIUM``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -46,7 +47,7 @@ CHROMIUM_HINT = (
     "itself when run as root), or point DATAMAP_CHROMIUM at a Chromium binary; "
     "`pytest -m 'not browser'` leaves the browser tests out explicitly."
 )
-PAGES = ("", "embeddings", "ood", "review", "export")
+PAGES = ("", "embeddings", "ood", "review", "queue", "export")
 APP_READY = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 MAP_READY = ".dm-scatter[data-ready] .dm-plot"
 """The plot area of a drawn map (``dashboard/scatter.js``; Playwright's CSS pierces its shadow root)."""
@@ -334,7 +335,11 @@ def test_click_on_a_point_selects_that_example_and_hover_names_it(server: Server
     text = page.get_by_text(re.compile(r"selected by points")).first.inner_text()  # type: ignore[attr-defined]
     assert text.startswith("1 selected"), text
     assert selection_shape(page) == {"points": [{"customdata": example_id}]}
+    # the click opened its example, and the map marks it
+    page.get_by_text(re.compile(rf"Example {example_id}\b")).wait_for()  # type: ignore[attr-defined]
+    assert page.locator(".dm-scatter").first.get_attribute("data-marked") == str(example_id)  # type: ignore[attr-defined]
     no_exception(page)
+    shot(page, "data_map_click_opens")
     # the PNG button downloads the chart as drawn (the selected point at full colour)
     from PIL import Image
 
@@ -403,6 +408,25 @@ def test_filter_change_updates_counts_and_export(server: Server, page: object, r
     got = download_csv(page)
     assert sorted(got[S.EXAMPLE_ID].tolist()) == sorted(table.loc[expected, S.EXAMPLE_ID].tolist())
     shot(page, "export_done")
+    # the data and its manifest download together as one zip
+    import zipfile
+
+    with page.expect_download() as info:  # type: ignore[attr-defined]
+        page.locator('[data-testid="stDownloadButton"] button', has_text=".zip").click()  # type: ignore[attr-defined]
+    with zipfile.ZipFile(info.value.path()) as archive:
+        names = sorted(archive.namelist())
+        assert len(names) == 2 and names[1].endswith(".manifest.json"), names
+        manifest = json.loads(archive.read(names[1]))
+        data = archive.read(names[0])
+    assert manifest["rows"]["exported"] == int(expected.sum())
+    assert manifest["output"]["sha256"] == hashlib.sha256(data).hexdigest()
+    # a filter change withdraws the prepared file: no download offers the old rows
+    n_before = shown_count(page)
+    pick_multiselect(page, "region", S.EASY)
+    assert shown_count(page) != n_before
+    page.get_by_text(re.compile(r"changed since .* was prepared")).wait_for()  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stDownloadButton"]').count() == 0  # type: ignore[attr-defined]
+    no_exception(page)
     # reset brings every row back
     page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
     wait_idle(page, settle=0.8)
@@ -422,6 +446,10 @@ def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: P
     # its p(gold) trajectory is drawn: one marker per recorded epoch
     page.locator(".dm-svg svg circle").first.wait_for()  # type: ignore[attr-defined]
     assert page.locator(".dm-svg svg circle").count() >= 2  # type: ignore[attr-defined]
+    # a suspect's evidence is open: its nearest training examples with their labels
+    page.get_by_text("Nearest training examples", exact=True).wait_for()  # type: ignore[attr-defined]
+    page.get_by_text("Nearest training examples", exact=True).scroll_into_view_if_needed()  # type: ignore[attr-defined]
+    shot(page, "example_evidence")
     form = page.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
     choose_option(page, form.locator('[data-testid="stSelectbox"]').first, "mislabeled")
     form.locator('input[type="text"]').last.fill("flagged by the browser test")
@@ -446,3 +474,221 @@ def test_flag_survives_a_server_restart(server: Server, page: object, run_dir: P
     wait_idle(page, settle=0.8)
     assert shown_count(page) == 1
     no_exception(page)
+
+
+def _open_first_suspect(pg: object, url: str, example_id: object) -> object:
+    """Open the Review page and the first listed suspect's example view; returns its flag form."""
+    open_page(pg, f"{url}/review")
+    grid = pg.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    box = grid.bounding_box()
+    pg.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
+    pg.get_by_text(re.compile(rf"Example {example_id}\b")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(pg)
+    return pg.locator('[data-testid="stForm"]').first  # type: ignore[attr-defined]
+
+
+def test_an_edit_on_a_stale_view_is_saved_and_the_editor_is_told(
+    server: Server, chromium: object, run_dir: Path,
+) -> None:
+    table = working_table(run_dir)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    example_id = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].iloc[0]
+    journal = FlagJournal(run_dir)
+    before = journal.history(example_id)
+    contexts = [chromium.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+                for _ in range(2)]
+    try:
+        alice, bob = (c.new_page() for c in contexts)
+        for pg in (alice, bob):
+            pg.set_default_timeout(30_000)
+        # both open the same example
+        form_a = _open_first_suspect(alice, server.url, example_id)
+        form_b = _open_first_suspect(bob, server.url, example_id)
+        # Alice fills in the form but has not saved yet; Bob saves first.
+        # (earlier tests may have flagged this example mislabeled: Alice picks another flag)
+        choose_option(alice, form_a.locator('[data-testid="stSelectbox"]').first, "ambiguous")
+        form_a.locator('input[type="text"]').last.fill("alice: a 3, not a 5")
+        choose_option(bob, form_b.locator('[data-testid="stSelectbox"]').first, "ood")
+        form_b.get_by_role("button", name="Save").click()
+        bob.get_by_text(re.compile(rf"Saved: example {example_id}")).wait_for()
+        wait_idle(bob)
+        # Alice saves on her stale view: her edit is written, and she is told
+        form_a.get_by_role("button", name="Save").click()
+        alice.get_by_text(re.compile(r"another edit of this example had come in")).wait_for()
+        wait_idle(alice)
+        no_exception(alice)
+        assert alice.get_by_text("Nothing changed.").count() == 0
+        shot(alice, "review_concurrent_edit")
+        hist = journal.history(example_id)
+        new = hist[~hist["row_id"].isin(before["row_id"])]
+        assert new["flag"].tolist() == ["ood", "ambiguous"]  # both, in commit order
+        assert new["note"].tolist()[1] == "alice: a 3, not a 5"
+        state = journal.current(example_id)
+        assert (state.flag, state.note) == ("ambiguous", "alice: a 3, not a 5")
+        # her form now shows the combined state (her flag, saved last)
+        form_a = alice.locator('[data-testid="stForm"]').first
+        assert form_a.locator('[data-testid="stSelectbox"] input').first.input_value() == "ambiguous"
+    finally:
+        for c in contexts:
+            c.close()
+
+
+def test_lasso_bulk_relabel_to_suggested_and_undo(server: Server, page: object, run_dir: Path) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+    before = working_table(run_dir)[[S.EXAMPLE_ID, "flag", "new_label", "note"]]
+    n_journal = FlagJournal(run_dir).count()
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    # a lasso over the hard-to-learn corner (low confidence), where the model disagrees most
+    drag(page, area, [(0.02, 0.6), (0.5, 0.6), (0.5, 0.99), (0.02, 0.99), (0.02, 0.6)])
+    page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    shape = selection_shape(page)
+    polygon = np.column_stack([shape["lasso"][0]["x"], shape["lasso"][0]["y"]])
+    table = working_table(run_dir)
+    xs = table[S.VARIABILITY].to_numpy(dtype=float, na_value=np.nan)
+    ys = table[S.CONFIDENCE].to_numpy(dtype=float, na_value=np.nan)
+    inside = table[points_in_polygon(xs, ys, polygon)]
+    # the selection as a gallery; pick its first page
+    page.locator("[data-testid=\"stButtonGroup\"] button", has_text="gallery").first.click()  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Pick this page").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    page.get_by_role("button", name="Pick this page").click()  # type: ignore[attr-defined]
+    page.get_by_text("24 picked", exact=True).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    shot(page, "gallery")
+    first_page = inside.iloc[:24]  # the gallery lists the selection in table order
+    # what "relabel to the suggested label" must do, computed here from the table
+    pred = first_page[S.FINAL_PRED].astype("Int64")
+    want = first_page[pred.notna() & (pred != first_page[S.LABEL].astype("Int64"))]
+    want = dict(zip(want[S.EXAMPLE_ID].tolist(), want[S.FINAL_PRED].astype(int).tolist(), strict=True))
+    assert want, "the page should hold examples whose prediction differs from their label"
+    # "relabel to the suggested label" is the default action: apply to the picks, confirm the count
+    page.get_by_role("button", name="Apply to 24…").click()  # type: ignore[attr-defined]
+    confirm = page.get_by_role("button", name=f"Confirm: {len(want):,} examples")  # type: ignore[attr-defined]
+    confirm.wait_for()
+    assert page.get_by_text(re.compile(rf"Relabel to the suggested label: {len(want):,} examples")).count() == 1  # type: ignore[attr-defined]
+    shot(page, "bulk_confirm")
+    confirm.click()
+    undo = page.get_by_role("button", name=re.compile(r"Undo the last bulk action"))  # type: ignore[attr-defined]
+    undo.wait_for()
+    wait_idle(page)
+    no_exception(page)
+    journal = FlagJournal(run_dir)
+    assert journal.count() == n_journal + len(want)  # one row per changed example, one write
+    latest = journal.latest().set_index(S.EXAMPLE_ID)
+    assert {int(i): int(latest.loc[i, "new_label"]) for i in want} == want
+    # undo appends rows that bring the journal's state back to where it was
+    undo.click()
+    page.get_by_role("button", name=re.compile(r"Undo the last bulk action")).wait_for(state="detached")  # type: ignore[attr-defined]
+    wait_idle(page)
+    no_exception(page)
+    assert FlagJournal(run_dir).count() == n_journal + 2 * len(want)
+    after = working_table(run_dir)[[S.EXAMPLE_ID, "flag", "new_label", "note"]]
+    pd.testing.assert_frame_equal(after, before)
+
+
+def test_keyboard_queue_reviews_20_suspects(server: Server, page: object, run_dir: Path) -> None:
+    before = working_table(run_dir).set_index(S.EXAMPLE_ID)
+    suspects = before[before[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable").index.tolist()
+    assert len(order) >= 21
+    open_page(page, f"{server.url}/queue")
+    page.get_by_text(f"Example 1 of {len(order):,}").wait_for()  # type: ignore[attr-defined]
+    keys = ["1", "a", "4", "2", "j"] * 4  # mislabeled, accept suggestion, keep, ood, skip
+    # keys reach the page once it has the focus: a click on an empty spot (right of the title)
+    page.bring_to_front()  # type: ignore[attr-defined]
+    title = page.locator("h1").first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.click(title["x"] + title["width"] - 5, title["y"] + 5)  # type: ignore[attr-defined]
+    wait_idle(page, settle=1.0)
+    n_journal = FlagJournal(run_dir).count()
+    for i, key in enumerate(keys):
+        page.keyboard.press(key)  # type: ignore[attr-defined]
+        step = page.get_by_text(f"Example {i + 2} of {len(order):,}")  # type: ignore[attr-defined]
+        if i == 0:
+            try:
+                step.wait_for(timeout=15_000)
+            except Exception:  # noqa: BLE001 - the first key came before the page had the keys
+                assert FlagJournal(run_dir).count() == n_journal  # nothing was decided
+                page.mouse.click(title["x"] + title["width"] - 5, title["y"] + 5)  # type: ignore[attr-defined]
+                wait_idle(page, settle=1.0)
+                page.keyboard.press(key)  # type: ignore[attr-defined]
+        step.wait_for()
+    wait_idle(page)
+    no_exception(page)
+    shot(page, "queue")
+    after = working_table(run_dir).set_index(S.EXAMPLE_ID)
+    for example_id, key in zip(order[:20], keys, strict=True):
+        got, was = after.loc[example_id], before.loc[example_id]
+        want_flag = {"1": "mislabeled", "4": "keep", "2": "ood"}.get(key, was["flag"])
+        want_label = int(was[S.FINAL_PRED]) if key == "a" else was["new_label"]
+        assert (got["flag"] if isinstance(got["flag"], str) else None) == (
+            want_flag if isinstance(want_flag, str) else None), (example_id, key)
+        assert (None if pd.isna(got["new_label"]) else int(got["new_label"])) == (
+            None if pd.isna(want_label) else int(want_label)), (example_id, key)
+    # the 21st is untouched, and is the one shown now
+    assert after.loc[order[20], "flag"] is before.loc[order[20], "flag"] or (
+        pd.isna(after.loc[order[20], "flag"]) and pd.isna(before.loc[order[20], "flag"]))
+
+
+def test_the_wheel_scrolls_the_page_unless_the_chart_is_focused_or_ctrl_is_held(
+    server: Server, page: object,
+) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+
+    def view() -> list[float]:
+        return page.locator(".dm-scatter").first.evaluate(  # type: ignore[attr-defined]
+            "e => { const v = e.__model.mem.view; return [v.x0, v.x1, v.y0, v.y1]; }")
+
+    full = view()
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)  # type: ignore[attr-defined]
+    y0 = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop")  # type: ignore[attr-defined]
+    page.mouse.wheel(0, 300)  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    assert view() == full  # no zoom
+    y1 = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop")  # type: ignore[attr-defined]
+    assert y1 > y0  # the page scrolled
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)  # type: ignore[attr-defined]
+    page.keyboard.down("Control")  # type: ignore[attr-defined]
+    page.mouse.wheel(0, -200)  # type: ignore[attr-defined]
+    page.keyboard.up("Control")  # type: ignore[attr-defined]
+    time.sleep(0.3)
+    zoomed = view()
+    assert zoomed[1] - zoomed[0] < full[1] - full[0]  # Ctrl + wheel zooms in
+
+
+def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: object) -> None:
+    context = chromium.new_context(viewport={"width": 1024, "height": 768})  # type: ignore[attr-defined]
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        open_page(pg, f"{server.url}/review")
+        grid = pg.locator('[data-testid="stDataFrame"]').first
+        box = grid.bounding_box()
+        pg.mouse.click(box["x"] + 18, box["y"] + 35 + 17)
+        pg.get_by_text(re.compile(r"^Example ")).first.wait_for()
+        pg.locator(".dm-svg svg circle").first.wait_for()
+        wait_idle(pg)
+        image = pg.locator('[data-testid="stImage"] img').first
+        metrics = pg.locator('[data-testid="stTable"]').first
+        trajectory = pg.locator(".dm-svg svg").first
+        boxes = {name: loc.bounding_box() for name, loc in
+                 (("image", image), ("metrics", metrics), ("trajectory", trajectory))}
+        assert all(b is not None and b["width"] > 40 and b["height"] > 40 for b in boxes.values()), boxes
+        # every row of facts is in the page (a static table: no inner scroll hiding the OOD scores)
+        text = pg.locator('[data-testid="stTable"]').first.inner_text()
+        assert "ood_mahalanobis" in text and "diagnosis" in text
+
+        def overlap(a: dict, b: dict) -> bool:
+            return (a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1
+                    and a["y"] < b["y"] + b["height"] - 1 and b["y"] < a["y"] + a["height"] - 1)
+
+        names = list(boxes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                assert not overlap(boxes[a], boxes[b]), (a, b, boxes[a], boxes[b])
+        pg.get_by_text(re.compile(r"^Example ")).first.scroll_into_view_if_needed()
+        shot(pg, "example_view_1024x768")
+    finally:
+        context.close()

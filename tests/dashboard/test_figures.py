@@ -64,6 +64,24 @@ def test_numeric_colour_codes_follow_the_values() -> None:
     assert constant["c"].tolist() == [0, 0]
 
 
+def test_heavy_tailed_ood_scores_are_coloured_by_rank() -> None:
+    steps = SC.NUMERIC_STEPS
+    values = pd.Series([1.0, 2.0, 3.0, 1000.0, np.nan], name=S.OOD_MAHALANOBIS)
+    # by hand: percentiles 0, 1/3, 2/3, 1 of the four finite values
+    colors = SC.point_colors(values)
+    assert colors["c"].tolist() == [0, steps // 3, int(2 / 3 * steps), steps - 1, -1]
+    assert colors["legend"]["title"] == f"{S.OOD_MAHALANOBIS} (rank)"
+    assert colors["legend"]["mid"] == 2.5 and colors["legend"]["max"] == 1000.0
+    # the linear scale puts the three small values in one shade
+    assert SC.point_colors(values, scale="linear")["c"].tolist()[:3] == [0, 0, 0]
+    # ties share one colour; other columns stay linear
+    tied = SC.point_colors(pd.Series([5.0, 5.0, 1.0], name=S.OOD_ENERGY))["c"].tolist()
+    assert tied[0] == tied[1] > tied[2] == 0
+    assert "mid" not in SC.point_colors(pd.Series([1.0, 2.0], name=S.CONFIDENCE))["legend"]
+    with pytest.raises(ValueError, match="`scale`"):
+        SC.point_colors(values, scale="log")  # type: ignore[arg-type]
+
+
 def test_categorical_colour_codes_name_each_point() -> None:
     t = _table()
     spec = SC.data_map_spec(t, color=S.SPLIT)

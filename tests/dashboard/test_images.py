@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from analysis import schema as S
 from dashboard import data as D
 from dashboard import state as K
+from dashboard.widgets import selection_table_key
 from tests.dashboard.runs import make_image_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -130,18 +131,20 @@ def test_example_view_shows_an_image_stored_as_a_path(tmp_path: Path, monkeypatc
     monkeypatch.setenv("DATAMAP_RUN_DIR", str(run))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.session_state[K.SELECTION] = {"data_map": D.Selection(ids=ids, how="lasso")}
-    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
     assert not any("No image or text" in c.value for c in at.caption)
-    assert len(at.image) == 1
-    assert at.image[0].captions == [f"split {table[S.SPLIT].iloc[1]}"]
+    # the example's own image (the evidence panel below it shows neighbours' thumbnails)
+    views = [img for img in at.image if img.captions and img.captions[0].startswith("split ")]
+    assert len(views) == 1
+    assert views[0].captions == [f"split {table[S.SPLIT].iloc[1]}"]
     # a file that is no image: a message in the view, nothing breaks
     (run / "images" / f"{ids[2]}.png").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
-    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Example `{ids[2]}`" in m.value for m in at.markdown)
-    assert len(at.image) == 0
+    assert not [img for img in at.image if img.captions and img.captions[0].startswith("split ")]
     assert any("could not be read or decoded" in c.value for c in at.caption)

@@ -18,11 +18,12 @@ from analysis.flags import FlagJournal
 from analysis.pipeline import AnalyzeOptions, analyze_run
 from analysis.synthetic import make_synthetic_run
 from dashboard import state as K
+from dashboard.widgets import selection_table_key
 from tests.dashboard.runs import make_image_run
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "app_pages"
-PAGE_FILES = ("data_map.py", "embeddings.py", "ood.py", "review.py", "export.py")
+PAGE_FILES = ("data_map.py", "embeddings.py", "ood.py", "review.py", "queue.py", "export.py")
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +255,115 @@ def test_review_flag_is_journaled_and_shown(fresh_run: Path, monkeypatch: pytest
     assert shown(at) == 1 and not at.exception
 
 
+def test_review_bulk_flag_needs_confirmation_and_undoes(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "review.py")
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    listed = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    assert len(listed) > 0
+    next(s for s in at.selectbox if s.key == "review_bulk_kind").set_value("flag").run()
+    next(s for s in at.selectbox if s.key == "review_bulk_flag").set_value("ood").run()
+    next(b for b in at.button if b.label.startswith("Apply to")).click().run()
+    assert FlagJournal(fresh_run).count() == 0  # nothing written before the confirmation
+    confirm = next(b for b in at.button if b.label.startswith("Confirm"))
+    assert confirm.label == f"Confirm: {len(listed):,} examples"
+    confirm.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    latest = FlagJournal(fresh_run).latest()
+    assert sorted(latest[S.EXAMPLE_ID].tolist()) == sorted(listed[S.EXAMPLE_ID].tolist())
+    assert set(latest["flag"]) == {"ood"}
+    next(b for b in at.button if b.label.startswith("Undo the last bulk action")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    journal = FlagJournal(fresh_run)
+    assert journal.count() == 2 * len(listed) and journal.latest()["flag"].isna().all()
+    assert not any(b.label.startswith("Undo") for b in at.button)
+
+
+def test_queue_saves_each_decision_and_moves_on(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "queue.py")
+    assert not at.exception, [e.value for e in at.exception]
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].tolist()
+    assert len(order) >= 4
+
+    def press(key: str) -> None:
+        next(b for b in at.button if b.key == key).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+
+    assert any(f"Example 1 of {len(order):,}" in m.value for m in at.markdown)
+    press("queue_1")  # mislabeled
+    press("queue_next")  # skip
+    press("queue_A")  # accept the suggested label
+    press("queue_prev")
+    press("queue_4")  # keep: overrides nothing of the 2nd decision's example (it is the 3rd)
+    latest = FlagJournal(fresh_run).latest().set_index(S.EXAMPLE_ID)
+    assert latest.loc[order[0], "flag"] == "mislabeled"
+    assert order[1] not in latest.index
+    assert latest.loc[order[2], "new_label"] == int(suspects.set_index(S.EXAMPLE_ID).loc[order[2], S.FINAL_PRED])
+    assert latest.loc[order[2], "flag"] == "keep"
+    assert any(f"Example 4 of {len(order):,}" in m.value for m in at.markdown)
+
+
+def test_gallery_pages_on_the_server_and_its_picks_feed_a_bulk_action(
+    fresh_run: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dashboard import gallery
+
+    at = app_for(fresh_run, monkeypatch)
+    goto(at, "review.py")
+    at.segmented_control(key=K.W_VIEW_PREFIX + "review").set_value("gallery").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled"]
+    order = suspects.sort_values(S.AUM, kind="stable")[S.EXAMPLE_ID].tolist()
+    boxes = [c for c in at.checkbox if c.key.startswith("review_gallery_box_")]
+    assert [c.key for c in boxes] == [f"review_gallery_box_{i}" for i in order[:gallery.PAGE_SIZE]]
+    assert len(at.image) == min(gallery.PAGE_SIZE, len(order))  # only this page's thumbnails
+    assert boxes[0].label.startswith(f"{order[0]} · ")  # id · given→suggested · metric
+    next(b for b in at.button if b.key == "review_gallery_next").click().run()
+    boxes = [c for c in at.checkbox if c.key.startswith("review_gallery_box_")]
+    assert boxes[0].key == f"review_gallery_box_{order[gallery.PAGE_SIZE]}"
+    # pick two tiles on this page, then flag just those
+    boxes[0].check().run()
+    next(c for c in at.checkbox if c.key == boxes[3].key).check().run()
+    picked = [order[gallery.PAGE_SIZE], order[gallery.PAGE_SIZE + 3]]
+    assert any("**2 picked**" in m.value for m in at.markdown)
+    next(s for s in at.selectbox if s.key == "review_gallery_bulk_kind").set_value("flag").run()
+    next(s for s in at.selectbox if s.key == "review_gallery_bulk_flag").set_value("keep").run()
+    next(b for b in at.button if b.key == "review_gallery_bulk_prepare").click().run()
+    next(b for b in at.button if b.label == "Confirm: 2 examples").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    latest = FlagJournal(fresh_run).latest()
+    assert sorted(latest[S.EXAMPLE_ID].tolist()) == sorted(picked) and set(latest["flag"]) == {"keep"}
+
+
+def test_review_ranks_ood_suspects_by_the_diagnosis_score(at: AppTest, run: Path) -> None:
+    import json
+
+    used = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]["score_column"]
+    goto(at, "review.py")
+    at.radio(key=K.W_REVIEW_KIND).set_value("suspected OOD").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Ranked by `{used}` (highest first)" in c.value for c in at.caption)
+
+
+def test_exact_id_lookup_opens_that_example(at: AppTest, run: Path) -> None:
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    ids = table[S.EXAMPLE_ID].astype(str)
+    # an id that is also a substring of other ids: the search finds many, the lookup one
+    target = next(i for i in ids if len(i) >= 2 and ids.str.contains(i, regex=False).sum() > 1)
+    goto(at, "review.py")
+    at.sidebar.text_input(key=K.W_SEARCH).set_value(target).run()
+    assert shown(at) == int(ids.str.contains(target, regex=False).sum()) > 1
+    at.sidebar.button(key="w_open_exact_id").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Data map"
+    assert any(f"Example `{target}`" in m.value for m in at.markdown)
+    assert chart_spec(at)["marked"]["id"] == int(target)
+
+
 def test_export_writes_the_filtered_rows(fresh_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app_for(fresh_run, monkeypatch)
     at.sidebar.multiselect(key=K.W_SPLITS).set_value(["test", "ood:far"]).run()
@@ -333,6 +443,73 @@ def test_run_without_ood_or_features_keeps_the_rest_working(
         assert not at.exception and not at.error, page
 
 
+def test_a_clicked_point_opens_its_example_and_the_map_marks_it(at: AppTest, run: Path) -> None:
+    from dashboard.data import Selection
+
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    example_id = table[S.EXAMPLE_ID].to_numpy()[7]
+    shape = {"points": [{"customdata": int(example_id)}]}
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=np.asarray([example_id]), how="points", shape=shape)}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Example `{example_id}`" in m.value for m in at.markdown)
+    marked = chart_spec(at)["marked"]
+    row = table.iloc[7]
+    assert marked == {"id": int(example_id), "x": pytest.approx(float(row[S.VARIABILITY])),
+                      "y": pytest.approx(float(row[S.CONFIDENCE]))}
+    # a lasso opens nothing until a row is picked; the row picked is then marked
+    ids = table[S.EXAMPLE_ID].to_numpy()[:3]
+    at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
+    at.run()
+    assert chart_spec(at)["marked"] is None
+    assert not any("Example `" in m.value for m in at.markdown)
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert chart_spec(at)["marked"]["id"] == int(ids[2])
+    assert any(f"Example `{ids[2]}`" in m.value for m in at.markdown)
+
+
+def test_a_suspect_shows_evidence_and_its_suggested_label_preselected(
+    fresh_run: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from analysis.runstore import load_features
+    from dashboard.data import Selection
+
+    table = pd.read_parquet(fresh_run / S.TABLE_FILE)
+    suspects = table[(table[S.DIAGNOSIS].astype(str) == "suspect_mislabeled") & (table[S.SPLIT] == "train")
+                     & (table[S.FINAL_PRED].astype("Int64") != table[S.LABEL].astype("Int64"))]
+    assert len(suspects)
+    row = suspects.iloc[0]
+    example_id = row[S.EXAMPLE_ID]
+    at = app_for(fresh_run, monkeypatch)
+    at.session_state[K.SELECTION] = {"data_map": Selection(
+        ids=np.asarray([example_id]), how="points", shape={"points": [{"customdata": int(example_id)}]})}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Nearest training examples" in m.value for m in at.markdown)
+    # the view's image, 8 neighbours, 4 + 4 typical examples
+    assert len(at.image) == 1 + 8 + 4 + 4
+    # the neighbours are the nearest training features (an independent brute-force check)
+    train_ids, train = load_features(fresh_run, "train")
+    pos = int(np.flatnonzero(train_ids == example_id)[0])
+    x = np.asarray(train, dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sims = x @ x[pos]
+    sims[pos] = -np.inf
+    top = np.argsort(-sims, kind="stable")[:8]
+    labels = table.set_index(S.EXAMPLE_ID).loc[train_ids[top], S.LABEL].tolist()
+    shown = [img.captions[0] for img in at.image[1:9]]
+    assert [c.split(" · ")[0] for c in shown] == [f"class_{int(v)}" for v in labels]
+    relabel = next(s for s in at.selectbox if s.label == "relabel to")
+    assert relabel.value == int(row[S.FINAL_PRED])
+    assert any("Relabel preselected" in c.value for c in at.caption)
+    # saving the flag writes the preselected relabel with it
+    next(s for s in at.selectbox if s.label == "flag").set_value("mislabeled")
+    next(b for b in at.button if b.label == "Save").click().run()
+    latest = FlagJournal(fresh_run).latest()
+    assert latest["new_label"].tolist() == [int(row[S.FINAL_PRED])] and latest["flag"].tolist() == ["mislabeled"]
+
+
 def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     import json
 
@@ -340,7 +517,7 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
 
     ids = pd.read_parquet(run / S.TABLE_FILE)[S.EXAMPLE_ID].to_numpy()[:3]
     at.session_state[K.SELECTION] = {"data_map": Selection(ids=ids, how="lasso")}
-    at.session_state[K.W_TABLE_PREFIX + "data_map"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.session_state[selection_table_key("data_map", None)] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Example `{ids[1]}`" in m.value for m in at.markdown)
