@@ -13,8 +13,9 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
 ``knn_k``                  int, default 50
-``knn_max_train``          int or None, default 50_000: the kNN neighbour bank (random training
-                           rows) is capped at this size so scoring stays linear in the run size
+``knn_max_train``          int or None, default 200_000: the kNN neighbour bank (random training
+                           rows) is capped at this size; above 10k bank rows the search is
+                           clustered (:mod:`analysis.neighbors`), so scoring stays linear in n
 ``projection``             "umap" (default), "pca" or "none"
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
                            (default ``max_fit_rows=100_000``)
@@ -53,8 +54,8 @@ OPTION_KEYS = frozenset({
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
     "fpr_definition", "knn_max_train",
 })
-KNN_MAX_TRAIN = 50_000
-"""Default cap on the kNN neighbour bank (random training rows), keeping analyze linear in n."""
+KNN_MAX_TRAIN = 200_000
+"""Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
 PROJECTION_MAX_FIT_ROWS = 100_000
 """Default: UMAP is fitted on at most this many training rows; the rest are transformed."""
 _PROJECTIONS = ("umap", "pca", "none")
