@@ -185,6 +185,11 @@ def cached_projection(
 ) -> tuple[str, dict[str, NDArray[np.float32]] | None]:
     """``(cache key, cached projection or None)`` for ``features`` and :func:`projection_params`."""
     t0 = time.perf_counter()
+    fit_split = params.get("fit_split", S.TRAIN_SPLIT)
+    n_fit = (features[fit_split].shape[0] if fit_split in features
+             else sum(a.shape[0] for a in features.values()))
+    if params.get("max_fit_rows") is not None and n_fit <= params["max_fit_rows"]:
+        params = {**params, "max_fit_rows": None}  # no sample is drawn: the same map as None
     key = projection_cache_key(features, params)
     path = Path(cache_dir) / f"projection-{params['method']}-{key}.npz"
     if not path.is_file():

@@ -171,7 +171,17 @@ def run_projection_job(
         log.exception("projection job failed")
         return write_status(run, state="failed", error=f"{type(exc).__name__}: {exc}", pid=None)
     return write_status(run, state="done", table_method="umap", step="done", fraction=1.0, pid=None,
-                        seconds=round(time.time() - started, 1))
+                        seconds=round(time.time() - started, 1), peak_rss_mb=_peak_rss_mb())
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (None where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
