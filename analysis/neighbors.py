@@ -106,7 +106,8 @@ class NeighborIndex:
         if not np.isfinite(ref).all():
             raise ValueError("Expected finite reference rows, got NaN or inf.")
         self.reference_ = ref
-        self._ref_sq = np.einsum("ij,ij->i", ref, ref)
+        # one matrix product ranks the pairs: [q, 1] . [-2 r, ||r||^2] = ||q - r||^2 - ||q||^2
+        self._ranker = np.hstack([-2.0 * ref, np.einsum("ij,ij->i", ref, ref)[:, None]]).astype(np.float32)
         n = ref.shape[0]
         method = self.method
         if method == "auto":
@@ -223,28 +224,24 @@ class NeighborIndex:
         """
         q, k, ex = self._check(queries, k, exclude)
         out = np.empty(q.shape[0], dtype=np.float64)
-        for rows, cand, d2 in self._blocks(q, k, ex):
-            kth = np.argpartition(d2, k - 1, axis=1)[:, k - 1 : k]
-            out[rows] = self._distances(q[rows], kth if cand is None else cand[kth])[:, 0]
+        q_sq = np.einsum("ij,ij->i", q, q).astype(np.float64)
+        for rows, _, d2 in self._blocks(q, k, ex):
+            kth = np.partition(d2, k - 1, axis=1)[:, k - 1].astype(np.float64)
+            out[rows] = np.sqrt(np.maximum(kth + q_sq[rows], 0.0))
         return out
 
-    @staticmethod
-    def _ranking_distances(q: NDArray[np.float32], ref: NDArray[np.float32],
-                           ref_sq: NDArray[np.float32]) -> NDArray[np.float32]:
-        """``||r||^2 - 2 q.r`` for every pair: the squared distance less ``||q||^2``, which does not
-        change a row's ranking (the distances reported are recomputed by :meth:`_distances`)."""
-        d2 = q @ ref.T  # in place from here on: one (n_q, n_ref) buffer
-        d2 *= -2.0
-        d2 += ref_sq[None, :]
-        return d2
-
     def _blocks(self, q: NDArray[np.float32], k: int, ex: NDArray[np.intp] | None) -> Any:
-        """Yield ``(query rows, candidate reference rows or None for all, ranking distances)``."""
+        """Yield ``(query rows, candidate reference rows or None for all, ranking distances)``.
+
+        The ranking distance of a pair is ``||q - r||^2 - ||q||^2`` (float32, one matrix product
+        of the augmented rows): it orders a query's candidates like the distance does.
+        """
+        augmented = np.hstack([q, np.ones((q.shape[0], 1), np.float32)])
         if self.method_ == "exact":
             b = max(1, int(self.block_size))
             for s in range(0, q.shape[0], b):
                 rows = np.arange(s, min(s + b, q.shape[0]))
-                d2 = self._ranking_distances(q[rows], self.reference_, self._ref_sq)
+                d2 = augmented[rows] @ self._ranker.T
                 if ex is not None:
                     e = ex[rows]
                     hit = np.flatnonzero(e >= 0)
@@ -266,7 +263,7 @@ class NeighborIndex:
             cand = np.concatenate([self._order[self._starts[p] : self._starts[p + 1]]
                                    for p in probe[:n_probe]])
             cand.sort()
-            d2 = self._ranking_distances(q[rows], self.reference_[cand], self._ref_sq[cand])
+            d2 = augmented[rows] @ self._ranker[cand].T
             if ex is not None:
                 e = ex[rows]
                 pos = np.searchsorted(cand, e)

@@ -45,7 +45,7 @@ def test_clustered_is_close_to_exact_and_never_below():
     exact = NeighborIndex(method="exact").fit(x).kth_distance(q, 20)
     index = NeighborIndex(method="clustered", candidates=2048).fit(x)
     approx = index.kth_distance(q, 20)
-    assert (approx >= exact * (1 - 1e-6)).all()  # it can only miss neighbours, never invent them
+    assert (approx >= exact * (1 - 1e-5)).all()  # it can only miss neighbours (float32 rounding aside)
     assert np.median(approx / exact - 1) < 0.01
     _, idx = index.kneighbors(q[:50], 20)
     _, want = NearestNeighbors(n_neighbors=20).fit(x).kneighbors(q[:50])
@@ -68,7 +68,7 @@ def test_knn_scorer_uses_the_index_and_keeps_leave_one_out():
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     want = NearestNeighbors(n_neighbors=5).fit(xn).kneighbors()[0][:, -1]
     got = knn.score_fitted(x)
-    assert (got >= want * (1 - 1e-6)).all()
+    assert (got >= want * (1 - 1e-5)).all()
     assert np.mean(np.isclose(got, want, rtol=1e-5)) > 0.95
 
 
