@@ -300,6 +300,28 @@ def project_features(
     return out
 
 
+def _principal_axes(x: NDArray[np.float32], k: int, block_rows: int = 65_536) -> tuple[
+        NDArray[np.float64], NDArray[np.float64]]:
+    """``(mean, components (k, d))`` of the rows of ``x``: the top eigenvectors of the covariance.
+
+    NumPy only (scikit-learn's import alone costs a second in a fresh process); the signs follow
+    scikit-learn's ``svd_flip``: each component's largest-magnitude loading is positive.
+    """
+    from threadpoolctl import threadpool_limits
+
+    mean = x.mean(axis=0, dtype=np.float64)
+    scatter = np.zeros((x.shape[1], x.shape[1]))
+    # a (d x d) product: one BLAS thread is plenty, and several thrash on a loaded machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        for s in range(0, x.shape[0], block_rows):
+            centred = x[s : s + block_rows].astype(np.float64) - mean
+            scatter += centred.T @ centred
+    _, vectors = np.linalg.eigh(scatter)  # ascending eigenvalues
+    components = vectors[:, ::-1][:, :k].T
+    signs = np.sign(components[np.arange(k), np.argmax(np.abs(components), axis=1)])
+    return mean, components * np.where(signs == 0, 1.0, signs)[:, None]
+
+
 def _project(
     arrays: dict[str, NDArray[Any]],
     *,
@@ -314,8 +336,6 @@ def _project(
     max_fit_rows: int | None,
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
-    from sklearn.decomposition import PCA
-
     def report(step: str, fraction: float) -> None:
         if progress is not None:
             progress(step, fraction)
@@ -337,10 +357,10 @@ def _project(
     t0 = time.perf_counter()
     if method == "pca":
         k = min(2, n, d)
-        pca = PCA(n_components=k, random_state=random_state).fit(fit_x)
+        mean, components = _principal_axes(fit_x, k)
         out = {}
         for name, a in arrays.items():
-            y = pca.transform(np.asarray(a, dtype=np.float32)).astype(np.float32)
+            y = ((np.asarray(a, dtype=np.float64) - mean) @ components.T).astype(np.float32)
             if k < 2:
                 y = np.hstack([y, np.zeros((y.shape[0], 2 - k), np.float32)])
             out[name] = y
@@ -348,6 +368,8 @@ def _project(
         return out
     reducer_in: Any = None
     if pca_dim is not None and d > pca_dim:
+        from sklearn.decomposition import PCA
+
         reducer_in = PCA(n_components=min(pca_dim, n), random_state=random_state).fit(fit_x)
         fit_x = reducer_in.transform(fit_x).astype(np.float32)
         log.info("projection: PCA %d -> %d dims before UMAP", d, fit_x.shape[1])
