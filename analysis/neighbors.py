@@ -244,7 +244,13 @@ class NeighborIndex:
         out = np.empty(q.shape[0], dtype=np.float64)
         q_sq = np.einsum("ij,ij->i", q, q).astype(np.float64)
         with self._blas_threads():
-            for rows, _, d2 in self._blocks(q, k, ex):
+            for rows, cand, d2 in self._blocks(q, k, ex):
+                if cand is None:
+                    # exact search: the distance recomputed from the differences in float64, so a
+                    # row's score does not depend on the block it was computed in
+                    kth_pos = np.argpartition(d2, k - 1, axis=1)[:, k - 1 : k]
+                    out[rows] = self._distances(q[rows], kth_pos)[:, 0]
+                    continue
                 kth = np.partition(d2, k - 1, axis=1)[:, k - 1].astype(np.float64)
                 out[rows] = np.sqrt(np.maximum(kth + q_sq[rows], 0.0))
         return out

@@ -106,7 +106,8 @@ def serve_and_watch(run: Path, env: dict[str, str], umap_timeout: float) -> dict
                 break
             time.sleep(0.5)
         out["to_umap_s"] = time.perf_counter() - t0 if status.get("state") == "done" else None
-        out["umap_state"] = status.get("state")
+        out["umap_state"] = status.get("state") if status.get("state") in ("done", "failed") else \
+            f"timed out at {float(status.get('fraction') or 0):.0%}: {status.get('step')}"
         out["umap_job_rss_mb"] = status.get("peak_rss_mb")
     finally:
         server.terminate()
@@ -114,7 +115,8 @@ def serve_and_watch(run: Path, env: dict[str, str], umap_timeout: float) -> dict
     return out
 
 
-def bench_size(n: int, n_eval: int, root: Path, umap_timeout: float, browser: bool) -> list[dict[str, Any]]:
+def bench_size(n: int, n_eval: int, root: Path, umap_timeout: float, browser: bool,
+               caches: list[str]) -> list[dict[str, Any]]:
     from analysis.synthetic import make_synthetic_run
 
     run = make_synthetic_run(root / f"run-{n}", n_examples=n, n_features=64, n_eval=n_eval)
@@ -124,7 +126,7 @@ def bench_size(n: int, n_eval: int, root: Path, umap_timeout: float, browser: bo
     rows = []
     ref_s, ref_mb, _ = timed(datamap("analyze", str(run), "--no-ood"), env)
     rows.append({"n": n, "step": "analyze --no-ood (reference)", "seconds": ref_s, "peak_mb": ref_mb})
-    for cache in ("empty", "warm"):
+    for cache in caches:
         for f in (run / S.CACHE_DIR).glob("projection-*"):
             f.unlink()
         wall, mb, _ = timed(datamap("analyze", str(run)), env)
@@ -139,8 +141,25 @@ def bench_size(n: int, n_eval: int, root: Path, umap_timeout: float, browser: bo
                          "seconds": None if watched["to_umap_s"] is None else wall + watched["to_umap_s"],
                          "peak_mb": watched["umap_job_rss_mb"]})
         print(markdown(rows[-3:]), flush=True)
+    if browser and (trust := umap_trustworthiness(run)):
+        rows.append({"n": n, "step": "  UMAP trustworthiness (10 neighbours, 2,000 rows): "
+                                     + ", ".join(f"{k} {v:.3f}" for k, v in trust.items())})
+        print(rows[-1]["step"], flush=True)
     shutil.rmtree(run, ignore_errors=True)
     return rows
+
+
+def umap_trustworthiness(run: Path) -> dict[str, float]:
+    """Trustworthiness of the table's map per split (``benchmarks/quality_ood.py``'s measure)."""
+    from analysis import projection_job, runstore
+
+    if (projection_job.read_status(run) or {}).get("table_method") != "umap":
+        return {}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from quality_ood import _trustworthiness
+
+    rows = _trustworthiness(run, runstore.load_table(run))
+    return {r["split"]: r["value"] for r in rows}
 
 
 def knn_quality() -> list[dict[str, Any]]:
@@ -206,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=5000, help="rows in each evaluation split")
     ap.add_argument("--no-browser", action="store_true", help="time the analysis only")
     ap.add_argument("--umap-timeout", type=float, default=3600.0)
+    ap.add_argument("--caches", nargs="+", choices=("empty", "warm"), default=["empty", "warm"],
+                    help="numba cache states to measure (warm needs empty first)")
     ap.add_argument("--knn-quality", action="store_true", help="only the kNN AUROC comparison")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
@@ -216,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         with tempfile.TemporaryDirectory(prefix="datamap-ttm-") as tmp:
             for n in args.sizes:
-                rows += bench_size(n, args.eval, Path(tmp), args.umap_timeout, not args.no_browser)
+                rows += bench_size(n, args.eval, Path(tmp), args.umap_timeout, not args.no_browser,
+                                   args.caches)
     print(f"load average at end: {os.getloadavg()}")
     print(markdown(rows))
     if args.json:
