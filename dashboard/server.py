@@ -209,8 +209,11 @@ def start_projection_job(run_dir: Path) -> subprocess.Popen[bytes] | None:
     if status["state"] == "running" and projection_job.job_is_alive(status):
         return None
     projection_job.write_status(run_dir, step="starting", fraction=0.0)
+    env = dict(os.environ)
+    root = str(APP.parents[1])  # `-m analysis.projection_job` from a source checkout too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return subprocess.Popen([sys.executable, "-m", "analysis.projection_job", str(run_dir)],
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
 
 
 def stop_projection_job(job: subprocess.Popen[bytes] | None) -> None:
