@@ -119,6 +119,24 @@ def _cmd_export_cartography(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_project(args: argparse.Namespace) -> int:
+    from analysis.projection_job import run_projection_job
+
+    t0 = time.perf_counter()
+    last = {"step": ""}
+
+    def show(step: str, fraction: float) -> None:
+        if step != last["step"]:
+            print(f"  {fraction:4.0%}  {step}", flush=True)
+            last["step"] = step
+
+    status = run_projection_job(args.run_dir, progress=show)
+    if status.get("state") != "done":
+        raise ValueError(f"the projection failed ({status.get('error')}).")
+    print(f"wrote the UMAP map into {Path(args.run_dir) / S.TABLE_FILE} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from analysis.runstore import load_table
 
@@ -236,8 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variability at or above which an example is ambiguous (default 0.2)")
     a.add_argument("--aum-skip-first-epoch", action="store_true", help="leave epoch 0 out of AUM")
     a.add_argument("--no-ood", action="store_true", help="skip OOD scores and the projection")
-    a.add_argument("--projection", choices=("umap", "pca", "none"), default="umap",
-                   help="2-D map of the features (default umap; pca is fast; cached in RUN_DIR/cache)")
+    a.add_argument("--projection", choices=("auto", "umap", "pca", "none"), default="auto",
+                   help="2-D map of the features, cached in RUN_DIR/cache. auto (default): the cached "
+                        "UMAP map, else a PCA map now and UMAP later (`datamap serve` computes it in "
+                        "the background, or `datamap project`); umap: compute UMAP now; pca: fast")
     a.add_argument("--ood-scorers", default=None, metavar="NAMES",
                    help="comma-separated OOD scores to compute (msp,maxlogit,energy,mahalanobis,rmd,knn;"
                         " default all the run allows)")
@@ -270,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("log_dir")
     e.set_defaults(func=_cmd_export_cartography)
+
+    pj = sub.add_parser("project", help="compute the pending UMAP map of an analysed run and write it "
+                                        "into RUN_DIR/table.parquet (what `datamap serve` runs in the background)")
+    pj.add_argument("run_dir")
+    pj.set_defaults(func=_cmd_project)
 
     s = sub.add_parser("summary", help="print region and diagnosis counts of an analysed run")
     s.add_argument("run_dir")

@@ -38,6 +38,7 @@ import numpy as np
 import scipy.linalg
 from numpy.typing import ArrayLike, NDArray
 
+from analysis import neighbors
 from analysis import schema as S
 
 log = logging.getLogger(__name__)
@@ -631,7 +632,8 @@ class KNNScorer(_Scorer):
 
     Score: ``||x/||x|| - t_(k)/||t_(k)|| ||_2`` with ``t_(k)`` the k-th nearest training row
     (Euclidean, not squared). Computed by blocked float32 matrix products
-    (``||a - b||^2 = 2 - 2 a.b`` for unit vectors): cost ``O(n_query * n_train * D)``.
+    (``||a - b||^2 = 2 - 2 a.b`` for unit vectors): cost ``O(n_query * n_train * D)``; above
+    ``neighbors.EXACT_MAX_REFERENCE`` bank rows a clustered search (``index_``), linear in n.
 
     Parameters
     ----------
@@ -654,10 +656,16 @@ class KNNScorer(_Scorer):
         Rows of the ``fit`` input that form the bank.
     k_ : int
         The k actually used.
+    index_ : analysis.neighbors.NeighborIndex
+        The neighbour search over the bank: exact up to ``neighbors.EXACT_MAX_REFERENCE`` rows,
+        an inverted-file (clustered) search above (set ``search = "exact"`` on the scorer before
+        ``fit`` to force the exact one). It also answers nearest-neighbour queries with indices.
     """
 
     column = S.OOD_KNN
     input_kind = "features"
+    search: str = "auto"
+    """Neighbour search of :class:`analysis.neighbors.NeighborIndex` ("auto", "exact", "clustered")."""
 
     def __init__(
         self, *, k: int = 50, block_size: int = 1024, max_train: int | None = None,
@@ -696,24 +704,13 @@ class KNNScorer(_Scorer):
             k = len(bank) - 1
         self.k_ = k
         self.n_features_in_ = int(x.shape[1])
+        self.index_ = neighbors.NeighborIndex(method=self.search, block_size=self.block_size,  # type: ignore[arg-type]
+                                              random_state=self.random_state).fit(self.train_)
         return self
 
     def _kth(self, q: NDArray[np.float32], exclude: NDArray[np.intp] | None) -> NDArray[np.float64]:
-        """k-th neighbour distance of every query row; ``exclude[i]``: bank column to skip (-1: none)."""
-        t = self.train_
-        k = self.k_
-        out = np.empty(q.shape[0], dtype=np.float64)
-        b = max(1, int(self.block_size))
-        for s in range(0, q.shape[0], b):
-            sims = q[s : s + b] @ t.T  # (b, n_bank)
-            if exclude is not None:
-                ex = exclude[s : s + b]
-                rows = np.flatnonzero(ex >= 0)
-                sims[rows, ex[rows]] = -np.inf
-            # k-th largest similarity == k-th smallest distance
-            kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
-            out[s : s + b] = np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
-        return out
+        """k-th neighbour distance of every query row; ``exclude[i]``: bank row to skip (-1: none)."""
+        return self.index_.kth_distance(q, self.k_, exclude=exclude)
 
     def _score(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         return self._kth(_l2_normalise(x), None)

@@ -13,11 +13,15 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
 ``knn_k``                  int, default 50
-``knn_max_train``          int or None, default 50_000: the kNN neighbour bank (random training
-                           rows) is capped at this size so scoring stays linear in the run size
-``projection``             "umap" (default), "pca" or "none"
+``knn_max_train``          int or None, default 200_000: the kNN neighbour bank (random training
+                           rows) is capped at this size; above 10k bank rows the search is
+                           clustered (:mod:`analysis.neighbors`), so scoring stays linear in n
+``projection``             "auto" (default), "umap", "pca" or "none". ``auto`` writes the cached
+                           UMAP map when there is one, else a PCA map and leaves the UMAP map to
+                           a background job (:mod:`analysis.projection_job`); ``umap`` computes
+                           it in line (for scripts)
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
-                           (default ``max_fit_rows=100_000``)
+                           (default ``max_fit_rows=20_000``)
 ``diagnosis_scorer``       column used by the diagnosis (default: first of ``ood_mahalanobis``,
                            ``ood_energy``, ``ood_msp`` that was computed)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
@@ -53,11 +57,11 @@ OPTION_KEYS = frozenset({
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
     "fpr_definition", "knn_max_train",
 })
-KNN_MAX_TRAIN = 50_000
-"""Default cap on the kNN neighbour bank (random training rows), keeping analyze linear in n."""
-PROJECTION_MAX_FIT_ROWS = 100_000
+KNN_MAX_TRAIN = 200_000
+"""Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
+PROJECTION_MAX_FIT_ROWS = 20_000
 """Default: UMAP is fitted on at most this many training rows; the rest are transformed."""
-_PROJECTIONS = ("umap", "pca", "none")
+_PROJECTIONS = ("auto", "umap", "pca", "none")
 
 
 def _warn(message: str) -> None:
@@ -196,7 +200,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if unknown:
         raise ValueError(f"Expected OOD stage options among {sorted(OPTION_KEYS)}, got {sorted(unknown)}.")
     columns = _resolve_columns(extra.get("ood_scorers"))
-    projection = extra.get("projection", "umap")
+    projection = extra.get("projection", "auto")
     if projection not in _PROJECTIONS:
         raise ValueError(f"Expected `projection` among {_PROJECTIONS}, got {projection!r}.")
     thresholds = D.DiagnosisThresholds(
@@ -238,6 +242,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if projection != "none" and feats:
         pparams = {"max_fit_rows": PROJECTION_MAX_FIT_ROWS, **dict(extra.get("projection_params") or {})}
         _add_projection(run_dir, table, feats, projection, pparams)
+    else:
+        _clear_projection_status(run_dir)
 
     diag_col = extra.get("diagnosis_scorer")
     if diag_col is not None:
@@ -273,26 +279,49 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _clear_projection_status(run_dir: Path) -> None:
+    from analysis import projection_job
+
+    projection_job.status_path(run_dir).unlink(missing_ok=True)
+
+
 def _add_projection(run_dir: Path, table: pd.DataFrame,
                     feats: dict[str, tuple[NDArray[np.intp], NDArray[Any]]], method: str,
                     params: dict[str, Any]) -> None:
-    from analysis.projection import project_features
+    """Fill ``umap_x``/``umap_y`` and record in ``cache/projection.json`` what they hold."""
+    from analysis import projection_job
+    from analysis.projection import cached_projection, project_features, projection_params
 
-    ok = {s: np.isfinite(np.asarray(a)).all(axis=1) for s, (_, a) in feats.items()}
-    arrays = {s: np.asarray(a)[ok[s]] for s, (_, a) in feats.items() if ok[s].any()}
-    t0 = time.perf_counter()
-    try:
-        emb = project_features(arrays, method=method, cache_dir=run_dir / S.CACHE_DIR, **params)  # type: ignore[arg-type]
-    except ImportError as exc:
-        _warn(f"{exc} Falling back to PCA.")
-        emb = project_features(arrays, method="pca", cache_dir=run_dir / S.CACHE_DIR)
-    except ValueError as exc:
-        _warn(f"Projection skipped ({exc}).")
+    arrays, positions = projection_job.feature_arrays(run_dir, table, feats)
+    if not arrays:
+        _clear_projection_status(run_dir)
         return
-    x = table[S.UMAP_X].to_numpy(dtype=np.float32, copy=True)
-    y = table[S.UMAP_Y].to_numpy(dtype=np.float32, copy=True)
-    for split, e in emb.items():
-        pos = feats[split][0][ok[split]]
-        x[pos], y[pos] = e[:, 0], e[:, 1]
-    table[S.UMAP_X], table[S.UMAP_Y] = x, y
+    cache_dir = run_dir / S.CACHE_DIR
+    t0 = time.perf_counter()
+    if method == "auto":
+        full = projection_params(method="umap", **params)
+        key, emb = cached_projection(arrays, full, cache_dir)
+        if emb is not None:
+            method = "umap"
+            status = {"state": "done", "table_method": "umap", "step": "done", "fraction": 1.0}
+        else:
+            method = "pca"
+            emb = project_features(arrays, method="pca", cache_dir=cache_dir)
+            status = {"state": "pending", "table_method": "pca", "step": "waiting for a worker",
+                      "fraction": 0.0}
+        projection_job.write_status(run_dir, key=key, params=params, pid=None, error=None, **status)
+    else:
+        try:
+            emb = project_features(arrays, method=method, cache_dir=cache_dir, **params)  # type: ignore[arg-type]
+        except ImportError as exc:
+            _warn(f"{exc} Falling back to PCA.")
+            method = "pca"
+            emb = project_features(arrays, method="pca", cache_dir=cache_dir)
+        except ValueError as exc:
+            _warn(f"Projection skipped ({exc}).")
+            _clear_projection_status(run_dir)
+            return
+        projection_job.write_status(run_dir, state="done", table_method=method, params=params,
+                                    step="done", fraction=1.0, pid=None, error=None)
+    projection_job.set_table_projection(table, emb, positions)
     log.info("projection (%s) of %d splits in %.2f s", method, len(emb), time.perf_counter() - t0)

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ProjectionMethod",
+    "cached_projection",
     "project_features",
+    "projection_params",
     "projection_cache_key",
     "configure_numba_cache",
     "enable_umap_numba_caching",
@@ -44,6 +46,7 @@ __all__ = [
 ProjectionMethod = Literal["umap", "pca"]
 _METHODS = ("umap", "pca")
 _CACHE_VERSION = 1
+_TRANSFORM_CHUNK = 20_000
 
 
 def numba_cache_dir() -> Path:
@@ -164,6 +167,39 @@ def _save_cache(path: Path, out: Mapping[str, NDArray[np.float32]]) -> None:
         np.savez(fh, splits=np.array(json.dumps(names)), **arrays)  # type: ignore[arg-type]
 
 
+def projection_params(
+    *, method: ProjectionMethod = "umap", fit_split: str = S.TRAIN_SPLIT, pca_dim: int | None = 50,
+    n_neighbors: int = 15, min_dist: float = 0.1, n_epochs: int | None = None,
+    metric: str = "euclidean", random_state: int = 0, max_fit_rows: int | None = None,
+) -> dict[str, Any]:
+    """Every parameter of :func:`project_features` that its result depends on (the cache key's)."""
+    return {
+        "method": method, "fit_split": fit_split, "pca_dim": pca_dim, "n_neighbors": n_neighbors,
+        "min_dist": min_dist, "n_epochs": n_epochs, "metric": metric, "random_state": random_state,
+        "max_fit_rows": max_fit_rows,
+    }
+
+
+def cached_projection(
+    features: Mapping[str, NDArray[Any]], params: Mapping[str, Any], cache_dir: str | os.PathLike[str],
+) -> tuple[str, dict[str, NDArray[np.float32]] | None]:
+    """``(cache key, cached projection or None)`` for ``features`` and :func:`projection_params`."""
+    t0 = time.perf_counter()
+    fit_split = params.get("fit_split", S.TRAIN_SPLIT)
+    n_fit = (features[fit_split].shape[0] if fit_split in features
+             else sum(a.shape[0] for a in features.values()))
+    if params.get("max_fit_rows") is not None and n_fit <= params["max_fit_rows"]:
+        params = {**params, "max_fit_rows": None}  # no sample is drawn: the same map as None
+    key = projection_cache_key(features, params)
+    path = Path(cache_dir) / f"projection-{params['method']}-{key}.npz"
+    if not path.is_file():
+        return key, None
+    cached = _load_cache(path, list(features))
+    if cached is not None:
+        log.info("projection: cache hit %s (%.2f s)", path.name, time.perf_counter() - t0)
+    return key, cached
+
+
 def project_features(
     features: Mapping[str, ArrayLike],
     *,
@@ -177,6 +213,7 @@ def project_features(
     random_state: int = 0,
     max_fit_rows: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
     """Project every split's features to 2-D, fitted on ``fit_split``.
 
@@ -199,6 +236,8 @@ def project_features(
         large runs: UMAP's fit is the expensive part). None: fit on all of them.
     cache_dir : path, optional
         Where to cache results (``RUN_DIR/cache``); None disables caching.
+    progress : callable(step, fraction), optional
+        Called with a description of each step and the estimated fraction done (UMAP only).
 
     Returns
     -------
@@ -238,29 +277,49 @@ def project_features(
         if arr.size and not np.isfinite(arr).all():
             raise ValueError(f"Expected finite features, got NaN or inf in split {name!r}.")
         arrays[name] = arr
-    params = {
-        "method": method, "fit_split": fit_split, "pca_dim": pca_dim, "n_neighbors": n_neighbors,
-        "min_dist": min_dist, "n_epochs": n_epochs, "metric": metric, "random_state": random_state,
-        "max_fit_rows": max_fit_rows,
-    }
+    params = projection_params(
+        method=method, fit_split=fit_split, pca_dim=pca_dim, n_neighbors=n_neighbors,
+        min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
+        max_fit_rows=max_fit_rows,
+    )
     cache_path: Path | None = None
     if cache_dir is not None:
-        t0 = time.perf_counter()
-        key = projection_cache_key(arrays, params)
+        key, cached = cached_projection(arrays, params, cache_dir)
         cache_path = Path(cache_dir) / f"projection-{method}-{key}.npz"
-        if cache_path.is_file():
-            cached = _load_cache(cache_path, list(arrays))
-            if cached is not None:
-                log.info("projection: cache hit %s (%.2f s)", cache_path.name, time.perf_counter() - t0)
-                return cached
+        if cached is not None:
+            if progress is not None:
+                progress("loaded the cached map", 0.95)
+            return cached
     out = _project(
         arrays, fit_split=fit_split, method=method, pca_dim=pca_dim, n_neighbors=n_neighbors,
         min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
-        max_fit_rows=max_fit_rows,
+        max_fit_rows=max_fit_rows, progress=progress,
     )
     if cache_path is not None:
         _save_cache(cache_path, out)
     return out
+
+
+def _principal_axes(x: NDArray[np.float32], k: int, block_rows: int = 65_536) -> tuple[
+        NDArray[np.float64], NDArray[np.float64]]:
+    """``(mean, components (k, d))`` of the rows of ``x``: the top eigenvectors of the covariance.
+
+    NumPy only (scikit-learn's import alone costs a second in a fresh process); the signs follow
+    scikit-learn's ``svd_flip``: each component's largest-magnitude loading is positive.
+    """
+    from threadpoolctl import threadpool_limits
+
+    mean = x.mean(axis=0, dtype=np.float64)
+    scatter = np.zeros((x.shape[1], x.shape[1]))
+    # a (d x d) product: one BLAS thread is plenty, and several thrash on a loaded machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        for s in range(0, x.shape[0], block_rows):
+            centred = x[s : s + block_rows].astype(np.float64) - mean
+            scatter += centred.T @ centred
+    _, vectors = np.linalg.eigh(scatter)  # ascending eigenvalues
+    components = vectors[:, ::-1][:, :k].T
+    signs = np.sign(components[np.arange(k), np.argmax(np.abs(components), axis=1)])
+    return mean, components * np.where(signs == 0, 1.0, signs)[:, None]
 
 
 def _project(
@@ -275,8 +334,11 @@ def _project(
     metric: str,
     random_state: int,
     max_fit_rows: int | None,
+    progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
-    from sklearn.decomposition import PCA
+    def report(step: str, fraction: float) -> None:
+        if progress is not None:
+            progress(step, fraction)
 
     if fit_split in arrays:
         fit_x = np.asarray(arrays[fit_split], dtype=np.float32)
@@ -295,10 +357,10 @@ def _project(
     t0 = time.perf_counter()
     if method == "pca":
         k = min(2, n, d)
-        pca = PCA(n_components=k, random_state=random_state).fit(fit_x)
+        mean, components = _principal_axes(fit_x, k)
         out = {}
         for name, a in arrays.items():
-            y = pca.transform(np.asarray(a, dtype=np.float32)).astype(np.float32)
+            y = ((np.asarray(a, dtype=np.float64) - mean) @ components.T).astype(np.float32)
             if k < 2:
                 y = np.hstack([y, np.zeros((y.shape[0], 2 - k), np.float32)])
             out[name] = y
@@ -306,9 +368,12 @@ def _project(
         return out
     reducer_in: Any = None
     if pca_dim is not None and d > pca_dim:
+        from sklearn.decomposition import PCA
+
         reducer_in = PCA(n_components=min(pca_dim, n), random_state=random_state).fit(fit_x)
         fit_x = reducer_in.transform(fit_x).astype(np.float32)
         log.info("projection: PCA %d -> %d dims before UMAP", d, fit_x.shape[1])
+    report("loading UMAP (compiles its kernels on first use)", 0.02)
     umap = _import_umap()
     log.info("projection: fitting UMAP on %d rows (first call in a process compiles numba kernels)", n)
     model = umap.UMAP(
@@ -320,6 +385,24 @@ def _project(
     if max_fit_rows is not None and n > max_fit_rows and fit_split in arrays:
         sample = np.sort(np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False))
         log.info("projection: fitting UMAP on a sample of %d of the %d rows", max_fit_rows, n)
+    n_other = sum(a.shape[0] for s, a in arrays.items() if s != fit_split) if fit_split in arrays else 0
+    n_transform = n_other + (n - len(sample) if sample is not None else 0)
+    fit_rows = n if sample is None else len(sample)
+    fit_share = 0.05 + 0.9 * fit_rows / (fit_rows + n_transform)  # progress once the fit is done
+    done = {"rows": 0}
+
+    def transform(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
+        out = np.empty((x.shape[0], 2), np.float32)
+        for s in range(0, x.shape[0], _TRANSFORM_CHUNK):
+            report(f"placing {what} ({s:,} of {x.shape[0]:,} rows)",
+                   fit_share + (0.95 - fit_share) * done["rows"] / max(1, n_transform))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+                out[s : s + _TRANSFORM_CHUNK] = model.transform(x[s : s + _TRANSFORM_CHUNK])
+            done["rows"] += min(_TRANSFORM_CHUNK, x.shape[0] - s)
+        return out
+
+    report(f"fitting UMAP on {fit_rows:,} training rows", 0.05)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
         if sample is None:
@@ -329,7 +412,8 @@ def _project(
             rest[sample] = False
             emb = np.empty((n, 2), np.float32)
             emb[sample] = model.fit_transform(fit_x[sample])
-            emb[rest] = model.transform(fit_x[rest])
+    if sample is not None:
+        emb[rest] = transform(fit_x[rest], "the other training rows")
     log.info("projection: UMAP fit in %.1f s", time.perf_counter() - t0)
     out = {}
     if fit_split not in arrays:  # fitted on all splits together: slice the embedding back
@@ -349,8 +433,6 @@ def _project(
             continue
         if reducer_in is not None:
             x = reducer_in.transform(x).astype(np.float32)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-            out[name] = model.transform(x).astype(np.float32)
+        out[name] = transform(x, f"split {name!r}")
         log.info("projection: UMAP transform of %r (%d rows) in %.1f s", name, x.shape[0], time.perf_counter() - t1)
     return out

@@ -33,11 +33,15 @@ def _table(run_dir: Path) -> Any:
         table = runstore.load_table(run_dir)
     except FileNotFoundError:
         table = None
-    if table is None or not any(c.startswith(S.OOD_PREFIX) for c in table.columns) \
-            or S.UMAP_X not in table.columns or table[S.UMAP_X].isna().all():
-        from analysis.pipeline import analyze_run
+    from analysis import projection_job
 
-        table = analyze_run(run_dir)
+    status = projection_job.read_status(run_dir) or {}
+    if table is None or not any(c.startswith(S.OOD_PREFIX) for c in table.columns) \
+            or S.UMAP_X not in table.columns or table[S.UMAP_X].isna().all() \
+            or status.get("table_method") == "pca":
+        from analysis.pipeline import AnalyzeOptions, analyze_run
+
+        table = analyze_run(run_dir, AnalyzeOptions(extra={"projection": "umap"}))  # UMAP in line
     return table
 
 

@@ -24,7 +24,7 @@ from types import FrameType
 
 from analysis import schema as S
 
-__all__ = ["APP", "ENV_RUN_DIR", "allowed_hosts", "streamlit_command", "serve"]
+__all__ = ["APP", "ENV_RUN_DIR", "allowed_hosts", "streamlit_command", "serve", "start_projection_job"]
 
 ENV_RUN_DIR = "DATAMAP_RUN_DIR"
 """Environment variable through which the run directory reaches the app."""
@@ -143,6 +143,7 @@ def serve(
     url = f"http://{'localhost' if address in ('0.0.0.0', '::') else address}:{port}"
     print(f"datamap: serving {run} at {url}  (Ctrl-C to stop)", flush=True)
     proc = subprocess.Popen(cmd, env=env)
+    projection = start_projection_job(run)
     stopping: dict[str, int | None] = {"signal": None}
 
     def _forward(signum: int, frame: FrameType | None) -> None:
@@ -161,6 +162,7 @@ def serve(
             except KeyboardInterrupt:  # pragma: no cover - handled by _forward
                 _forward(signal.SIGINT, None)
     finally:
+        stop_projection_job(projection)
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -189,3 +191,38 @@ def _open_when_up(url: str, proc: subprocess.Popen[bytes]) -> None:
                     return
         except OSError:
             time.sleep(0.3)
+
+
+def start_projection_job(run_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Start the run's pending UMAP projection in a background process (None: nothing to do).
+
+    ``datamap analyze`` leaves the UMAP map pending (``cache/projection.json``) when it wrote a
+    PCA stand-in; the job computes it, and the dashboard picks up the rewritten table. A job that
+    failed is not retried here (``datamap project RUN_DIR`` shows why); a job still running in
+    another process is left to finish.
+    """
+    from analysis import projection_job
+
+    status = projection_job.read_status(run_dir)
+    if status is None or status.get("state") not in ("pending", "running"):
+        return None
+    if status["state"] == "running" and projection_job.job_is_alive(status):
+        return None
+    projection_job.write_status(run_dir, step="starting", fraction=0.0)
+    env = dict(os.environ)
+    root = str(APP.parents[1])  # `-m analysis.projection_job` from a source checkout too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen([sys.executable, "-m", "analysis.projection_job", str(run_dir)],
+                            stdin=subprocess.DEVNULL, env=env)
+
+
+def stop_projection_job(job: subprocess.Popen[bytes] | None) -> None:
+    """Stop a projection job started by :func:`start_projection_job` (the server is stopping)."""
+    if job is None or job.poll() is not None:
+        return
+    job.terminate()
+    try:
+        job.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        job.wait()
