@@ -25,7 +25,7 @@ from analysis.dynamics import (
     pivot_dynamics,
 )
 
-__all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table"]
+__all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table", "check_recorded_labels"]
 
 _COMPACT = (S.GOLD_PROB, S.MARGIN, S.PRED, S.LOSS, S.EL2N)
 
@@ -65,7 +65,39 @@ def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOption
             f"dynamics column `pred` holds class {int(dense.pred[bad_pred][0])}, outside the "
             f"{n_classes} classes of run.json."
         )
+    check_recorded_labels(dense)
     return compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+
+
+def check_recorded_labels(dense: DenseDynamics) -> None:
+    """Refuse dynamics recorded against labels other than ``examples.parquet``'s.
+
+    The dynamics store no label, but each row's ``margin`` (gold logit minus the largest other
+    logit) and ``pred`` (the argmax) agree only for the label they were computed with:
+    ``margin > 0`` means ``pred`` is that label, ``margin < 0`` means it is not. A row whose
+    ``pred`` contradicts its ``margin`` under the ``examples.parquet`` label was recorded with a
+    different label, so ``gold_prob`` and ``margin`` would silently describe another class than
+    ``correctness`` does.
+
+    Raises
+    ------
+    SchemaError
+        Some row's margin and prediction disagree with the examples' label.
+    """
+    with np.errstate(invalid="ignore"):
+        correct = dense.pred == dense.labels[None, :]
+        bad = dense.observed & (((dense.margin > 0) & ~correct) | ((dense.margin < 0) & correct))
+    if bad.any():
+        epoch_i, col = (int(v[0]) for v in np.nonzero(bad))
+        n_bad = int(bad.any(axis=0).sum())
+        raise S.SchemaError(
+            f"Expected the dynamics to be recorded with the labels of {S.EXAMPLES_FILE}, got "
+            f"{n_bad} example(s) whose recorded margin and prediction contradict that label (first: "
+            f"example {S._py(dense.example_ids[col])!r}, epoch {int(dense.epochs[epoch_i])}, label "
+            f"{int(dense.labels[col])}, predicted {int(dense.pred[epoch_i, col])}, margin "
+            f"{float(dense.margin[epoch_i, col]):.3g}). Pass the same labels to `update` as in "
+            f"the `examples` table given to `save`."
+        )
 
 
 def assemble_table(
