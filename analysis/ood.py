@@ -367,7 +367,7 @@ class _Gaussian:
         return out
 
 
-def _positive_definite_cholesky(cov: NDArray[np.float64]) -> NDArray[np.float64] | None:
+def _positive_definite_cholesky(cov: NDArray[np.float64]) -> NDArray[np.floating[Any]] | None:
     """The Cholesky factor of ``cov``, or None when it is not numerically positive definite.
 
     "Numerically" means the smallest diagonal entry of the factor is above ``1e-6`` times the
@@ -383,7 +383,7 @@ def _positive_definite_cholesky(cov: NDArray[np.float64]) -> NDArray[np.float64]
     return chol
 
 
-def _gaussian(means: NDArray[np.float64], chol: NDArray[np.float64],
+def _gaussian(means: NDArray[np.float64], chol: NDArray[np.floating[Any]],
               dtype: type[np.floating[Any]]) -> _Gaussian:
     centre = means.mean(axis=0)
     mw = scipy.linalg.solve_triangular(chol, (means - centre).T, lower=True).astype(dtype)
@@ -435,7 +435,7 @@ def _fit_gaussian(
         )
         cov = _shrink(scatter / n, alpha)
         chol = np.linalg.cholesky(cov)
-    return _gaussian(means, chol, dtype), cov, alpha
+    return _gaussian(means, np.asarray(chol), dtype), cov, alpha
 
 
 class MahalanobisScorer(_Scorer):
