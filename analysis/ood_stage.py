@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from analysis import diagnosis as D
 from analysis import ood as O
-from analysis import ood_eval, runstore
+from analysis import noise, ood_eval, runstore
 from analysis import schema as S
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,12 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
             diag_col = None
     if diag_col is None:
         diag_col = next((c for c in DIAGNOSIS_PREFERENCE if c in written), None)
+    label_info: dict[str, Any] | None = None
+    if S.SUGGESTED_LABEL in table.columns:
+        table[S.LABEL_ISSUE], label_info = noise.label_issues(table)
     table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
+    if label_info is not None:
+        diag_info["label_issues"] = label_info
 
     evaluation = ood_eval.evaluate_ood(
         table, written, fpr_definition=extra.get("fpr_definition", "ood_accepted_at_95_id"),

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import runstore
+from analysis import noise, runstore
 from analysis import schema as S
 from analysis.dynamics import (
     DenseDynamics,
@@ -54,6 +54,9 @@ def build_dynamics_table(
     dense = pivot_dynamics(dyn, examples[S.EXAMPLE_ID].to_numpy(), labels)
     del dyn
     metrics = metrics_from_dense(dense, meta.n_classes, opts)
+    suggested = noise.suggested_labels(dense.pred, dense.observed, dense.labels)
+    metrics[S.SUGGESTED_LABEL] = pd.array(np.where(suggested >= 0, suggested, 0), dtype="Int64")
+    metrics.loc[suggested < 0, S.SUGGESTED_LABEL] = pd.NA
     return assemble_table(examples, metrics, meta, opts), meta
 
 

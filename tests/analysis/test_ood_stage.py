@@ -45,8 +45,17 @@ def test_scores_projection_and_diagnosis_for_every_split(analysed):
     test = table[S.SPLIT] == "test"
     assert (table.loc[test, S.DIAGNOSIS] == D.NO_DYNAMICS).mean() > 0.8
     train = table[S.SPLIT] == S.TRAIN_SPLIT
-    hard = train & (table[S.REGION] == S.HARD)
-    assert (table.loc[hard, S.DIAGNOSIS].isin([D.SUSPECT_MISLABELED, D.SUSPECT_OOD])).all()
+    # the mislabeling suspects are the run's estimated label issues (analysis.noise), not the
+    # hard-to-learn region: every label issue is a suspect, every other training row is not
+    # suspect_mislabeled
+    issue = table[S.LABEL_ISSUE].to_numpy(bool)
+    assert issue[train.to_numpy()].mean() == pytest.approx(
+        (table.loc[train, S.SUGGESTED_LABEL] != table.loc[train, S.LABEL]).mean())
+    assert (table.loc[issue, S.DIAGNOSIS].isin([D.SUSPECT_MISLABELED, D.SUSPECT_OOD])).all()
+    assert not (table.loc[~issue, S.DIAGNOSIS] == D.SUSPECT_MISLABELED).any()
+    # most flipped labels are found
+    noisy = table[S.IS_NOISY].fillna(False).to_numpy(bool)
+    assert issue[noisy].mean() > 0.95
     # the written table carries the columns too
     stored = runstore.load_table(run)
     assert S.DIAGNOSIS in stored.columns and S.OOD_KNN in stored.columns
@@ -93,7 +102,8 @@ def test_run_without_features_or_logits_still_analyses(tmp_path):
         table = analyze_run(run, AnalyzeOptions(extra={"projection": "pca"}))
     assert not [c for c in table.columns if c.startswith(S.OOD_PREFIX)]
     assert table[S.UMAP_X].isna().all()
-    expected = D.diagnose(table[S.REGION].astype(str).to_numpy(), None)
+    expected = D.diagnose(table[S.REGION].astype(str).to_numpy(), None,
+                          label_issue=table[S.LABEL_ISSUE].to_numpy(bool))
     assert (table[S.DIAGNOSIS].astype(str).to_numpy() == expected).all()
     ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
     assert ev["metrics"] == {} and ev["skipped"]
