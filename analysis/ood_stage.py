@@ -43,8 +43,8 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from analysis import diagnosis as D
-from analysis import ood as O
 from analysis import noise, ood_eval, runstore
+from analysis import ood as O
 from analysis import schema as S
 
 log = logging.getLogger(__name__)
