@@ -17,6 +17,15 @@ from pathlib import Path
 from analysis import schema as S
 
 
+def _knn_k(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected a positive integer or 'auto', got {value!r}.") from None
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.dynamics import RegionThresholds
     from analysis.pipeline import AnalyzeOptions, analyze_run
@@ -266,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ood-quantile", type=float, default=0.95,
                    help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
                         " suspect_ood (default 0.95)")
-    a.add_argument("--knn-k", type=int, default=50, help="k of the kNN OOD score (default 50)")
+    a.add_argument("--knn-k", type=_knn_k, default="auto",
+                   help="k of the kNN OOD score (default auto: 0.5%% of the training rows, 1-50)")
     a.add_argument("--energy-temperature", type=float, default=1.0,
                    help="temperature T of the energy score (default 1)")
     a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",

@@ -1,8 +1,26 @@
-"""Cross-diagnosis: one actionable label per example from its data-map region and an OOD score.
+"""Cross-diagnosis: one actionable label per example from its label issues, region and OOD score.
 
-Rules (thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantile of the
-OOD score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
-quantile):
+Thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantile of the OOD
+score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
+quantile. When the table has a ``label_issue`` column (written by ``datamap analyze``: the run's
+own cut-off, :mod:`analysis.noise`), the rules are (first match wins):
+
+=========================== ====================== ==========================================
+row                         OOD score              diagnosis
+=========================== ====================== ==========================================
+label issue                 ``> t_easy``           ``suspect_ood``
+label issue                 otherwise              ``suspect_mislabeled``
+hard-to-learn               ``> t``                ``suspect_ood``
+any region                  ``> t_easy``           ``suspect_ood``
+easy-to-learn               otherwise              ``clean``
+ambiguous / hard-to-learn   otherwise              ``ambiguous``
+no-dynamics (eval/OOD rows) ``> t``                ``suspect_ood``
+no-dynamics                 ``<= t`` or missing    ``no_dynamics``
+=========================== ====================== ==========================================
+
+A label issue is called OOD only at the strict threshold: its features mostly look like a known
+class (that is why the model could learn it as another one). Without a ``label_issue`` column
+(tables analysed before it existed, or ``diagnose`` without ``label_issue``), the region decides:
 
 =========================== ====================== ==========================================
 region                      OOD score              diagnosis
@@ -188,7 +206,7 @@ def _diagnosis_codes(
     dyn = easy | amb | hard
     issue = issue & dyn
     return np.select(
-        [issue & beyond, issue, hard & beyond, dyn & beyond_easy, easy, amb | hard, beyond],
+        [issue & beyond_easy, issue, hard & beyond, dyn & beyond_easy, easy, amb | hard, beyond],
         [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[SUSPECT_OOD],
          code[CLEAN], code[AMBIGUOUS], code[SUSPECT_OOD]],
         default=code[NO_DYNAMICS],

@@ -1,21 +1,25 @@
-"""Label noise from the run itself: suggested labels, label issues and the estimated noise rate.
+"""Label noise from the run itself: label issues, suggested labels and the estimated noise rate.
 
-The model's prediction at every epoch is a vote. For example ``i`` with given label ``y_i``:
+For training example ``i`` with given label ``y_i``:
 
-- ``suggested_label`` = the class predicted in most epochs (ties: the given label if it is among
-  the tied classes, else the class predicted at the last epoch among them, else the smallest).
-- The estimated number of wrong labels of class ``c`` is the number of examples labelled ``c``
-  whose suggested label differs (the model, over its whole training, mostly disagreed with
-  the label): ``n_c_hat = #{i : y_i = c, suggested_i != c}``. This is the "noise rate from how
-  often the model's predictions disagree with the given label" estimate, per class, in the
-  spirit of confident learning's per-class counts (Northcutt et al., 2021, "Confident
-  Learning: Estimating Uncertainty in Dataset Labels", JAIR 70), with the epoch votes of one
-  training run in place of out-of-sample probabilities.
-- ``label_issue`` marks, within each class ``c``, the ``n_c_hat`` examples with the lowest
-  area under the margin (AUM, Pleiss et al., 2020, "Identifying Mislabeled Data using the Area
-  Under the Margin Ranking"): the cut-off is the class's estimated count, not a fixed number,
-  and the ranking uses the margin of every epoch rather than a vote alone (confident learning's
-  "prune by noise rate" with AUM as the ranking score). Without AUM the vote alone decides.
+- ``label_issue``: a two-component Gaussian mixture is fitted to ``log(loss_mean)`` (the
+  example's cross-entropy averaged over epochs) of the training rows; rows whose posterior
+  probability of the high-loss component exceeds 1/2 are label issues. Mislabeled examples are
+  fitted late (or never), so their mean loss is higher than that of clean ones; the mixture
+  finds the cut-off per run, where fixed thresholds on confidence and variability do not
+  transfer between short, long, from-scratch and fine-tuned runs. The idea is DivideMix's
+  (Li, Socher & Hoi, 2020, "DivideMix: Learning with Noisy Labels as Semi-supervised
+  Learning", ICLR), which fits the same mixture to per-example losses; see Arazo et al., 2019,
+  "Unsupervised Label Noise Modeling and Loss Correction" (ICML), for a beta mixture. The log
+  makes the two loss populations close to Gaussian; chosen over a mixture on AUM or confidence,
+  votes over epochs and per-class vote thresholds by ``benchmarks/suite.py`` (docs/metrics.md).
+  Without ``loss_mean``, ``-log(confidence)`` stands in.
+- ``suggested_label``: the class the model predicted in most epochs (ties: the given label if
+  tied, else the latest prediction among the tied). For a label issue that the model ended up
+  memorising (most votes for the given label), it is the class predicted most often *instead*
+  of the given label, when there is one.
+- The estimated noise rate is the fraction of label issues, overall and per given class; the
+  confused pairs count (given, suggested) over label issues whose suggestion differs.
 
 The diagnosis (:mod:`analysis.diagnosis`) calls ``label_issue`` rows ``suspect_mislabeled``
 (or ``suspect_ood`` when their OOD score is also high).
@@ -41,8 +45,11 @@ __all__ = [
     "METHOD",
 ]
 
-METHOD = "per-class vote count, AUM ranking"
+METHOD = "2-component Gaussian mixture on log(loss_mean), posterior > 0.5"
 """How ``label_issue`` is chosen (recorded in ``ood_eval.json``'s ``diagnosis`` section)."""
+MIXTURE_MAX_ROWS = 200_000
+"""The mixture is fitted on at most this many training rows (a seeded sample), then applied to all."""
+MIN_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class LabelNoiseEstimate:
 
 def suggested_labels(
     pred: NDArray[np.integer[Any]], observed: NDArray[np.bool_], labels: NDArray[np.integer[Any]],
+    *, exclude_label: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int64]:
     """The class predicted in most epochs, per example (-1 where no epoch is observed).
 
@@ -79,6 +87,9 @@ def suggested_labels(
     observed : ndarray of bool (n_epochs, n_examples)
     labels : ndarray of int (n_examples,)
         Given labels (-1: none); a tie that includes the given label resolves to it.
+    exclude_label : ndarray of bool (n_examples,), optional
+        Rows whose given label does not count as a candidate (the class predicted most often
+        instead of it); such a row that was never predicted otherwise keeps its given label.
 
     Returns
     -------
@@ -89,12 +100,16 @@ def suggested_labels(
     >>> pred = np.array([[0, 1, 2], [1, 1, 0], [1, 0, 0]])
     >>> suggested_labels(pred, np.ones((3, 3), bool), np.array([0, 0, 2])).tolist()
     [1, 1, 0]
+    >>> suggested_labels(pred, np.ones((3, 3), bool), np.array([0, 1, 2]),
+    ...                  exclude_label=np.array([False, True, False])).tolist()
+    [1, 0, 0]
     """
     p = np.where(observed, np.asarray(pred, dtype=np.int64), -1)
     n_epochs, n = p.shape
     y = np.asarray(labels, dtype=np.int64)
     if y.shape != (n,):
         raise ValueError(f"Expected `labels` to have shape ({n},), got {y.shape}.")
+    skip = np.zeros(n, bool) if exclude_label is None else np.asarray(exclude_label, dtype=bool)
     last = np.full(n, -1, dtype=np.int64)
     for e in range(n_epochs):
         last = np.where(p[e] >= 0, p[e], last)
@@ -103,59 +118,77 @@ def suggested_labels(
     for e in range(n_epochs):  # every observed prediction is a candidate; O(n_epochs^2 n)
         cand = p[e]
         count = (p == cand[None, :]).sum(axis=0).astype(np.float64)
-        score = np.where(cand >= 0, count + 0.5 * (cand == y) + 0.25 * (cand == last)
-                         - 1e-9 * cand, -np.inf)
+        score = np.where((cand >= 0) & ~(skip & (cand == y)),
+                         count + 0.5 * (cand == y) + 0.25 * (cand == last) - 1e-9 * cand, -np.inf)
         better = score > best_score
         best = np.where(better, cand, best)
         best_score = np.where(better, score, best_score)
-    return best
+    keep = skip & (best < 0) & (p >= 0).any(axis=0)
+    return np.where(keep, y, best)
 
 
 def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]]:
-    """Which training rows are label issues, and how the cut-off was chosen.
+    """Which training rows are label issues, and how the cut-off was chosen (module docstring).
 
     Parameters
     ----------
     table : DataFrame
-        The example table with ``split``, ``label``, ``suggested_label`` and (optional) ``aum``.
+        The example table with ``split``, ``label`` and ``loss_mean`` (or ``confidence``).
 
     Returns
     -------
     (ndarray of bool (n_examples,), dict)
-        The mask (False outside the training split and where there is no suggested label) and
-        the record of the cut-off: method, estimated count and rate per class and overall.
+        The mask (False outside the training split and where there are no dynamics) and the
+        record of the cut-off: method, fitted mixture, loss cut-off, counts.
 
-    Raises
-    ------
-    ValueError
-        ``suggested_label`` is missing.
+    Examples
+    --------
+    >>> loss = np.r_[np.full(90, 0.01), np.full(10, 3.0)] * np.exp(np.linspace(-0.2, 0.2, 100))
+    >>> t = pd.DataFrame({"split": "train", "label": 0, "loss_mean": loss})
+    >>> issue, info = label_issues(t)
+    >>> int(issue.sum()), bool(issue[90:].all())
+    (10, True)
     """
-    if S.SUGGESTED_LABEL not in table.columns:
-        raise ValueError(f"Expected a `{S.SUGGESTED_LABEL}` column (run `datamap analyze`), got "
-                         f"columns {list(table.columns)[:12]}.")
-    y, sug, rows = _rows(table)
-    aum = (pd.to_numeric(table[S.AUM], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-           if S.AUM in table.columns else np.full(len(table), np.nan))
+    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    rows = np.isfinite(y)
+    if S.SPLIT in table.columns:
+        rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
+    if S.LOSS_MEAN in table.columns and np.isfinite(_num(table, S.LOSS_MEAN)[rows]).any():
+        score, basis = np.log(np.maximum(_num(table, S.LOSS_MEAN), 1e-12)), S.LOSS_MEAN
+    elif S.CONFIDENCE in table.columns:
+        score, basis = np.log(-np.log(np.clip(_num(table, S.CONFIDENCE), 1e-12, 1.0 - 1e-12))), \
+            f"-log({S.CONFIDENCE})"
+    else:
+        raise ValueError(f"Expected a `{S.LOSS_MEAN}` or `{S.CONFIDENCE}` column, got "
+                         f"{list(table.columns)[:12]}.")
+    rows &= np.isfinite(score)
     issue = np.zeros(len(table), dtype=bool)
-    per_class: dict[str, dict[str, Any]] = {}
-    names = _class_names(table)
-    for c in np.unique(y[rows]):
-        members = np.flatnonzero(rows & (y == c))
-        n_hat = int((sug[members] != c).sum())
-        if n_hat:
-            a = aum[members]
-            if np.isfinite(a).all():
-                order = np.argsort(a, kind="stable")  # lowest AUM first
-                issue[members[order[:n_hat]]] = True
-            else:
-                issue[members[sug[members] != c]] = True
-        per_class[names.get(int(c), str(int(c)))] = {"n": len(members), "n_issues": n_hat,
-                                                      "rate": n_hat / len(members)}
-    n_rows = int(rows.sum())
-    info = {"method": METHOD if np.isfinite(aum[rows]).all() else "per-class vote count",
-            "n_issues": int(issue.sum()), "n_scored": n_rows,
-            "rate": float(issue.sum() / n_rows) if n_rows else float("nan"),
-            "per_class": per_class}
+    info: dict[str, Any] = {"method": METHOD, "score": basis, "n_scored": int(rows.sum())}
+    x = score[rows]
+    if x.size < MIN_ROWS or np.ptp(x) <= 1e-9:
+        info.update(method=f"none (fewer than {MIN_ROWS} training rows with dynamics, or no spread)",
+                    n_issues=0, rate=0.0 if x.size else float("nan"))
+        return issue, info
+    from sklearn.mixture import GaussianMixture
+
+    fit_x = x
+    if x.size > MIXTURE_MAX_ROWS:
+        fit_x = np.random.default_rng(0).choice(x, MIXTURE_MAX_ROWS, replace=False)
+    gmm = GaussianMixture(2, random_state=0).fit(fit_x[:, None])
+    high = int(np.argmax(gmm.means_[:, 0]))
+    posterior = gmm.predict_proba(x[:, None])[:, high]
+    issue[np.flatnonzero(rows)[posterior > 0.5]] = True
+    cutoff = float(x[posterior > 0.5].min()) if (posterior > 0.5).any() else float("nan")
+    info.update({
+        "n_issues": int(issue.sum()),
+        "rate": float(issue.sum() / rows.sum()),
+        "cutoff": float(np.exp(cutoff)) if basis == S.LOSS_MEAN else cutoff,
+        "components": {"mean_log_loss": [float(v) for v in gmm.means_[:, 0]],
+                       "std_log_loss": [float(np.sqrt(v)) for v in gmm.covariances_.reshape(-1)],
+                       "weight": [float(v) for v in gmm.weights_],
+                       "high": high},
+        "paper": "Li, Socher & Hoi (2020), DivideMix, ICLR",
+    })
     return issue, info
 
 
@@ -213,6 +246,10 @@ def _rows(table: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64], ND
         rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
     return (np.where(np.isfinite(y), y, -1).astype(np.int64),
             np.where(np.isfinite(sug), sug, -1).astype(np.int64), rows)
+
+
+def _num(table: pd.DataFrame, column: str) -> NDArray[np.float64]:
+    return np.asarray(pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64, na_value=np.nan))
 
 
 def _class_names(table: pd.DataFrame) -> dict[int, str]:

@@ -660,6 +660,17 @@ def _l2_normalise(x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     return x32 / np.maximum(norms, np.float32(1e-12))
 
 
+def auto_k(n_bank: int) -> int:
+    """kNN's default k for a neighbour bank of ``n_bank`` rows: ``clip(round(n_bank / 200), 1, 50)``.
+
+    Examples
+    --------
+    >>> auto_k(1154), auto_k(100), auto_k(50_000)
+    (6, 1, 50)
+    """
+    return int(min(50, max(1, round(n_bank / 200))))
+
+
 class KNNScorer(_Scorer):
     """Distance to the k-th nearest training feature after L2 normalisation (Sun et al., 2022).
 
@@ -671,9 +682,11 @@ class KNNScorer(_Scorer):
 
     Parameters
     ----------
-    k : int, default 50
-        Clipped to the bank size minus one (so :meth:`score_fitted` can leave a row out), with a
-        warning.
+    k : int or "auto", default "auto"
+        ``"auto"``: ``clip(round(n_bank / 200), 1, 50)`` — 0.5 % of the neighbour bank, at most
+        Sun et al.'s CIFAR value 50 (a fixed 50 was the weakest feature score on a 1,154-row
+        run; k 5-10 was best there: ``benchmarks/suite.py``). An int is clipped to the bank
+        size minus one (so :meth:`score_fitted` can leave a row out), with a warning.
     block_size : int, default 1024
         Query rows per matrix product (memory ``block_size * n_bank * 4`` bytes).
     max_train : int or None, default None
@@ -702,7 +715,8 @@ class KNNScorer(_Scorer):
     """Neighbour search of :class:`analysis.neighbors.NeighborIndex` ("auto", "exact", "clustered")."""
 
     def __init__(
-        self, *, k: int = 50, block_size: int = 1024, max_train: int | None = None,
+        self, *, k: int | Literal["auto"] = "auto", block_size: int = 1024,
+        max_train: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.k = k
@@ -712,8 +726,9 @@ class KNNScorer(_Scorer):
 
     def fit(self, features: ArrayLike, labels: ArrayLike | None = None) -> KNNScorer:  # type: ignore[override]
         """Store the normalised training features; ``labels`` is ignored. Returns ``self``."""
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"Expected `k` to be a positive integer, got {self.k!r}.")
+        if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer))
+                                 or self.k < 1):
+            raise ValueError(f"Expected `k` to be a positive integer or 'auto', got {self.k!r}.")
         if self.max_train is not None and (not isinstance(self.max_train, (int, np.integer))
                                            or self.max_train < 2):
             raise ValueError(f"Expected `max_train` None or an integer >= 2, got {self.max_train!r}.")
@@ -731,7 +746,7 @@ class KNNScorer(_Scorer):
         self._bank_unit_ = np.einsum("ij,ij->i", self.train_, self.train_).round().astype(np.float32)
         self._has_zero_rows_ = bool((self._bank_unit_ == 0).any())
         self._n_fit_ = n_fit
-        k = int(self.k)
+        k = auto_k(len(bank)) if self.k == "auto" else int(self.k)
         if k > len(bank) - 1:
             warnings.warn(
                 f"k={k} exceeds the {len(bank)} training rows minus one; using k={len(bank) - 1}.",

@@ -54,10 +54,24 @@ def build_dynamics_table(
     dense = pivot_dynamics(dyn, examples[S.EXAMPLE_ID].to_numpy(), labels)
     del dyn
     metrics = metrics_from_dense(dense, meta.n_classes, opts)
-    suggested = noise.suggested_labels(dense.pred, dense.observed, dense.labels)
-    metrics[S.SUGGESTED_LABEL] = pd.array(np.where(suggested >= 0, suggested, 0), dtype="Int64")
-    metrics.loc[suggested < 0, S.SUGGESTED_LABEL] = pd.NA
-    return assemble_table(examples, metrics, meta, opts), meta
+    table = assemble_table(examples, metrics, meta, opts)
+    add_label_noise_columns(table, dense)
+    return table, meta
+
+
+def add_label_noise_columns(table: pd.DataFrame, dense: DenseDynamics) -> None:
+    """Add ``label_issue`` and ``suggested_label`` (:mod:`analysis.noise`) to ``table`` in place.
+
+    ``table`` is row-aligned with ``dense``; how the cut-off was chosen goes to
+    ``table.attrs["label_issues"]`` (the OOD stage records it in ``ood_eval.json``).
+    """
+    issue, info = noise.label_issues(table)
+    suggested = noise.suggested_labels(dense.pred, dense.observed, dense.labels, exclude_label=issue)
+    table[S.LABEL_ISSUE] = issue
+    column = pd.array(np.where(suggested >= 0, suggested, 0), dtype="Int64")
+    column[suggested < 0] = pd.NA
+    table[S.SUGGESTED_LABEL] = column
+    table.attrs["label_issues"] = info
 
 
 def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOptions) -> pd.DataFrame:

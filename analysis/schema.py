@@ -101,6 +101,9 @@ OOD_ENERGY = "ood_energy"
 OOD_MAHALANOBIS = "ood_mahalanobis"
 OOD_RMD = "ood_rmd"
 OOD_KNN = "ood_knn"
+OOD_COMBINED = "ood_combined"
+"""Mean of the percentile ranks of ``ood_rmd`` and ``ood_knn`` among the training rows (the
+diagnosis' default OOD score; :func:`analysis.ood_stage.combined_score`)."""
 OOD_PREFIX = "ood_"
 
 # ---- regions ---------------------------------------------------------------------------------------

@@ -441,7 +441,7 @@ def test_nan_features_and_bad_shapes_raise():
 def test_knn_k_larger_than_training_set_warns():
     x = np.random.default_rng(17).normal(size=(5, 3))
     with pytest.warns(UserWarning, match="k=50 exceeds"):
-        knn = O.KNNScorer().fit(x)
+        knn = O.KNNScorer(k=50).fit(x)
     assert knn.k_ == 4
     assert np.isfinite(knn.score_fitted(x)).all()
     with pytest.raises(ValueError, match="positive integer"):
@@ -527,3 +527,13 @@ def test_knn_zero_rows_are_at_distance_zero_from_each_other_and_one_from_the_res
     knn2 = O.KNNScorer(k=2).fit(bank)
     np.testing.assert_allclose(knn2.score([[0.0, 0.0]]), [0.0], atol=1e-6)
     np.testing.assert_allclose(knn2.score([[1.0, 0.0]]), [1.0], atol=1e-6)
+
+
+def test_knn_auto_k_scales_with_the_bank():
+    rng = np.random.default_rng(25)
+    for n, k in ((150, 1), (1154, 6), (3000, 15), (20_000, 50)):
+        assert O.KNNScorer().fit(rng.normal(size=(n, 2))).k_ == k
+    # the bank, not the training set, sets it
+    assert O.KNNScorer(max_train=400).fit(rng.normal(size=(5000, 2))).k_ == 2
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        O.KNNScorer(k="many").fit(rng.normal(size=(10, 2)))
