@@ -13,7 +13,9 @@ For training example ``i`` with given label ``y_i``:
   "Unsupervised Label Noise Modeling and Loss Correction" (ICML), for a beta mixture. The log
   makes the two loss populations close to Gaussian; chosen over a mixture on AUM or confidence,
   votes over epochs and per-class vote thresholds by ``benchmarks/suite.py`` (docs/metrics.md).
-  Without ``loss_mean``, ``-log(confidence)`` stands in.
+  Without ``loss_mean``, ``-log(confidence)`` stands in. When the high-loss component holds
+  half the rows or more (a run whose model fits most of its labels slowly, not a noise rate),
+  the mixture is refitted with 3, then 4 components and the highest one is used.
 - ``suggested_label``: the class the model predicted in most epochs (ties: the given label if
   tied, else the latest prediction among the tied). For a label issue that the model ended up
   memorising (most votes for the given label), it is the class predicted most often *instead*
@@ -45,7 +47,7 @@ __all__ = [
     "METHOD",
 ]
 
-METHOD = "2-component Gaussian mixture on log(loss_mean), posterior > 0.5"
+METHOD = "Gaussian mixture on log(loss_mean), highest component's posterior > 0.5"
 """How ``label_issue`` is chosen (recorded in ``ood_eval.json``'s ``diagnosis`` section)."""
 MIXTURE_MAX_ROWS = 200_000
 """The mixture is fitted on at most this many training rows (a seeded sample), then applied to all."""
@@ -174,8 +176,11 @@ def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]
     fit_x = x
     if x.size > MIXTURE_MAX_ROWS:
         fit_x = np.random.default_rng(0).choice(x, MIXTURE_MAX_ROWS, replace=False)
-    gmm = GaussianMixture(2, random_state=0).fit(fit_x[:, None])
-    high = int(np.argmax(gmm.means_[:, 0]))
+    for n_components in (2, 3, 4):
+        gmm = GaussianMixture(n_components, random_state=0).fit(fit_x[:, None])
+        high = int(np.argmax(gmm.means_[:, 0]))
+        if gmm.weights_[high] < 0.5:
+            break  # a majority of wrong labels is not a noise model: split the loss further
     posterior = gmm.predict_proba(x[:, None])[:, high]
     issue[np.flatnonzero(rows)[posterior > 0.5]] = True
     cutoff = float(x[posterior > 0.5].min()) if (posterior > 0.5).any() else float("nan")
@@ -183,6 +188,7 @@ def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]
         "n_issues": int(issue.sum()),
         "rate": float(issue.sum() / rows.sum()),
         "cutoff": float(np.exp(cutoff)) if basis == S.LOSS_MEAN else cutoff,
+        "n_components": n_components,
         "components": {"mean_log_loss": [float(v) for v in gmm.means_[:, 0]],
                        "std_log_loss": [float(np.sqrt(v)) for v in gmm.covariances_.reshape(-1)],
                        "weight": [float(v) for v in gmm.weights_],
