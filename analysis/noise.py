@@ -2,7 +2,7 @@
 
 For training example ``i`` with given label ``y_i``:
 
-- ``label_issue``: a two-component Gaussian mixture is fitted to ``log(loss_mean)`` (the
+- ``label_issue``: a Gaussian mixture (two components; see below) is fitted to ``log(loss_mean)`` (the
   example's cross-entropy averaged over epochs) of the training rows; rows whose posterior
   probability of the high-loss component exceeds 1/2 are label issues. Mislabeled examples are
   fitted late (or never), so their mean loss is higher than that of clean ones; the mixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from analysis import noise, runstore
 from analysis import schema as S
@@ -54,23 +55,31 @@ def build_dynamics_table(
     dense = pivot_dynamics(dyn, examples[S.EXAMPLE_ID].to_numpy(), labels)
     del dyn
     metrics = metrics_from_dense(dense, meta.n_classes, opts)
-    table = assemble_table(examples, metrics, meta, opts)
-    add_label_noise_columns(table, dense)
-    return table, meta
+    return assemble_table(examples, metrics, meta, opts), meta
 
 
-def add_label_noise_columns(table: pd.DataFrame, dense: DenseDynamics) -> None:
-    """Add ``label_issue`` and ``suggested_label`` (:mod:`analysis.noise`) to ``table`` in place.
+_SUGGESTED_OTHER = "_suggested_other"
+"""Per-example metric kept until the label issues are known: the class predicted most often
+instead of the given label (the suggestion for a label issue)."""
 
-    ``table`` is row-aligned with ``dense``; how the cut-off was chosen goes to
-    ``table.attrs["label_issues"]`` (the OOD stage records it in ``ood_eval.json``).
+
+def _nullable_labels(values: NDArray[np.int64]) -> Any:
+    column = pd.array(np.where(values >= 0, values, 0), dtype="Int64")
+    column[values < 0] = pd.NA
+    return column
+
+
+def add_label_noise_columns(table: pd.DataFrame) -> None:
+    """Add ``label_issue`` and finish ``suggested_label`` (:mod:`analysis.noise`) in place.
+
+    How the cut-off was chosen goes to ``table.attrs["label_issues"]`` (the OOD stage records it
+    in ``ood_eval.json``).
     """
     issue, info = noise.label_issues(table)
-    suggested = noise.suggested_labels(dense.pred, dense.observed, dense.labels, exclude_label=issue)
     table[S.LABEL_ISSUE] = issue
-    column = pd.array(np.where(suggested >= 0, suggested, 0), dtype="Int64")
-    column[suggested < 0] = pd.NA
-    table[S.SUGGESTED_LABEL] = column
+    if _SUGGESTED_OTHER in table.columns:
+        table[S.SUGGESTED_LABEL] = table[S.SUGGESTED_LABEL].where(~issue, table[_SUGGESTED_OTHER])
+        del table[_SUGGESTED_OTHER]
     table.attrs["label_issues"] = info
 
 
@@ -83,7 +92,12 @@ def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOption
             f"{n_classes} classes of run.json."
         )
     check_recorded_labels(dense)
-    return compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    metrics = compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    metrics[S.SUGGESTED_LABEL] = _nullable_labels(
+        noise.suggested_labels(dense.pred, dense.observed, dense.labels))
+    metrics[_SUGGESTED_OTHER] = _nullable_labels(noise.suggested_labels(
+        dense.pred, dense.observed, dense.labels, exclude_label=np.ones(len(dense.labels), bool)))
+    return metrics
 
 
 def check_recorded_labels(dense: DenseDynamics) -> None:
@@ -132,6 +146,8 @@ def assemble_table(
         names = np.asarray(meta.class_names, dtype=object)
         lab = table[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
         table[S.LABEL_NAME] = np.where(lab >= 0, names[np.clip(lab, 0, None)], None)
+    if S.SUGGESTED_LABEL in table.columns:
+        add_label_noise_columns(table)
     return table
 
 
