@@ -14,8 +14,10 @@ For training example ``i`` with given label ``y_i``:
   makes the two loss populations close to Gaussian; chosen over a mixture on AUM or confidence,
   votes over epochs and per-class vote thresholds by ``benchmarks/suite.py`` (docs/metrics.md).
   Without ``loss_mean``, ``-log(confidence)`` stands in. When the high-loss component holds
-  half the rows or more (a run whose model fits most of its labels slowly, not a noise rate),
-  the mixture is refitted with 3, then 4 components and the highest one is used.
+  half the rows or more (a run whose model fits most of its labels slowly, not a noise rate), or
+  the rows it claims are not the upper tail of the losses (two components with nearly the same
+  mean, one narrow and one wide), the mixture is refitted with 3, then 4 components and the
+  highest one is used.
 - ``suggested_label``: the class the model predicted in most epochs (ties: the given label if
   tied, else the latest prediction among the tied). For a label issue that the model ended up
   memorising (most votes for the given label), it is the class predicted most often *instead*
@@ -179,9 +181,14 @@ def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]
     for n_components in (2, 3, 4):
         gmm = GaussianMixture(n_components, random_state=0).fit(fit_x[:, None])
         high = int(np.argmax(gmm.means_[:, 0]))
-        if gmm.weights_[high] < 0.5:
-            break  # a majority of wrong labels is not a noise model: split the loss further
-    posterior = gmm.predict_proba(x[:, None])[:, high]
+        posterior = gmm.predict_proba(x[:, None])[:, high]
+        flagged = posterior > 0.5
+        upper_tail = flagged.any() and bool(np.array_equal(flagged, x >= x[flagged].min()))
+        # A majority of wrong labels is not a noise model, and a high component that is not the
+        # upper tail of the losses (e.g. a narrow one inside a wide one) is not the flips:
+        # split the losses further.
+        if gmm.weights_[high] < 0.5 and upper_tail:
+            break
     issue[np.flatnonzero(rows)[posterior > 0.5]] = True
     cutoff = float(x[posterior > 0.5].min()) if (posterior > 0.5).any() else float("nan")
     info.update({

@@ -136,3 +136,14 @@ def test_a_high_loss_majority_is_split_further():
     issue, info = noise.label_issues(_table(loss))
     assert info["n_components"] == 3
     assert issue.tolist() == [False] * 80 + [True] * 20
+
+
+def test_a_high_component_that_is_not_the_upper_tail_is_split_further():
+    # a narrow cluster inside a wide spread with the same centre, plus a clear high-loss group:
+    # the highest-mean component must claim the upper tail (the 8 high rows), not the narrow core
+    rng = np.random.default_rng(2)
+    loss = np.exp(np.r_[rng.normal(-1.3, 0.08, 300), rng.normal(-1.3, 0.9, 600), rng.normal(1.5, 0.2, 60)])
+    issue, info = noise.label_issues(_table(loss))
+    cut = loss[issue].min()
+    assert (issue == (loss >= cut)).all()  # an upper tail
+    assert issue[-60:].mean() > 0.95 and issue[:900].mean() < 0.05
