@@ -81,8 +81,11 @@ def _resolve_columns(names: Any) -> list[str]:
     out = []
     for n in names:
         key = n if str(n).startswith(S.OOD_PREFIX) else S.OOD_PREFIX + str(n)
+        if key == S.OOD_COMBINED:  # derived from its parts whenever they are computed
+            out.append(key)
+            continue
         if key not in O.SCORERS:
-            raise ValueError(f"Expected OOD scorers among {list(O.SCORERS)}, got {n!r}.")
+            raise ValueError(f"Expected OOD scorers among {[*O.SCORERS, S.OOD_COMBINED]}, got {n!r}.")
         out.append(key)
     return out
 
@@ -234,11 +237,14 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         _warn(f"The run stores no features or logits ({S.FEATURES_DIR}/, {S.LOGITS_DIR}/): no OOD "
               "scores or projection; the diagnosis uses the data-map region alone.")
 
+    combined_requested = S.OOD_COMBINED in columns
+    columns = [c for c in columns if c != S.OOD_COMBINED]
     for col in columns:
         table[col] = np.nan
     written = _score_kind(table, columns, logits, "logits", labels_int, params)
     written += _score_kind(table, columns, feats, "features", labels_int, params)
-    if all(c in written for c in COMBINED_PARTS):
+    if all(c in written for c in COMBINED_PARTS) and (combined_requested
+                                                      or extra.get("ood_scorers") is None):
         fit_rows = (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
         table[S.OOD_COMBINED] = combined_score(
             [table[c].to_numpy(np.float64) for c in COMBINED_PARTS], fit_rows)

@@ -190,3 +190,27 @@ def test_umap_projection_in_the_stage(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # a clean second run: cache hit, no warnings
         again = analyze_run(run, opts, write=False)
     np.testing.assert_array_equal(again[S.UMAP_Y], table[S.UMAP_Y])
+
+
+def test_combined_score_by_hand():
+    from analysis.ood_stage import combined_score
+
+    ref = np.array([True, True, True, True, False])
+    # part a: reference [1, 2, 3, 4] -> ranks 0.25, 0.5, 0.75, 1.0; 2.5 -> 0.5
+    # part b: reference [1, 2, 3, 4] -> 4, 3, 2, 1 -> 1.0, 0.75, 0.5, 0.25; 9 -> 1.0 + (9 - 4) / 3
+    got = combined_score([np.array([1.0, 2, 3, 4, 2.5]), np.array([4.0, 3, 2, 1, 9])], ref)
+    np.testing.assert_allclose(got, [0.625, 0.625, 0.625, 0.625, (0.5 + 1.0 + 5 / 3) / 2])
+    nan = combined_score([np.array([1.0, 2, 3, 4, np.nan])], ref)
+    assert np.isnan(nan[-1]) and np.isfinite(nan[:-1]).all()
+
+
+def test_combined_can_be_named_like_a_scorer(run_with_features):
+    table = analyze_run(run_with_features, AnalyzeOptions(extra={
+        "projection": "none", "ood_scorers": ["rmd", "knn", "combined"], "diagnosis_scorer": "combined"}),
+        write=False)
+    from analysis.ood_stage import combined_score
+
+    train = (table[S.SPLIT] == S.TRAIN_SPLIT).to_numpy()
+    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN].to_numpy(float)], train)
+    np.testing.assert_allclose(table[S.OOD_COMBINED].to_numpy(float), expected)
+    assert S.OOD_MSP not in table.columns
