@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from analysis import noise
 from analysis import schema as S
 
 __all__ = [
@@ -181,7 +182,7 @@ def diagnose(
     hard, easy, amb = reg == S.HARD, reg == S.EASY, reg == S.AMBIGUOUS
     issue = None
     if label_issue is not None:
-        issue = np.asarray(pd.array(label_issue, dtype="boolean").fillna(False), dtype=bool)
+        issue = noise.label_issue_mask(label_issue)
         if issue.shape != (n,):
             raise ValueError(f"Expected `label_issue` to have shape ({n},), got {issue.shape}.")
     codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy, issue)
@@ -231,8 +232,7 @@ def diagnosis_column(
     ref = table[S.SPLIT].astype(str).isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
-    issue = (table[S.LABEL_ISSUE].astype("boolean").fillna(False).to_numpy(bool)
-             if S.LABEL_ISSUE in table.columns else None)
+    issue = noise.label_issue_mask(table[S.LABEL_ISSUE]) if S.LABEL_ISSUE in table.columns else None
     score = None
     if score_column is not None and score_column in table.columns:
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)

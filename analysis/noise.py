@@ -44,6 +44,7 @@ from analysis import schema as S
 __all__ = [
     "LabelNoiseEstimate",
     "estimate_label_noise",
+    "label_issue_mask",
     "label_issues",
     "suggested_labels",
     "METHOD",
@@ -230,7 +231,7 @@ def estimate_label_noise(table: pd.DataFrame) -> LabelNoiseEstimate:
         return LabelNoiseEstimate(rate=float("nan"))
     y, sug, rows = _rows(table)
     if S.LABEL_ISSUE in table.columns:
-        wrong = table[S.LABEL_ISSUE].astype("boolean").fillna(False).to_numpy(bool) & rows
+        wrong = label_issue_mask(table[S.LABEL_ISSUE]) & rows
     else:
         wrong = rows & (sug != y)
     names = _class_names(table)
@@ -248,6 +249,32 @@ def estimate_label_noise(table: pd.DataFrame) -> LabelNoiseEstimate:
     n_rows = int(rows.sum())
     return LabelNoiseEstimate(rate=float(wrong.sum() / n_rows) if n_rows else float("nan"),
                               per_class=per_class, n_per_class=n_per_class, confused_pairs=confused)
+
+
+def label_issue_mask(values: Any) -> NDArray[np.bool_]:
+    """A ``label_issue`` column as a bool array (missing = False); booleans or 0/1 only.
+
+    Raises
+    ------
+    SchemaError
+        Other values (the column is not what ``datamap analyze`` writes).
+
+    Examples
+    --------
+    >>> label_issue_mask(pd.array([True, None, False], dtype="boolean")).tolist()
+    [True, False, False]
+    """
+    series = pd.Series(values)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return np.asarray(series.astype("boolean").fillna(False).to_numpy(bool))
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bad = (series.notna().to_numpy() & np.isnan(numbers)) | ~np.isin(numbers[~np.isnan(numbers)], (0, 1)).all()
+    if np.any(bad):
+        raise S.SchemaError(
+            f"Expected `{S.LABEL_ISSUE}` to hold booleans, got values such as "
+            f"{series.dropna().unique()[:3].tolist()}. Rebuild the table with `datamap analyze RUN_DIR`."
+        )
+    return np.nan_to_num(numbers, nan=0.0) == 1
 
 
 def _rows(table: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:

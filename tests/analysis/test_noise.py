@@ -147,3 +147,11 @@ def test_a_high_component_that_is_not_the_upper_tail_is_split_further():
     cut = loss[issue].min()
     assert (issue == (loss >= cut)).all()  # an upper tail
     assert issue[-60:].mean() > 0.95 and issue[:900].mean() < 0.05
+
+
+def test_label_issue_column_must_hold_booleans():
+    assert noise.label_issue_mask(pd.Series([0, 1, None])).tolist() == [False, True, False]
+    bad = pd.DataFrame({S.SPLIT: "train", S.LABEL: [0, 1], S.SUGGESTED_LABEL: [0, 1],
+                        S.LABEL_ISSUE: [0, -1]})
+    with pytest.raises(S.SchemaError, match="Expected `label_issue` to hold booleans, got values such as \\[0, -1\\]"):
+        noise.estimate_label_noise(bad)
