@@ -17,6 +17,15 @@ from pathlib import Path
 from analysis import schema as S
 
 
+def _knn_k(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"Expected a positive integer or 'auto', got {value!r}.") from None
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.dynamics import RegionThresholds
     from analysis.pipeline import AnalyzeOptions, analyze_run
@@ -42,7 +51,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         table = analyze_run(args.run_dir, opts)
     dt = time.perf_counter() - t0
     print(f"wrote {Path(args.run_dir) / S.TABLE_FILE}: {len(table):,} examples in {dt:.2f} s")
-    _print_summary(table)
+    _print_summary(table, Path(args.run_dir))
     return 0
 
 
@@ -74,7 +83,7 @@ def _analyze_on_dask(args: argparse.Namespace, opts: object):  # type: ignore[no
             cluster.close()
 
 
-def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(table, run_dir: Path | None = None) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
     if S.REGION not in table.columns:
@@ -88,6 +97,9 @@ def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
         if S.DIAGNOSIS in table.columns:
             print("\ndiagnosis:")
             print(table[S.DIAGNOSIS].value_counts().to_string())
+            for line in _cutoff_lines(run_dir):
+                print(line)
+        _print_label_noise(table)
         if S.N_EPOCHS_SEEN not in table.columns or S.AUM not in table.columns:
             return
         seen = pd.to_numeric(table[S.N_EPOCHS_SEEN], errors="coerce")
@@ -97,6 +109,50 @@ def _print_summary(table) -> None:  # type: ignore[no-untyped-def]
                     if c in table.columns]
             print("\nlowest-AUM training examples (likely mislabeled):")
             print(table.loc[has, cols].nsmallest(10, S.AUM).to_string(index=False))
+
+
+def _cutoff_lines(run_dir: Path | None) -> list[str]:
+    """How the diagnosis' cut-offs were chosen, from ``ood_eval.json`` (empty when not recorded)."""
+    import json
+
+    if run_dir is None or not (run_dir / S.OOD_EVAL_FILE).is_file():
+        return []
+    try:
+        info = json.loads((run_dir / S.OOD_EVAL_FILE).read_text()).get("diagnosis") or {}
+    except (OSError, ValueError):
+        return []
+    lines = ["\nhow the diagnosis chose its cut-offs:"]
+    issues = info.get("label_issues")
+    if isinstance(issues, dict):
+        cut = issues.get("cutoff")
+        lines.append(f"  suspect_mislabeled: {issues.get('method')} on {issues.get('score')}"
+                     + (f" (cut-off {cut:.4g})" if isinstance(cut, (int, float)) else "")
+                     + f": {issues.get('n_issues')} of {issues.get('n_scored')} training rows")
+    else:
+        lines.append(f"  suspect_mislabeled: {info.get('mislabeled_rule', 'hard-to-learn region')}")
+    if info.get("score_column"):
+        t = info.get("threshold")
+        lines.append(f"  suspect_ood: {info['score_column']} above its {info.get('ood_quantile')} "
+                     f"quantile over the in-distribution rows"
+                     + (f" ({t:.4g})" if isinstance(t, (int, float)) else "")
+                     + f"; label issues and learned rows above the {info.get('learned_ood_quantile')}"
+                     " quantile")
+    return lines
+
+
+def _print_label_noise(table) -> None:  # type: ignore[no-untyped-def]
+    from analysis.noise import estimate_label_noise
+
+    est = estimate_label_noise(table)
+    if est.rate != est.rate:  # NaN: no suggested labels
+        return
+    print(f"\nestimated label noise: {est.rate:.1%} of {sum(est.n_per_class.values()):,} training labels")
+    for name, rate in sorted(est.per_class.items(), key=lambda kv: -kv[1]):
+        print(f"  {name}: {rate:.1%} of {est.n_per_class[name]:,}")
+    if est.confused_pairs:
+        print("most confused (given -> suggested):")
+        for given, suggested, n in est.confused_pairs[:5]:
+            print(f"  {given} -> {suggested}: {n}")
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -142,7 +198,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     table = load_table(args.run_dir)
     try:
-        _print_summary(table)
+        _print_summary(table, Path(args.run_dir))
     except S.SchemaError as exc:
         raise S.SchemaError(f"{str(Path(args.run_dir) / S.TABLE_FILE)!r}: {exc}") from exc
     return 0
@@ -266,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ood-quantile", type=float, default=0.95,
                    help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
                         " suspect_ood (default 0.95)")
-    a.add_argument("--knn-k", type=int, default=50, help="k of the kNN OOD score (default 50)")
+    a.add_argument("--knn-k", type=_knn_k, default="auto",
+                   help="k of the kNN OOD score (default auto: 0.5%% of the training rows, 1-50)")
     a.add_argument("--energy-temperature", type=float, default=1.0,
                    help="temperature T of the energy score (default 1)")
     a.add_argument("--mahalanobis-shrinkage", default=None, metavar="{auto,FLOAT}",

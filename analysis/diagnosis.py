@@ -1,8 +1,26 @@
-"""Cross-diagnosis: one actionable label per example from its data-map region and an OOD score.
+"""Cross-diagnosis: one actionable label per example from its label issues, region and OOD score.
 
-Rules (thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantile of the
-OOD score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
-quantile):
+Thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantile of the OOD
+score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
+quantile. When the table has a ``label_issue`` column (written by ``datamap analyze``: the run's
+own cut-off, :mod:`analysis.noise`), the rules are (first match wins):
+
+=========================== ====================== ==========================================
+row                         OOD score              diagnosis
+=========================== ====================== ==========================================
+label issue                 ``> t_easy``           ``suspect_ood``
+label issue                 otherwise              ``suspect_mislabeled``
+hard-to-learn               ``> t``                ``suspect_ood``
+any region                  ``> t_easy``           ``suspect_ood``
+easy-to-learn               otherwise              ``clean``
+ambiguous / hard-to-learn   otherwise              ``ambiguous``
+no-dynamics (eval/OOD rows) ``> t``                ``suspect_ood``
+no-dynamics                 ``<= t`` or missing    ``no_dynamics``
+=========================== ====================== ==========================================
+
+A label issue is called OOD only at the strict threshold: its features mostly look like a known
+class (that is why the model could learn it as another one). Without a ``label_issue`` column
+(tables analysed before it existed, or ``diagnose`` without ``label_issue``), the region decides:
 
 =========================== ====================== ==========================================
 region                      OOD score              diagnosis
@@ -32,6 +50,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from analysis import noise
 from analysis import schema as S
 
 __all__ = [
@@ -108,6 +127,7 @@ def diagnose(
     reference: ArrayLike | None = None,
     *,
     thresholds: DiagnosisThresholds | None = None,
+    label_issue: ArrayLike | None = None,
 ) -> NDArray[np.object_]:
     """Label every example ``clean``, ``ambiguous``, ``suspect_mislabeled``, ``suspect_ood`` or ``no_dynamics``.
 
@@ -120,6 +140,10 @@ def diagnose(
     reference : array-like of bool, shape (n_examples,), optional
         Rows whose scores define the thresholds (in-distribution reference). Default: all rows.
     thresholds : DiagnosisThresholds, optional
+    label_issue : array-like of bool, shape (n_examples,), optional
+        Rows whose label the run estimates to be wrong (:func:`analysis.noise.label_issues`).
+        When given, these (not the hard-to-learn region) are the mislabeling suspects, and
+        hard-to-learn rows that are not label issues are ``ambiguous``.
 
     Returns
     -------
@@ -156,21 +180,36 @@ def diagnose(
         beyond = score > t  # NaN compares False
         beyond_easy = score > t_easy
     hard, easy, amb = reg == S.HARD, reg == S.EASY, reg == S.AMBIGUOUS
-    codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy)
+    issue = None
+    if label_issue is not None:
+        issue = noise.label_issue_mask(label_issue)
+        if issue.shape != (n,):
+            raise ValueError(f"Expected `label_issue` to have shape ({n},), got {issue.shape}.")
+    codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy, issue)
     return np.asarray(DIAGNOSES, dtype=object)[codes]
 
 
 def _diagnosis_codes(
     hard: NDArray[np.bool_], easy: NDArray[np.bool_], amb: NDArray[np.bool_],
     beyond: NDArray[np.bool_], beyond_easy: NDArray[np.bool_],
+    issue: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int8]:
     """Index into :data:`DIAGNOSES` of each row (the rule of :func:`diagnose`, first match wins)."""
     code = {d: np.int8(i) for i, d in enumerate(DIAGNOSES)}
     learned = easy | amb
+    if issue is None:
+        return np.select(
+            [hard & beyond, hard, learned & beyond_easy, easy, amb, beyond],
+            [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[CLEAN],
+             code[AMBIGUOUS], code[SUSPECT_OOD]],
+            default=code[NO_DYNAMICS],
+        ).astype(np.int8)
+    dyn = easy | amb | hard
+    issue = issue & dyn
     return np.select(
-        [hard & beyond, hard, learned & beyond_easy, easy, amb, beyond],
-        [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[CLEAN],
-         code[AMBIGUOUS], code[SUSPECT_OOD]],
+        [issue & beyond_easy, issue, hard & beyond, dyn & beyond_easy, easy, amb | hard, beyond],
+        [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[SUSPECT_OOD],
+         code[CLEAN], code[AMBIGUOUS], code[SUSPECT_OOD]],
         default=code[NO_DYNAMICS],
     ).astype(np.int8)
 
@@ -193,6 +232,7 @@ def diagnosis_column(
     ref = table[S.SPLIT].astype(str).isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
+    issue = noise.label_issue_mask(table[S.LABEL_ISSUE]) if S.LABEL_ISSUE in table.columns else None
     score = None
     if score_column is not None and score_column in table.columns:
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
@@ -213,12 +253,16 @@ def diagnosis_column(
         t_easy = (ood_threshold(sc[ref], th.learned_ood_quantile)
                   if th.learned_ood_quantile is not None else float("nan"))
         with np.errstate(invalid="ignore"):
-            codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy)
+            codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy,
+                                     issue)
         diag_cat = pd.Categorical.from_codes(codes, categories=list(DIAGNOSES))
     else:
         reg = region.astype(str).to_numpy(dtype=object)
-        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th), categories=list(DIAGNOSES))
+        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th, label_issue=issue),
+                                  categories=list(DIAGNOSES))
     info: dict[str, Any] = {"score_column": score_column if score is not None else None,
+                            "mislabeled_rule": (f"`{S.LABEL_ISSUE}` column" if issue is not None
+                                                else "hard-to-learn region"),
                             "ood_quantile": th.ood_quantile,
                             "learned_ood_quantile": th.learned_ood_quantile,
                             "reference_splits": list(th.reference_splits)}

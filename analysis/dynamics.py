@@ -159,7 +159,6 @@ def per_epoch_from_logits(
     gold_z = zt[yf, cols]
     gold_logp = gold_z - zmax - np.log(total)
     gold_p = np.exp(gold_logp)
-    sum_p2 = (ex * ex).sum(axis=0) / (total * total)
     zt[yf, cols] = -np.inf  # zt is our own copy
     margin = gold_z - zt.max(axis=0)
     zt[yf, cols] = gold_z
@@ -167,8 +166,12 @@ def per_epoch_from_logits(
     pred = np.zeros(zt.shape[1], dtype=np.int32)
     for k in range(n_classes - 1, -1, -1):
         pred[zt[k] == zmax] = k
-    one = zt.dtype.type(1.0)
-    el2n = np.sqrt(np.maximum(sum_p2 - 2 * gold_p + one, 0))
+    # EL2N^2 = sum_{k != y} p_k^2 + (1 - p_y)^2 with 1 - p_y = sum_{k != y} p_k: sums of positive
+    # terms only, so a confidently learned row (p_y -> 1) keeps its relative precision instead of
+    # cancelling to 0 (as sum p^2 - 2 p_y + 1 does in float32).
+    ex[yf, cols] = 0.0  # ex is our own array
+    others = ex.sum(axis=0)
+    el2n = np.sqrt((ex * ex).sum(axis=0) + others * others) / total
     return {
         S.GOLD_PROB: gold_p.reshape(lead),
         S.MARGIN: margin.reshape(lead),

@@ -367,6 +367,34 @@ class _Gaussian:
         return out
 
 
+def _positive_definite_cholesky(cov: NDArray[np.float64]) -> NDArray[np.floating[Any]] | None:
+    """The Cholesky factor of ``cov``, or None when it is not numerically positive definite.
+
+    "Numerically" means the smallest diagonal entry of the factor is above ``1e-6`` times the
+    largest (a condition number of the covariance below about ``1e12``).
+    """
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return None
+    dl = np.diag(chol)
+    if not np.isfinite(chol).all() or dl.min() <= 1e-6 * dl.max():
+        return None
+    return chol
+
+
+def _gaussian(means: NDArray[np.float64], chol: NDArray[np.floating[Any]],
+              dtype: type[np.floating[Any]]) -> _Gaussian:
+    centre = means.mean(axis=0)
+    mw = scipy.linalg.solve_triangular(chol, (means - centre).T, lower=True).astype(dtype)
+    return _Gaussian(
+        centre=centre.astype(dtype),
+        means_white=mw,
+        means_sq=np.einsum("ij,ij->j", mw, mw),
+        chol=chol.astype(dtype),
+    )
+
+
 def _fit_gaussian(
     means: NDArray[np.float64],
     scatter: NDArray[np.float64],
@@ -384,41 +412,30 @@ def _fit_gaussian(
         alpha = float(shrinkage)
     if alpha:
         cov = _shrink(cov, alpha)
-    try:
-        chol = np.linalg.cholesky(cov)
-        dl = np.diag(chol)
-        if not np.isfinite(chol).all() or dl.min() <= 1e-6 * dl.max():
-            raise np.linalg.LinAlgError("not numerically positive definite")
-    except np.linalg.LinAlgError:
+    chol = _positive_definite_cholesky(cov)
+    if chol is None:
         if shrinkage is not None and alpha > 0 and np.trace(cov) > 0:
             raise ValueError(
                 f"The {what} covariance is singular even with shrinkage {alpha:.3g}. Expected "
                 "features with some variance."
-            ) from None
+            )
         if np.trace(cov) <= 0:
             raise ValueError(
                 f"Expected training features with some variance, got a zero {what} covariance "
                 "(every feature is constant within its class)."
-            ) from None
+            )
         alpha = max(lw_alpha(), 1e-3)
         warnings.warn(
-            f"The {what} covariance of {n} rows x {cov.shape[0]} features is singular "
-            "(more features than rows, or constant features); falling back to Ledoit-Wolf "
-            f"shrinkage {alpha:.3g}. Pass `shrinkage=` to choose it yourself.",
+            f"The {what} covariance of {n} rows x {cov.shape[0]} features is singular or "
+            "ill-conditioned (its Cholesky factor has a diagonal entry below 1e-6 of the largest: "
+            "more features than rows, constant or collinear features, or features whose scales "
+            f"differ by more than about 1e6); using Ledoit-Wolf shrinkage {alpha:.3g}. Pass "
+            "`shrinkage=` to choose it yourself.",
             stacklevel=3,
         )
         cov = _shrink(scatter / n, alpha)
         chol = np.linalg.cholesky(cov)
-    centre = means.mean(axis=0)
-    chol_t = chol.astype(dtype)
-    mw = scipy.linalg.solve_triangular(chol, (means - centre).T, lower=True).astype(dtype)
-    g = _Gaussian(
-        centre=centre.astype(dtype),
-        means_white=mw,
-        means_sq=np.einsum("ij,ij->j", mw, mw),
-        chol=chol_t,
-    )
-    return g, cov, alpha
+    return _gaussian(means, np.asarray(chol), dtype), cov, alpha
 
 
 class MahalanobisScorer(_Scorer):
@@ -579,7 +596,8 @@ class RelativeMahalanobisScorer(MahalanobisScorer):
     Score: ``min_k MD_k(x) - MD_0(x)``, where ``MD_k`` is the squared class-conditional
     distance of :class:`MahalanobisScorer` and ``MD_0`` the squared distance to one Gaussian
     fitted to all training features (mean of all rows, covariance normalised by ``N``, the
-    same shrinkage rule). Can be negative.
+    same shrinkage coefficient as the class covariance, so that the two distances are measured
+    under one regularisation). Can be negative.
 
     Attributes
     ----------
@@ -605,8 +623,23 @@ class RelativeMahalanobisScorer(MahalanobisScorer):
         self, mean0: NDArray[np.float64], scatter0: NDArray[np.float64], n: int,
         lw_alpha: Callable[[], float], dtype: type[np.floating[Any]],
     ) -> RelativeMahalanobisScorer:
-        """The background Gaussian from the mean of all rows and the scatter about it."""
-        g0, cov0, _ = _fit_gaussian(mean0[None, :], scatter0, n, self.shrinkage, lw_alpha, dtype, "background")
+        """The background Gaussian, under the same shrinkage coefficient as the class Gaussian.
+
+        ``MD_k - MD_0`` compares two distances; they are only comparable under one regularisation.
+        The class fit has already chosen ``shrinkage_`` (0, a given float, Ledoit-Wolf for
+        ``"auto"``, or the singular-case fallback); the background uses that coefficient. When the
+        background covariance alone needs the fallback (``shrinkage=None``, class covariance
+        fine), the class covariance is refitted with the background's coefficient.
+        """
+        alpha = float(self.shrinkage_)
+        shrink: float | None = alpha if (alpha > 0 or self.shrinkage is not None) else None
+        g0, cov0, alpha0 = _fit_gaussian(mean0[None, :], scatter0, n, shrink, lw_alpha, dtype,
+                                         "background")
+        if alpha0 != alpha:  # only when alpha == 0 and the background needed the fallback
+            cov = _shrink(self.covariance_, alpha0)
+            self.covariance_ = cov
+            self.shrinkage_ = alpha0
+            self._gauss_ = _gaussian(self.means_, np.linalg.cholesky(cov), dtype)
         self.background_mean_ = mean0
         self.background_covariance_ = cov0
         self._gauss0_ = g0
@@ -627,19 +660,33 @@ def _l2_normalise(x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     return x32 / np.maximum(norms, np.float32(1e-12))
 
 
+def auto_k(n_bank: int) -> int:
+    """kNN's default k for a neighbour bank of ``n_bank`` rows: ``clip(round(n_bank / 200), 1, 50)``.
+
+    Examples
+    --------
+    >>> auto_k(1154), auto_k(100), auto_k(50_000)
+    (6, 1, 50)
+    """
+    return int(min(50, max(1, round(n_bank / 200))))
+
+
 class KNNScorer(_Scorer):
     """Distance to the k-th nearest training feature after L2 normalisation (Sun et al., 2022).
 
     Score: ``||x/||x|| - t_(k)/||t_(k)|| ||_2`` with ``t_(k)`` the k-th nearest training row
-    (Euclidean, not squared). Computed by blocked float32 matrix products
+    (Euclidean, not squared). An all-zero row stays the zero vector: it is at distance 0 from
+    other zero rows and 1 from every other row. Computed by blocked float32 matrix products
     (``||a - b||^2 = 2 - 2 a.b`` for unit vectors): cost ``O(n_query * n_train * D)``; above
     ``neighbors.EXACT_MAX_REFERENCE`` bank rows a clustered search (``index_``), linear in n.
 
     Parameters
     ----------
-    k : int, default 50
-        Clipped to the bank size minus one (so :meth:`score_fitted` can leave a row out), with a
-        warning.
+    k : int or "auto", default "auto"
+        ``"auto"``: ``clip(round(n_bank / 200), 1, 50)`` — 0.5 % of the neighbour bank, at most
+        Sun et al.'s CIFAR value 50 (a fixed 50 was the weakest feature score on a 1,154-row
+        run; k 5-10 was best there: ``benchmarks/suite.py``). An int is clipped to the bank
+        size minus one (so :meth:`score_fitted` can leave a row out), with a warning.
     block_size : int, default 1024
         Query rows per matrix product (memory ``block_size * n_bank * 4`` bytes).
     max_train : int or None, default None
@@ -668,7 +715,8 @@ class KNNScorer(_Scorer):
     """Neighbour search of :class:`analysis.neighbors.NeighborIndex` ("auto", "exact", "clustered")."""
 
     def __init__(
-        self, *, k: int = 50, block_size: int = 1024, max_train: int | None = None,
+        self, *, k: int | Literal["auto"] = "auto", block_size: int = 1024,
+        max_train: int | None = None,
         random_state: int = 0,
     ) -> None:
         self.k = k
@@ -678,8 +726,9 @@ class KNNScorer(_Scorer):
 
     def fit(self, features: ArrayLike, labels: ArrayLike | None = None) -> KNNScorer:  # type: ignore[override]
         """Store the normalised training features; ``labels`` is ignored. Returns ``self``."""
-        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"Expected `k` to be a positive integer, got {self.k!r}.")
+        if self.k != "auto" and (isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer))
+                                 or self.k < 1):
+            raise ValueError(f"Expected `k` to be a positive integer or 'auto', got {self.k!r}.")
         if self.max_train is not None and (not isinstance(self.max_train, (int, np.integer))
                                            or self.max_train < 2):
             raise ValueError(f"Expected `max_train` None or an integer >= 2, got {self.max_train!r}.")
@@ -694,8 +743,10 @@ class KNNScorer(_Scorer):
             bank = np.arange(n_fit)
         self.bank_index_ = bank
         self.train_ = _l2_normalise(x[bank] if len(bank) < n_fit else x)
+        self._bank_unit_ = np.einsum("ij,ij->i", self.train_, self.train_).round().astype(np.float32)
+        self._has_zero_rows_ = bool((self._bank_unit_ == 0).any())
         self._n_fit_ = n_fit
-        k = int(self.k)
+        k = auto_k(len(bank)) if self.k == "auto" else int(self.k)
         if k > len(bank) - 1:
             warnings.warn(
                 f"k={k} exceeds the {len(bank)} training rows minus one; using k={len(bank) - 1}.",
@@ -710,7 +761,33 @@ class KNNScorer(_Scorer):
 
     def _kth(self, q: NDArray[np.float32], exclude: NDArray[np.intp] | None) -> NDArray[np.float64]:
         """k-th neighbour distance of every query row; ``exclude[i]``: bank row to skip (-1: none)."""
-        return self.index_.kth_distance(q, self.k_, exclude=exclude)
+        q_unit = np.einsum("ij,ij->i", q, q).round().astype(np.float32)  # 1, or 0 for a zero row
+        if not self._has_zero_rows_ and np.all(q_unit):
+            return self.index_.kth_distance(q, self.k_, exclude=exclude)
+        return self._kth_with_zero_rows(q, exclude)
+
+    def _kth_with_zero_rows(self, q: NDArray[np.float32], exclude: NDArray[np.intp] | None) -> NDArray[np.float64]:
+        """Exact k-th neighbour distances when zero rows are involved (see the class docstring)."""
+        t = self.train_
+        k = self.k_
+        q_unit = np.einsum("ij,ij->i", q, q).round().astype(np.float32)  # 1, or 0 for a zero row
+        out = np.empty(q.shape[0], dtype=np.float64)
+        b = max(1, int(self.block_size))
+        for s in range(0, q.shape[0], b):
+            sims = q[s : s + b] @ t.T  # (b, n_bank)
+            if self._has_zero_rows_ or not np.all(q_unit[s : s + b]):
+                # A zero row stays zero after normalisation: ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b
+                # with |a|^2 in {0, 1}, i.e. similarity a.b + (2 - |a|^2 - |b|^2) / 2 (zero rows
+                # are at distance 0 from each other and 1 from every unit row, not sqrt(2)).
+                sims += (2.0 - q_unit[s : s + b, None] - self._bank_unit_[None, :]) / 2.0
+            if exclude is not None:
+                ex = exclude[s : s + b]
+                rows = np.flatnonzero(ex >= 0)
+                sims[rows, ex[rows]] = -np.inf
+            # k-th largest similarity == k-th smallest distance
+            kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
+            out[s : s + b] = np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
+        return out
 
     def _score(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         return self._kth(_l2_normalise(x), None)
@@ -779,8 +856,10 @@ class LibraryConvention:
     sign: float
     transform: Literal["linear", "square"] = "linear"
     scale_by_n: bool = False
-    """Multiply by ``1 / (2 N)``: pytorch-ood's Mahalanobis uses half the squared distance under
-    the unnormalised scatter matrix (plus a 1e-6 ridge), i.e. ``ours / (2 N)``."""
+    """Divide by ``n_factor * N``: pytorch-ood's Mahalanobis uses half the squared distance under
+    the unnormalised scatter matrix (plus a 1e-6 ridge), i.e. ``ours / (2 N)``; its RMD the full
+    squared distances under unnormalised scatters, i.e. ``ours / N``."""
+    n_factor: float = 2.0
     note: str = ""
 
 
@@ -793,7 +872,10 @@ LIBRARY_CONVENTIONS: dict[tuple[str, str], LibraryConvention | None] = {
         "pytorch-ood", "Mahalanobis", 1.0, scale_by_n=True,
         note="0.5 * min_k d_k with the covariance not divided by N (+1e-6 ridge)",
     ),
-    ("pytorch-ood", S.OOD_RMD): None,  # mixes -0.5 * class term with + background term
+    ("pytorch-ood", S.OOD_RMD): LibraryConvention(
+        "pytorch-ood", "RMD", 1.0, scale_by_n=True, n_factor=1.0,
+        note="min_k d_k - d_0 with both covariances not divided by N (+1e-6 ridge), no 1/2 factor",
+    ),
     ("pytorch-ood", S.OOD_KNN): LibraryConvention("pytorch-ood", "KNN", 1.0),
     # OpenOOD v1.5 postprocessors return a confidence, higher = more in-distribution.
     ("openood", S.OOD_MSP): LibraryConvention("openood", "MSPPostprocessor", -1.0),
@@ -850,5 +932,5 @@ def to_library_score(
     if conv.scale_by_n:
         if n_train is None or n_train < 1:
             raise ValueError(f"Expected `n_train` >= 1 to convert {column} to {library}, got {n_train!r}.")
-        s = s / (2.0 * n_train)
+        s = s / (conv.n_factor * n_train)
     return conv.sign * s

@@ -12,7 +12,7 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``ood_scorers``            columns or short names to compute (default: all that the run allows)
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
-``knn_k``                  int, default 50
+``knn_k``                  int or "auto" (default): ``clip(round(n_bank / 200), 1, 50)``
 ``knn_max_train``          int or None, default 200_000: the kNN neighbour bank (random training
                            rows) is capped at this size; above 10k bank rows the search is
                            clustered (:mod:`analysis.neighbors`), so scoring stays linear in n
@@ -22,8 +22,9 @@ Options (``AnalyzeOptions.extra``; every key optional):
                            it in line (for scripts)
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
                            (default ``max_fit_rows=20_000``)
-``diagnosis_scorer``       column used by the diagnosis (default: first of ``ood_mahalanobis``,
-                           ``ood_energy``, ``ood_msp`` that was computed)
+``diagnosis_scorer``       column used by the diagnosis (default: ``ood_combined`` when
+                           ``ood_rmd`` and ``ood_knn`` were computed, else the first of
+                           ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
@@ -43,15 +44,17 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from analysis import diagnosis as D
+from analysis import noise, ood_eval, runstore
 from analysis import ood as O
-from analysis import ood_eval, runstore
 from analysis import schema as S
 
 log = logging.getLogger(__name__)
 
 __all__ = ["add_ood_columns", "DIAGNOSIS_PREFERENCE", "OPTION_KEYS"]
 
-DIAGNOSIS_PREFERENCE = (S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN, S.OOD_MAXLOGIT)
+COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN)
+"""The scores :func:`combined_score` ranks and averages (chosen by ``benchmarks/suite.py``)."""
+DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN, S.OOD_MAXLOGIT)
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
@@ -78,8 +81,11 @@ def _resolve_columns(names: Any) -> list[str]:
     out = []
     for n in names:
         key = n if str(n).startswith(S.OOD_PREFIX) else S.OOD_PREFIX + str(n)
+        if key == S.OOD_COMBINED:  # derived from its parts whenever they are computed
+            out.append(key)
+            continue
         if key not in O.SCORERS:
-            raise ValueError(f"Expected OOD scorers among {list(O.SCORERS)}, got {n!r}.")
+            raise ValueError(f"Expected OOD scorers among {[*O.SCORERS, S.OOD_COMBINED]}, got {n!r}.")
         out.append(key)
     return out
 
@@ -211,11 +217,13 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},
         S.OOD_MAHALANOBIS: {"shrinkage": extra.get("mahalanobis_shrinkage")},
         S.OOD_RMD: {"shrinkage": extra.get("mahalanobis_shrinkage")},
-        S.OOD_KNN: {"k": int(extra.get("knn_k", 50)),
+        S.OOD_KNN: {"k": _knn_k(extra.get("knn_k", "auto")),
                     "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
     }
 
+    attrs = dict(table.attrs)
     table = table.reset_index(drop=True)
+    table.attrs.update(attrs)
     id_index = pd.Index(table[S.EXAMPLE_ID])
     labels = table[S.LABEL].to_numpy(dtype=np.float64, na_value=np.nan) if S.LABEL in table else np.full(len(table), np.nan)
     labels_int = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
@@ -229,10 +237,18 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         _warn(f"The run stores no features or logits ({S.FEATURES_DIR}/, {S.LOGITS_DIR}/): no OOD "
               "scores or projection; the diagnosis uses the data-map region alone.")
 
+    combined_requested = S.OOD_COMBINED in columns
+    columns = [c for c in columns if c != S.OOD_COMBINED]
     for col in columns:
         table[col] = np.nan
     written = _score_kind(table, columns, logits, "logits", labels_int, params)
     written += _score_kind(table, columns, feats, "features", labels_int, params)
+    if all(c in written for c in COMBINED_PARTS) and (combined_requested
+                                                      or extra.get("ood_scorers") is None):
+        fit_rows = (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
+        table[S.OOD_COMBINED] = combined_score(
+            [table[c].to_numpy(np.float64) for c in COMBINED_PARTS], fit_rows)
+        written.append(S.OOD_COMBINED)
     for col in columns:  # keep only what could be computed from the stored inputs
         if col not in written and not (feats if O.SCORERS[col].input_kind == "features" else logits):
             table = table.drop(columns=col)
@@ -253,7 +269,13 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
             diag_col = None
     if diag_col is None:
         diag_col = next((c for c in DIAGNOSIS_PREFERENCE if c in written), None)
+    label_info = table.attrs.get("label_issues")
+    if S.LABEL_ISSUE not in table.columns and (S.LOSS_MEAN in table.columns
+                                                or S.CONFIDENCE in table.columns):
+        table[S.LABEL_ISSUE], label_info = noise.label_issues(table)
     table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
+    if label_info is not None:
+        diag_info["label_issues"] = label_info
 
     evaluation = ood_eval.evaluate_ood(
         table, written, fpr_definition=extra.get("fpr_definition", "ood_accepted_at_95_id"),
@@ -264,6 +286,40 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     with runstore.atomic_path(run_dir / S.OOD_EVAL_FILE) as tmp:
         tmp.write_text(json.dumps(_plain(evaluation), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return table
+
+
+def _knn_k(value: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    return int(value)
+
+
+def combined_score(scores: list[NDArray[np.float64]], reference: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Mean over ``scores`` of each row's percentile rank among the ``reference`` rows.
+
+    Each score is mapped through the empirical CDF of its finite reference values (the fraction
+    of reference rows scoring at most as high; 1.0 beyond all of them, with the excess over the
+    reference maximum, in reference-range units, added so far outliers still order), then
+    averaged. Rank averaging puts scores of different units on one scale. NaN where any part
+    is NaN.
+
+    Examples
+    --------
+    >>> ref = np.array([True, True, True, True, False])
+    >>> combined_score([np.array([1.0, 2, 3, 4, 2.5]), np.array([4.0, 3, 2, 1, 9])], ref).round(3)
+    array([0.625, 0.625, 0.625, 0.625, 1.583])
+    """
+    total = np.zeros(len(reference), dtype=np.float64)
+    for s in scores:
+        s = np.asarray(s, dtype=np.float64)
+        ref = np.sort(s[reference & np.isfinite(s)])
+        if ref.size == 0:
+            return np.full(len(reference), np.nan)
+        pct = np.searchsorted(ref, s, side="right") / ref.size
+        span = max(float(ref[-1] - ref[0]), 1e-12)
+        total += pct + np.maximum(s - ref[-1], 0.0) / span
+        total[~np.isfinite(s)] = np.nan
+    return total / len(scores)
 
 
 def _plain(obj: Any) -> Any:

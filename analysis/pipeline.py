@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
-from analysis import runstore
+from analysis import noise, runstore
 from analysis import schema as S
 from analysis.dynamics import (
     DenseDynamics,
@@ -25,7 +26,7 @@ from analysis.dynamics import (
     pivot_dynamics,
 )
 
-__all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table"]
+__all__ = ["AnalyzeOptions", "analyze_run", "build_dynamics_table", "check_recorded_labels"]
 
 _COMPACT = (S.GOLD_PROB, S.MARGIN, S.PRED, S.LOSS, S.EL2N)
 
@@ -57,6 +58,31 @@ def build_dynamics_table(
     return assemble_table(examples, metrics, meta, opts), meta
 
 
+_SUGGESTED_OTHER = "_suggested_other"
+"""Per-example metric kept until the label issues are known: the class predicted most often
+instead of the given label (the suggestion for a label issue)."""
+
+
+def _nullable_labels(values: NDArray[np.int64]) -> Any:
+    column = pd.array(np.where(values >= 0, values, 0), dtype="Int64")
+    column[values < 0] = pd.NA
+    return column
+
+
+def add_label_noise_columns(table: pd.DataFrame) -> None:
+    """Add ``label_issue`` and finish ``suggested_label`` (:mod:`analysis.noise`) in place.
+
+    How the cut-off was chosen goes to ``table.attrs["label_issues"]`` (the OOD stage records it
+    in ``ood_eval.json``).
+    """
+    issue, info = noise.label_issues(table)
+    table[S.LABEL_ISSUE] = issue
+    if _SUGGESTED_OTHER in table.columns:
+        table[S.SUGGESTED_LABEL] = table[S.SUGGESTED_LABEL].where(~issue, table[_SUGGESTED_OTHER])
+        del table[_SUGGESTED_OTHER]
+    table.attrs["label_issues"] = info
+
+
 def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOptions) -> pd.DataFrame:
     """Per-example metrics of pivoted dynamics (checks predictions against the class count)."""
     bad_pred = dense.observed & ((dense.pred < 0) | (dense.pred >= n_classes))
@@ -65,7 +91,44 @@ def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOption
             f"dynamics column `pred` holds class {int(dense.pred[bad_pred][0])}, outside the "
             f"{n_classes} classes of run.json."
         )
-    return compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    check_recorded_labels(dense)
+    metrics = compute_dynamics_metrics(dense, aum_skip_first_epoch=opts.aum_skip_first_epoch)
+    metrics[S.SUGGESTED_LABEL] = _nullable_labels(
+        noise.suggested_labels(dense.pred, dense.observed, dense.labels))
+    metrics[_SUGGESTED_OTHER] = _nullable_labels(noise.suggested_labels(
+        dense.pred, dense.observed, dense.labels, exclude_label=np.ones(len(dense.labels), bool)))
+    return metrics
+
+
+def check_recorded_labels(dense: DenseDynamics) -> None:
+    """Refuse dynamics recorded against labels other than ``examples.parquet``'s.
+
+    The dynamics store no label, but each row's ``margin`` (gold logit minus the largest other
+    logit) and ``pred`` (the argmax) agree only for the label they were computed with:
+    ``margin > 0`` means ``pred`` is that label, ``margin < 0`` means it is not. A row whose
+    ``pred`` contradicts its ``margin`` under the ``examples.parquet`` label was recorded with a
+    different label, so ``gold_prob`` and ``margin`` would silently describe another class than
+    ``correctness`` does.
+
+    Raises
+    ------
+    SchemaError
+        Some row's margin and prediction disagree with the examples' label.
+    """
+    with np.errstate(invalid="ignore"):
+        correct = dense.pred == dense.labels[None, :]
+        bad = dense.observed & (((dense.margin > 0) & ~correct) | ((dense.margin < 0) & correct))
+    if bad.any():
+        epoch_i, col = (int(v[0]) for v in np.nonzero(bad))
+        n_bad = int(bad.any(axis=0).sum())
+        raise S.SchemaError(
+            f"Expected the dynamics to be recorded with the labels of {S.EXAMPLES_FILE}, got "
+            f"{n_bad} example(s) whose recorded margin and prediction contradict that label (first: "
+            f"example {S._py(dense.example_ids[col])!r}, epoch {int(dense.epochs[epoch_i])}, label "
+            f"{int(dense.labels[col])}, predicted {int(dense.pred[epoch_i, col])}, margin "
+            f"{float(dense.margin[epoch_i, col]):.3g}). Pass the same labels to `update` as in "
+            f"the `examples` table given to `save`."
+        )
 
 
 def assemble_table(
@@ -83,6 +146,8 @@ def assemble_table(
         names = np.asarray(meta.class_names, dtype=object)
         lab = table[S.LABEL].to_numpy(dtype=np.int64, na_value=-1)
         table[S.LABEL_NAME] = np.where(lab >= 0, names[np.clip(lab, 0, None)], None)
+    if S.SUGGESTED_LABEL in table.columns:
+        add_label_noise_columns(table)
     return table
 
 

@@ -106,7 +106,9 @@ def _torch_per_example(logits: Any, labels: Any) -> dict[str, NDArray[Any]]:
         margin = gold_z - others.max(dim=1).values
         p = logp.exp()
         gold_p = gold_logp.exp()
-        el2n = ((p * p).sum(dim=1) - 2 * gold_p + 1).clamp_min(0).sqrt()
+        # sum_{k != y} p_k^2 + (1 - p_y)^2 from the other classes' probabilities: no cancellation
+        p_others = p.scatter(1, y[:, None], 0.0)
+        el2n = ((p_others * p_others).sum(dim=1) + p_others.sum(dim=1) ** 2).sqrt()
         pred = z.argmax(dim=1)
         stacked = torch.stack([gold_p, margin, -gold_logp, el2n]).cpu().numpy()
         pred_np = pred.cpu().numpy().astype(np.int32)
@@ -532,12 +534,61 @@ class DynamicsRecorder:
 
     @property
     def labels(self) -> dict[Any, int]:
-        """Gold label of every example seen (last seen wins)."""
+        """Gold label of every example seen.
+
+        Raises
+        ------
+        ValueError
+            An example was recorded with different labels (in different epochs or batches).
+        """
+        frame = self._label_frame()
+        return dict(zip(frame[S.EXAMPLE_ID].tolist(), frame[S.LABEL].tolist(), strict=True))
+
+    def _label_frame(self) -> pd.DataFrame:
+        """One row per example seen: ``example_id``, ``label``; refuses a label that changes."""
         self._flush()
-        out: dict[Any, int] = {}
-        for c in self._chunks:
-            out.update(zip(c[S.EXAMPLE_ID].tolist(), c[_LABEL_KEY].tolist(), strict=True))
-        return out
+        if not self._chunks:
+            return pd.DataFrame({S.EXAMPLE_ID: [], S.LABEL: []})
+        frame = pd.DataFrame({
+            S.EXAMPLE_ID: np.concatenate([c[S.EXAMPLE_ID] for c in self._chunks]),
+            S.LABEL: np.concatenate([c[_LABEL_KEY] for c in self._chunks]),
+            S.EPOCH: np.concatenate([c[S.EPOCH] for c in self._chunks]),
+        }).drop_duplicates([S.EXAMPLE_ID, S.LABEL])
+        changed = frame[S.EXAMPLE_ID].duplicated(keep=False).to_numpy()
+        if changed.any():
+            first = frame[changed].sort_values(S.EPOCH, kind="stable")
+            eid = first[S.EXAMPLE_ID].iloc[0]
+            seen = first[first[S.EXAMPLE_ID] == eid]
+            raise ValueError(
+                f"Expected one label per example across epochs, got "
+                f"{int(frame[changed][S.EXAMPLE_ID].nunique())} example(s) recorded with several "
+                f"(first: example {S._py(eid)!r}, labels {seen[S.LABEL].tolist()} first seen in "
+                f"epochs {seen[S.EPOCH].tolist()}). Pass each example's fixed gold label to "
+                "`update` (relabel in examples.parquet or a new run, not during training)."
+            )
+        return frame[[S.EXAMPLE_ID, S.LABEL]].reset_index(drop=True)
+
+    def _check_examples_labels(self, examples: pd.DataFrame) -> None:
+        """Refuse an ``examples`` table whose labels differ from those given to ``update``."""
+        recorded = self._label_frame()
+        if S.LABEL not in examples.columns or S.EXAMPLE_ID not in examples.columns:
+            return  # save_examples reports the missing column
+        given = examples[[S.EXAMPLE_ID, S.LABEL]]
+        if recorded[S.EXAMPLE_ID].dtype == object or given[S.EXAMPLE_ID].dtype == object:
+            recorded = recorded.assign(**{S.EXAMPLE_ID: recorded[S.EXAMPLE_ID].astype(str)})
+            given = given.assign(**{S.EXAMPLE_ID: given[S.EXAMPLE_ID].astype(str)})
+        both = recorded.merge(given, on=S.EXAMPLE_ID, how="inner", suffixes=("_recorded", "_given"))
+        theirs = pd.to_numeric(both[S.LABEL + "_given"], errors="coerce").to_numpy(np.float64)
+        ours = both[S.LABEL + "_recorded"].to_numpy(np.float64)
+        bad = ~np.isnan(theirs) & (theirs != ours)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"Expected the labels given to `update` to match the `label` column of `examples`, "
+                f"got {int(bad.sum())} of {len(both)} examples that differ (first: example "
+                f"{S._py(both[S.EXAMPLE_ID].iloc[i])!r}, recorded with {int(ours[i])}, examples say "
+                f"{int(theirs[i])}). Pass the same labels to both."
+            )
 
     # -- output ---------------------------------------------------------------------------------
     def to_table(self) -> pa.Table:
@@ -652,6 +703,10 @@ class DynamicsRecorder:
                 "save_recorder(recorder, run_dir) on every rank instead (it gathers them all).",
                 stacklevel=2,
             )
+        if examples is not None:
+            self._check_examples_labels(examples)
+        else:
+            self._label_frame()  # refuses a label that changed between epochs
         if write_meta:
             epochs = np.unique(table.column(S.EPOCH).to_numpy())
             runstore.save_run_meta(

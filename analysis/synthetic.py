@@ -91,7 +91,7 @@ def make_synthetic_run(
         osc = np.where(ambiguous, 0.35 * np.sin(e * 1.7 + ids % 7), 0.0)
         gp = np.clip(base + osc + rng.normal(0, 0.04, n_examples), 1e-4, 1 - 1e-4).astype(np.float32)
         margin = np.log(gp / (1 - gp)).astype(np.float32) + rng.normal(0, 0.1, n_examples).astype(np.float32)
-        pred = np.where(gp > 0.5, label, (label + 1) % n_classes).astype(np.int32)
+        pred = np.where(margin > 0, label, (label + 1) % n_classes).astype(np.int32)  # as its margin says
         cols = {
             S.EXAMPLE_ID: pa.array(ids), S.EPOCH: pa.array(np.full(n_examples, e, np.int32)),
             S.GOLD_PROB: pa.array(gp), S.MARGIN: pa.array(margin), S.PRED: pa.array(pred),

@@ -157,6 +157,8 @@ def _diagnosis(
     frame = pd.DataFrame({S.SPLIT: _table[S.SPLIT], S.REGION: _region})
     if S.IS_OOD in _table.columns:
         frame[S.IS_OOD] = _table[S.IS_OOD]
+    if S.LABEL_ISSUE in _table.columns:  # the run's own label-issue cut-off (analysis.noise)
+        frame[S.LABEL_ISSUE] = _table[S.LABEL_ISSUE]
     if score is not None:
         frame[score] = _table[score]
     diag, _ = DG.diagnosis_column(frame, score, thresholds=th)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis import noise
 from analysis import schema as S
+from dashboard import data
 from dashboard import scatter as SC
 from dashboard import widgets as W
 from dashboard.text import code
@@ -25,6 +27,39 @@ st.caption(
     f"the region thresholds (confidence {ctx.thresholds.confidence:.2f}, variability "
     f"{ctx.thresholds.variability:.2f}); change them in the sidebar."
 )
+
+
+def render_label_noise() -> None:
+    """The run's estimated label noise and how the diagnosis chose its cut-offs (analysis.noise)."""
+    assert ctx.table is not None
+    est = noise.estimate_label_noise(ctx.table)
+    if est.rate != est.rate:  # NaN: analysed before suggested labels existed
+        return
+    n = sum(est.n_per_class.values())
+    with st.expander(f"Estimated label noise: {est.rate:.1%} of {n:,} training labels"):
+        info = ((data.load_ood_eval(ctx.run_dir) or {}).get("diagnosis") or {}).get("label_issues")
+        if isinstance(info, dict):
+            cut = info.get("cutoff")
+            st.caption(
+                f"`suspect_mislabeled` cut-off chosen from this run: {info.get('method')} on "
+                f"`{info.get('score')}`" + (f" (at {cut:.4g})" if isinstance(cut, (int, float)) else "")
+                + f"; `{S.SUGGESTED_LABEL}` is the class the model predicted most often."
+            )
+        left, right = st.columns(2)
+        left.dataframe(
+            {"class": list(est.per_class), "estimated noise": [f"{v:.1%}" for v in est.per_class.values()],
+             "labels": list(est.n_per_class.values())},
+            hide_index=True,
+        )
+        right.dataframe(
+            {"given": [p[0] for p in est.confused_pairs[:10]],
+             "suggested": [p[1] for p in est.confused_pairs[:10]],
+             "count": [p[2] for p in est.confused_pairs[:10]]},
+            hide_index=True,
+        )
+
+
+render_label_noise()
 W.render_linked_map(
     ctx,
     page="data_map",

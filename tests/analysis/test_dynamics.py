@@ -207,3 +207,48 @@ def test_dynamics_from_logits_equals_pivoted_long_table(digits_logged_logits):
     a = compute_dynamics_metrics(dynamics_from_logits(logits, labels, chunk_size=100))
     b = compute_dynamics_metrics(pivot_dynamics(_long(logits, labels), np.arange(logits.shape[1]), labels))
     pd.testing.assert_frame_equal(a, b)
+
+
+# ---- EL2N in float32 (regression: it cancelled to 0 for confidently learned rows) ------------------
+
+
+def _el2n_exact(logits, labels):
+    """float64 reference, the definition ||softmax(z) - onehot(y)||_2 term by term."""
+    z = np.asarray(logits, np.float64)
+    p = softmax(z, axis=-1)
+    onehot = np.eye(z.shape[-1])[labels]
+    return np.sqrt(((p - onehot) ** 2).sum(-1))
+
+
+def test_el2n_of_a_confident_float32_row_by_hand():
+    # z = (10, 0, 0, 0), y = 0: p_k = e^-10 / (1 + 3 e^-10) for k != 0, 1 - p_0 = 3 p_k,
+    # so EL2N = sqrt(3 p_k^2 + 9 p_k^2) = sqrt(12) e^-10 / (1 + 3 e^-10) = 1.5725e-4.
+    expected = np.sqrt(12.0) * np.exp(-10.0) / (1.0 + 3.0 * np.exp(-10.0))
+    got = per_epoch_from_logits(np.array([[10.0, 0, 0, 0]], np.float32), np.array([0]))[S.EL2N]
+    assert got.dtype == np.float32
+    assert got[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_el2n_float32_ranks_confident_rows_like_the_exact_value():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2000, 10)).astype(np.float32)
+    y = rng.integers(0, 10, 2000)
+    z[np.arange(2000), y] += rng.uniform(6, 14, 2000).astype(np.float32)  # learned rows
+    got = per_epoch_from_logits(z, y)[S.EL2N]
+    exact = _el2n_exact(z, y)
+    np.testing.assert_allclose(got, exact, rtol=1e-4)
+    assert spearmanr(got, exact).statistic > 0.9999
+
+
+def test_recorder_el2n_of_a_confident_row():
+    torch = pytest.importorskip("torch")
+    from analysis.recorder import DynamicsRecorder
+
+    rec = DynamicsRecorder()
+    rec.update(torch.tensor([0, 1]), torch.tensor([[10.0, 0, 0, 0], [0.0, 12, 1, -3]]),
+               torch.tensor([0, 1]), epoch=0)
+    t = rec.to_table().to_pandas()
+    exact = _el2n_exact([[10.0, 0, 0, 0], [0.0, 12, 1, -3]], np.array([0, 1]))
+    np.testing.assert_allclose(t[S.EL2N].to_numpy(), exact, rtol=1e-5)

@@ -81,11 +81,15 @@ def test_last_measurement_wins_across_torch_and_numpy_batches():
     rec.update(torch.tensor([1]), torch.tensor([[0.0, 1.0]]), torch.tensor([0]), epoch=0)
     rec.update([1], np.array([[1.0, 0.0]]), [0], epoch=0)       # later, NumPy
     rec.update(torch.tensor([2]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]), epoch=0)
-    rec.update([2], np.array([[0.0, 1.0]]), [1], epoch=0)       # later label wins too
+    rec.update([2], np.array([[0.0, 1.0]]), [0], epoch=0)
     with pytest.warns(UserWarning, match="more than once"):
         t = rec.to_table().to_pandas().set_index(S.EXAMPLE_ID)
     assert t.loc[1, S.PRED] == 0 and t.loc[2, S.PRED] == 1
-    assert rec.labels == {1: 0, 2: 1}
+    assert rec.labels == {1: 0, 2: 0}
+    # a measurement under another label is refused (it used to win silently)
+    rec.update([2], np.array([[0.0, 1.0]]), [1], epoch=0)
+    with pytest.raises(ValueError, match="one label per example"):
+        _ = rec.labels
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -61,8 +61,9 @@ def load_pytorch_ood_detectors() -> types.SimpleNamespace:
         maha = load("pytorch_ood.detector.mahalanobis", root / "detector" / "mahalanobis.py")
         energy = load("pytorch_ood.detector.energy", root / "detector" / "energy.py")
         knn = load("pytorch_ood.detector.knn", root / "detector" / "knn.py")
+        rmd = load("pytorch_ood.detector.rmd", root / "detector" / "rmd.py")
         return types.SimpleNamespace(Mahalanobis=maha.Mahalanobis, EnergyBased=energy.EnergyBased,
-                                     KNN=knn.KNN)
+                                     KNN=knn.KNN, RMD=rmd.RMD)
     finally:
         for k in [k for k in sys.modules if k == "pytorch_ood" or k.startswith("pytorch_ood.")]:
             del sys.modules[k]
@@ -354,8 +355,9 @@ def test_library_conventions_are_complete_and_signed():
     np.testing.assert_allclose(O.to_library_score(S.OOD_KNN, [0.5], library="openood"), [-0.25])
     np.testing.assert_allclose(
         O.to_library_score(S.OOD_MAHALANOBIS, [10.0], library="pytorch-ood", n_train=5), [1.0])
-    with pytest.raises(ValueError, match="no score equal"):
-        O.to_library_score(S.OOD_RMD, [1.0], library="pytorch-ood")
+    # pytorch-ood's RMD: no 1/2 factor, covariances not divided by N
+    np.testing.assert_allclose(
+        O.to_library_score(S.OOD_RMD, [10.0], library="pytorch-ood", n_train=5), [2.0])
     with pytest.raises(ValueError, match="n_train"):
         O.to_library_score(S.OOD_MAHALANOBIS, [1.0], library="pytorch-ood")
 
@@ -439,8 +441,99 @@ def test_nan_features_and_bad_shapes_raise():
 def test_knn_k_larger_than_training_set_warns():
     x = np.random.default_rng(17).normal(size=(5, 3))
     with pytest.warns(UserWarning, match="k=50 exceeds"):
-        knn = O.KNNScorer().fit(x)
+        knn = O.KNNScorer(k=50).fit(x)
     assert knn.k_ == 4
     assert np.isfinite(knn.score_fitted(x)).all()
     with pytest.raises(ValueError, match="positive integer"):
         O.KNNScorer(k=0).fit(x)
+
+
+# ---- relative Mahalanobis: one regularisation for both distances (regression) ------------------------
+
+
+def _shrunk_reference_rmd(x, y, q, alpha):
+    """RMD with both covariances shrunk by the same ``alpha`` (scikit-learn's ShrunkCovariance)."""
+    mu = class_means(x, y)
+    p_class = ShrunkCovariance(assume_centered=True, shrinkage=alpha).fit(x - mu[y]).precision_
+    bg = ShrunkCovariance(shrinkage=alpha).fit(x)
+    return reference_min_md(p_class, mu, q) - bg.mahalanobis(q)
+
+
+def test_rmd_fallback_shrinks_the_background_with_the_same_coefficient():
+    # A feature constant within every class but not across classes: the class covariance is
+    # singular, the background one is not. Before the fix only the class covariance was shrunk,
+    # so MD_k - MD_0 compared distances under different regularisation.
+    x, y, q, _ = gaussian_data(n=800, d=8, k=4, seed=21)
+    x = x.copy()
+    x[:, 3] = y * 2.0
+    with pytest.warns(UserWarning, match="singular"):
+        r = O.RelativeMahalanobisScorer(dtype="float64").fit(x, y)
+    assert r.shrinkage_ > 0
+    np.testing.assert_allclose(r.background_covariance_,
+                               ShrunkCovariance(shrinkage=r.shrinkage_).fit(x).covariance_, rtol=1e-10)
+    ref = _shrunk_reference_rmd(x, y, q, r.shrinkage_)
+    np.testing.assert_allclose(r.score(q), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+def test_rmd_auto_uses_one_ledoit_wolf_coefficient():
+    x, y, q, _ = gaussian_data(n=300, d=12, k=3, seed=22)
+    r = O.RelativeMahalanobisScorer(shrinkage="auto", dtype="float64").fit(x, y)
+    mu = class_means(x, y)
+    alpha = LedoitWolf(assume_centered=True).fit(x - mu[y]).shrinkage_  # the class coefficient
+    assert r.shrinkage_ == pytest.approx(alpha)
+    ref = _shrunk_reference_rmd(x, y, q, alpha)
+    np.testing.assert_allclose(r.score(q), ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+def test_rmd_both_covariances_singular_share_one_coefficient():
+    # A feature constant over all rows: both covariances are singular; the class fit chooses the
+    # fallback coefficient and the background uses it too (before: its own Ledoit-Wolf value).
+    x, y, q, _ = gaussian_data(n=500, d=6, k=3, seed=23)
+    x = x.copy()
+    x[:, 0] = 1.0
+    with pytest.warns(UserWarning, match="singular"):
+        r = O.RelativeMahalanobisScorer(dtype="float64").fit(x, y)
+    np.testing.assert_allclose(r.background_covariance_,
+                               ShrunkCovariance(shrinkage=r.shrinkage_).fit(x).covariance_, rtol=1e-10)
+
+
+def test_rmd_matches_pytorch_ood_divided_by_n(pyood):
+    import torch
+
+    x, y, q, _ = gaussian_data(n=3000, d=16, k=5, seed=24)
+    ours = O.RelativeMahalanobisScorer(dtype="float64").fit(x, y)
+    det = pyood.RMD(None).fit_features(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y))
+    for pts in (q, x[:200]):
+        theirs = det.predict_features(torch.from_numpy(pts.astype(np.float32))).numpy()
+        mapped = O.to_library_score(S.OOD_RMD, ours.score(pts), library="pytorch-ood",
+                                    n_train=ours.n_samples_fit_)
+        # float32 on their side: ~1e-7 absolute cancellation error on values of order 1e-3
+        np.testing.assert_allclose(mapped, theirs, rtol=1e-4, atol=1e-6)
+
+
+# ---- kNN: zero-norm rows (regression) ----------------------------------------------------------------
+
+
+def test_knn_zero_rows_are_at_distance_zero_from_each_other_and_one_from_the_rest():
+    # by hand: after normalisation the bank is {0, 0, e1, e2}; ||0 - 0|| = 0, ||0 - e|| = 1,
+    # ||e1 - e2|| = sqrt(2)
+    bank = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    knn = O.KNNScorer(k=1).fit(bank)
+    np.testing.assert_allclose(knn.score([[0.0, 0.0], [5.0, 0.0], [1.0, 1.0]]),
+                               [0.0, 0.0, np.sqrt(2.0 - np.sqrt(2.0))], atol=1e-6)
+    # leave-one-out: each zero row still has the other zero row at distance 0; e1's nearest
+    # other row is a zero row (1.0 < sqrt(2))
+    np.testing.assert_allclose(knn.score_fitted(bank), [0.0, 0.0, 1.0, 1.0], atol=1e-6)
+    knn2 = O.KNNScorer(k=2).fit(bank)
+    np.testing.assert_allclose(knn2.score([[0.0, 0.0]]), [0.0], atol=1e-6)
+    np.testing.assert_allclose(knn2.score([[1.0, 0.0]]), [1.0], atol=1e-6)
+
+
+def test_knn_auto_k_scales_with_the_bank():
+    rng = np.random.default_rng(25)
+    for n, k in ((150, 1), (1154, 6), (3000, 15), (20_000, 50)):
+        assert O.KNNScorer().fit(rng.normal(size=(n, 2))).k_ == k
+    # the bank, not the training set, sets it
+    assert O.KNNScorer(max_train=400).fit(rng.normal(size=(5000, 2))).k_ == 2
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        O.KNNScorer(k="many").fit(rng.normal(size=(10, 2)))

@@ -45,8 +45,16 @@ def test_scores_projection_and_diagnosis_for_every_split(analysed):
     test = table[S.SPLIT] == "test"
     assert (table.loc[test, S.DIAGNOSIS] == D.NO_DYNAMICS).mean() > 0.8
     train = table[S.SPLIT] == S.TRAIN_SPLIT
-    hard = train & (table[S.REGION] == S.HARD)
-    assert (table.loc[hard, S.DIAGNOSIS].isin([D.SUSPECT_MISLABELED, D.SUSPECT_OOD])).all()
+    # the mislabeling suspects are the run's estimated label issues (analysis.noise), not the
+    # hard-to-learn region: every label issue is a suspect, every other training row is not
+    # suspect_mislabeled
+    issue = table[S.LABEL_ISSUE].to_numpy(bool)
+    assert issue[train.to_numpy()].mean() == pytest.approx(table.loc[train, S.IS_NOISY].mean(), abs=0.03)
+    assert (table.loc[issue, S.DIAGNOSIS].isin([D.SUSPECT_MISLABELED, D.SUSPECT_OOD])).all()
+    assert not (table.loc[~issue, S.DIAGNOSIS] == D.SUSPECT_MISLABELED).any()
+    # most flipped labels are found
+    noisy = table[S.IS_NOISY].fillna(False).to_numpy(bool)
+    assert issue[noisy].mean() > 0.95
     # the written table carries the columns too
     stored = runstore.load_table(run)
     assert S.DIAGNOSIS in stored.columns and S.OOD_KNN in stored.columns
@@ -67,10 +75,12 @@ def test_scores_match_the_scorers_run_directly(analysed):
 def test_ood_eval_file(analysed):
     run, _ = analysed
     ev = json.loads((run / S.OOD_EVAL_FILE).read_text(), parse_constant=lambda c: 1 / 0)
-    assert set(ev["metrics"]) == set(O.SCORERS)
+    assert set(ev["metrics"]) == set(O.SCORERS) | {S.OOD_COMBINED}
     assert ev["metrics"][S.OOD_MAHALANOBIS]["ood:far"]["auroc"] > 0.99
     assert ev["metrics"][S.OOD_KNN]["overall"]["fpr95_definition"] == "ood_accepted_at_95_id"
-    assert ev["diagnosis"]["score_column"] == S.OOD_MAHALANOBIS
+    # the default OOD score of the diagnosis: the rank combination of RMD and kNN
+    assert ev["diagnosis"]["score_column"] == S.OOD_COMBINED
+    assert ev["metrics"][S.OOD_COMBINED]["ood:far"]["auroc"] > 0.99
     assert sum(ev["diagnosis_counts"].values()) == N_TRAIN + 2 * N_EVAL
     assert not list(run.glob(f".{S.OOD_EVAL_FILE}.*"))  # no temporary files left behind
 
@@ -93,7 +103,8 @@ def test_run_without_features_or_logits_still_analyses(tmp_path):
         table = analyze_run(run, AnalyzeOptions(extra={"projection": "pca"}))
     assert not [c for c in table.columns if c.startswith(S.OOD_PREFIX)]
     assert table[S.UMAP_X].isna().all()
-    expected = D.diagnose(table[S.REGION].astype(str).to_numpy(), None)
+    expected = D.diagnose(table[S.REGION].astype(str).to_numpy(), None,
+                          label_issue=table[S.LABEL_ISSUE].to_numpy(bool))
     assert (table[S.DIAGNOSIS].astype(str).to_numpy() == expected).all()
     ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
     assert ev["metrics"] == {} and ev["skipped"]
@@ -179,3 +190,27 @@ def test_umap_projection_in_the_stage(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # a clean second run: cache hit, no warnings
         again = analyze_run(run, opts, write=False)
     np.testing.assert_array_equal(again[S.UMAP_Y], table[S.UMAP_Y])
+
+
+def test_combined_score_by_hand():
+    from analysis.ood_stage import combined_score
+
+    ref = np.array([True, True, True, True, False])
+    # part a: reference [1, 2, 3, 4] -> ranks 0.25, 0.5, 0.75, 1.0; 2.5 -> 0.5
+    # part b: reference [1, 2, 3, 4] -> 4, 3, 2, 1 -> 1.0, 0.75, 0.5, 0.25; 9 -> 1.0 + (9 - 4) / 3
+    got = combined_score([np.array([1.0, 2, 3, 4, 2.5]), np.array([4.0, 3, 2, 1, 9])], ref)
+    np.testing.assert_allclose(got, [0.625, 0.625, 0.625, 0.625, (0.5 + 1.0 + 5 / 3) / 2])
+    nan = combined_score([np.array([1.0, 2, 3, 4, np.nan])], ref)
+    assert np.isnan(nan[-1]) and np.isfinite(nan[:-1]).all()
+
+
+def test_combined_can_be_named_like_a_scorer(run_with_features):
+    table = analyze_run(run_with_features, AnalyzeOptions(extra={
+        "projection": "none", "ood_scorers": ["rmd", "knn", "combined"], "diagnosis_scorer": "combined"}),
+        write=False)
+    from analysis.ood_stage import combined_score
+
+    train = (table[S.SPLIT] == S.TRAIN_SPLIT).to_numpy()
+    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN].to_numpy(float)], train)
+    np.testing.assert_allclose(table[S.OOD_COMBINED].to_numpy(float), expected)
+    assert S.OOD_MSP not in table.columns

@@ -116,13 +116,13 @@ def test_torch_nan_is_reported_at_to_table_with_epoch_and_id():
     z = torch.zeros(2, 3)
     z[1, 2] = float("nan")
     rec.update(torch.tensor([7, 8]), z, torch.tensor([0, 1]), epoch=3)  # no error yet
-    rec.update(torch.tensor([1, 2]), torch.ones(2, 3), torch.tensor([2, 2]), epoch=1)
+    rec.update(torch.tensor([1, 2]), torch.ones(2, 3), torch.tensor([0, 1]), epoch=1)
     with pytest.raises(ValueError, match=r"epoch 3 contain NaN or inf .*example id 8; the batch was not recorded"):
         rec.to_table()
     # the other batches were recorded; the bad one was dropped
     t = rec.to_table().to_pandas()
     assert list(zip(t[S.EPOCH], t[S.EXAMPLE_ID], strict=True)) == [(0, 1), (0, 2), (1, 1), (1, 2)]
-    assert rec.labels == {1: 2, 2: 2}
+    assert rec.labels == {1: 0, 2: 1}
 
 
 @pytest.mark.parametrize("bad", [3, -1])
@@ -306,3 +306,64 @@ def test_waiting_logits_keep_no_autograd_graph_alive():
     gc.collect()
     assert all(r() is None for r in seen)  # saved activations freed while the batches wait
     assert rec.n_rows == 10 and rec.to_table().num_rows == 10
+
+
+# ---- recorded labels vs examples.parquet (regression) -----------------------------------------------
+
+
+def _digits_batches(n_classes: int = 3, n: int = 60):
+    from sklearn.datasets import load_digits
+
+    d = load_digits(n_class=n_classes)
+    x = torch.tensor(d.data[:n] / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target[:n])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, n_classes)
+    return model(x).detach(), y
+
+
+def test_save_refuses_examples_whose_labels_differ_from_the_recorded_ones(tmp_path):
+    import pandas as pd
+
+    logits, y = _digits_batches()
+    rec = DynamicsRecorder()
+    for epoch in range(2):
+        rec.update(torch.arange(len(y)), logits, (y + 1) % 3, epoch=epoch)
+    examples = pd.DataFrame({S.EXAMPLE_ID: np.arange(len(y)), S.SPLIT: "train", S.LABEL: y.numpy()})
+    with pytest.raises(ValueError, match=r"labels given to `update` to match the `label` column of "
+                                         r"`examples`, got 60 of 60 .*example 0"):
+        rec.save(tmp_path / "run", examples=examples)
+    assert not (tmp_path / "run" / S.RUN_JSON).exists()
+
+
+def test_a_label_that_changes_between_epochs_is_refused():
+    logits, y = _digits_batches()
+    rec = DynamicsRecorder()
+    rec.update(torch.arange(len(y)), logits, y, epoch=0)
+    changed = y.clone()
+    changed[5] = (changed[5] + 1) % 3
+    rec.update(torch.arange(len(y)), logits, changed, epoch=1)
+    with pytest.raises(ValueError, match=r"one label per example across epochs, got 1 example\(s\) "
+                                         r"recorded with several \(first: example 5"):
+        rec.save("never-written")
+
+
+def test_analyze_refuses_dynamics_recorded_with_other_labels(tmp_path):
+    # A run written by other means (here: examples.parquet replaced after saving) whose dynamics
+    # were computed against other labels: gold_prob and correctness would describe different
+    # classes. The margin/prediction pair gives it away.
+    logits, y = _digits_batches()
+    rec = DynamicsRecorder()
+    for epoch in range(2):
+        rec.update(torch.arange(len(y)), logits, (y + 1) % 3, epoch=epoch)
+    run = rec.save(tmp_path / "run")
+    examples = runstore.load_examples(run)
+    examples[S.LABEL] = y.numpy()
+    runstore.save_examples(run, examples)
+    with pytest.raises(S.SchemaError, match=r"recorded with the labels of examples.parquet, got \d+ "
+                                            r"example\(s\) whose recorded margin and prediction"):
+        analyze_run(run)
+    # the same run with matching labels analyses
+    examples[S.LABEL] = ((y + 1) % 3).numpy()
+    runstore.save_examples(run, examples)
+    assert len(analyze_run(run)) == len(y)

@@ -156,27 +156,35 @@ def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
     assert not at.exception
 
 
+def _reference_quantile(table: pd.DataFrame, info: dict, score: np.ndarray, q: float) -> float:
+    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
+    return float(np.quantile(score[ref & np.isfinite(score)], q))
+
+
 def test_diagnosis_follows_the_region_thresholds(at: AppTest, run: Path) -> None:
     import json
 
     table = pd.read_parquet(run / S.TABLE_FILE)
     info = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]
-    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_mislabeled"]).run()
-    stored = int((table[S.DIAGNOSIS] == "suspect_mislabeled").sum())
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["clean"]).run()
+    stored = int((table[S.DIAGNOSIS] == "clean").sum())
     assert shown(at) == stored  # at the analysis' thresholds: the stored diagnosis
     at.session_state[K.W_EXPAND_THRESHOLDS] = True
     at.run()
-    at.sidebar.slider(key=K.W_CONF_THRESHOLD).set_value(0.8).run()
-    # by hand: hard-to-learn at the new thresholds, and the score not beyond the ood_quantile of
-    # the in-distribution reference rows
+    at.sidebar.slider(key=K.W_CONF_THRESHOLD).set_value(0.6).run()
+    # by hand: easy-to-learn at the new thresholds, not a label issue, and the score not beyond
+    # the learned_ood_quantile of the in-distribution reference rows
     regions = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
-                             RegionThresholds(confidence=0.8, variability=0.2))
+                             RegionThresholds(confidence=0.6, variability=0.2))
     score = table[info["score_column"]].to_numpy(float)
-    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
-    t = np.quantile(score[ref & np.isfinite(score)], info["ood_quantile"])
-    expected = int(((regions == S.HARD) & ~(score > t)).sum())
-    assert expected > stored
+    t_easy = _reference_quantile(table, info, score, info["learned_ood_quantile"])
+    issue = table[S.LABEL_ISSUE].to_numpy(bool)
+    expected = int(((regions == S.EASY) & ~issue & ~(score > t_easy)).sum())
+    assert expected < stored
     assert shown(at) == expected
+    # the mislabeling suspects are the run's label issues: the region sliders leave them alone
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_mislabeled"]).run()
+    assert shown(at) == int((issue & ~(score > t_easy)).sum())
     assert not at.exception
 
 
@@ -190,14 +198,30 @@ def test_diagnosis_ood_quantile_is_adjustable(at: AppTest, run: Path) -> None:
     slider = at.sidebar.slider(key=K.W_OOD_QUANTILE)
     assert slider.value == pytest.approx(info["ood_quantile"])  # starts where the analysis was
     slider.set_value(0.5).run()
-    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_mislabeled"]).run()
-    # by hand: hard-to-learn, and the score not above the median of the reference rows
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_ood"]).run()
+    # by hand (analysis.diagnosis' rule with label issues), t at the median of the reference rows
     score = table[info["score_column"]].to_numpy(float)
-    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
-    t = np.quantile(score[ref & np.isfinite(score)], 0.5)
-    expected = int(((table[S.REGION] == S.HARD).to_numpy() & ~(score > t)).sum())
-    assert expected < int((table[S.DIAGNOSIS] == "suspect_mislabeled").sum())  # fewer than at 0.95
+    t = _reference_quantile(table, info, score, 0.5)
+    t_easy = _reference_quantile(table, info, score, info["learned_ood_quantile"])
+    region = table[S.REGION].astype(str).to_numpy()
+    dyn = region != S.NO_DYNAMICS
+    issue = table[S.LABEL_ISSUE].to_numpy(bool) & dyn
+    beyond, beyond_easy = score > t, score > t_easy
+    expected = int(((issue & beyond_easy) | (~issue & (region == S.HARD) & beyond)
+                    | (~issue & dyn & beyond_easy) | (~dyn & beyond)).sum())
+    assert expected > int((table[S.DIAGNOSIS] == "suspect_ood").sum())  # more than at 0.95
     assert shown(at) == expected
+    assert not at.exception
+
+
+def test_data_map_shows_the_estimated_label_noise(at: AppTest, run: Path) -> None:
+    from analysis.noise import estimate_label_noise
+
+    goto(at, "data_map.py")
+    est = estimate_label_noise(pd.read_parquet(run / S.TABLE_FILE))
+    labels = [e.label for e in at.expander]
+    assert f"Estimated label noise: {est.rate:.1%} of {sum(est.n_per_class.values()):,} training labels" in labels
+    assert any("cut-off chosen from this run" in c.value for c in at.caption)
     assert not at.exception
 
 

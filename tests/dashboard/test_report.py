@@ -211,7 +211,7 @@ def test_no_string_from_the_run_reaches_the_html_unescaped(evil_html: str, evil_
     command = re.search(r"<pre id='reproduce'>([^<]*)</pre>", evil_html).group(1)  # type: ignore[union-attr]
     scores = sorted(c for c in runstore.load_table(evil_run).columns if c.startswith("ood_"))
     assert command.startswith("datamap analyze ") and command.endswith(" --ood-quantile 0.95")
-    assert "--ood-scorer mahalanobis " in command
+    assert "--ood-scorer combined " in command  # the diagnosis' default score (analysis.ood_stage)
     listed = command.split("--ood-scorers ")[1].split(" ")[0].split(",")
     assert sorted("ood_" + name for name in listed) == scores
     # one <script> for Plotly, one per figure's JSON and the renderer: nothing from the run

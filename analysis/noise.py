@@ -1,0 +1,300 @@
+"""Label noise from the run itself: label issues, suggested labels and the estimated noise rate.
+
+For training example ``i`` with given label ``y_i``:
+
+- ``label_issue``: a Gaussian mixture (two components; see below) is fitted to ``log(loss_mean)`` (the
+  example's cross-entropy averaged over epochs) of the training rows; rows whose posterior
+  probability of the high-loss component exceeds 1/2 are label issues. Mislabeled examples are
+  fitted late (or never), so their mean loss is higher than that of clean ones; the mixture
+  finds the cut-off per run, where fixed thresholds on confidence and variability do not
+  transfer between short, long, from-scratch and fine-tuned runs. The idea is DivideMix's
+  (Li, Socher & Hoi, 2020, "DivideMix: Learning with Noisy Labels as Semi-supervised
+  Learning", ICLR), which fits the same mixture to per-example losses; see Arazo et al., 2019,
+  "Unsupervised Label Noise Modeling and Loss Correction" (ICML), for a beta mixture. The log
+  makes the two loss populations close to Gaussian; chosen over a mixture on AUM or confidence,
+  votes over epochs and per-class vote thresholds by ``benchmarks/suite.py`` (docs/metrics.md).
+  Without ``loss_mean``, ``-log(confidence)`` stands in. When the high-loss component holds
+  half the rows or more (a run whose model fits most of its labels slowly, not a noise rate), or
+  the rows it claims are not the upper tail of the losses (two components with nearly the same
+  mean, one narrow and one wide), the mixture is refitted with 3, then 4 components and the
+  highest one is used.
+- ``suggested_label``: the class the model predicted in most epochs (ties: the given label if
+  tied, else the latest prediction among the tied). For a label issue that the model ended up
+  memorising (most votes for the given label), it is the class predicted most often *instead*
+  of the given label, when there is one.
+- The estimated noise rate is the fraction of label issues, overall and per given class; the
+  confused pairs count (given, suggested) over label issues whose suggestion differs.
+
+The diagnosis (:mod:`analysis.diagnosis`) calls ``label_issue`` rows ``suspect_mislabeled``
+(or ``suspect_ood`` when their OOD score is also high).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from analysis import schema as S
+
+__all__ = [
+    "LabelNoiseEstimate",
+    "estimate_label_noise",
+    "label_issue_mask",
+    "label_issues",
+    "suggested_labels",
+    "METHOD",
+]
+
+METHOD = "Gaussian mixture on log(loss_mean), highest component's posterior > 0.5"
+"""How ``label_issue`` is chosen (recorded in ``ood_eval.json``'s ``diagnosis`` section)."""
+MIXTURE_MAX_ROWS = 200_000
+"""The mixture is fitted on at most this many training rows (a seeded sample), then applied to all."""
+MIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class LabelNoiseEstimate:
+    """Estimated label noise of a run's training split (see the module docstring).
+
+    Attributes
+    ----------
+    rate : float
+        Estimated fraction of training labels that are wrong (NaN without dynamics).
+    per_class : dict of str to float
+        Class name -> estimated fraction of that class's training labels that are wrong.
+    n_per_class : dict of str to int
+        Class name -> training examples with that label (and dynamics).
+    confused_pairs : list of (str, str, int)
+        (given class, suggested class, count) over the estimated wrong labels, most frequent first.
+    """
+
+    rate: float
+    per_class: dict[str, float] = field(default_factory=dict)
+    n_per_class: dict[str, int] = field(default_factory=dict)
+    confused_pairs: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+def suggested_labels(
+    pred: NDArray[np.integer[Any]], observed: NDArray[np.bool_], labels: NDArray[np.integer[Any]],
+    *, exclude_label: NDArray[np.bool_] | None = None,
+) -> NDArray[np.int64]:
+    """The class predicted in most epochs, per example (-1 where no epoch is observed).
+
+    Parameters
+    ----------
+    pred : ndarray of int (n_epochs, n_examples)
+        Predicted class per epoch.
+    observed : ndarray of bool (n_epochs, n_examples)
+    labels : ndarray of int (n_examples,)
+        Given labels (-1: none); a tie that includes the given label resolves to it.
+    exclude_label : ndarray of bool (n_examples,), optional
+        Rows whose given label does not count as a candidate (the class predicted most often
+        instead of it); such a row that was never predicted otherwise keeps its given label.
+
+    Returns
+    -------
+    ndarray of int64 (n_examples,)
+
+    Examples
+    --------
+    >>> pred = np.array([[0, 1, 2], [1, 1, 0], [1, 0, 0]])
+    >>> suggested_labels(pred, np.ones((3, 3), bool), np.array([0, 0, 2])).tolist()
+    [1, 1, 0]
+    >>> suggested_labels(pred, np.ones((3, 3), bool), np.array([0, 1, 2]),
+    ...                  exclude_label=np.array([False, True, False])).tolist()
+    [1, 0, 0]
+    """
+    p = np.where(observed, np.asarray(pred, dtype=np.int64), -1)
+    n_epochs, n = p.shape
+    y = np.asarray(labels, dtype=np.int64)
+    if y.shape != (n,):
+        raise ValueError(f"Expected `labels` to have shape ({n},), got {y.shape}.")
+    skip = np.zeros(n, bool) if exclude_label is None else np.asarray(exclude_label, dtype=bool)
+    last = np.full(n, -1, dtype=np.int64)
+    for e in range(n_epochs):
+        last = np.where(p[e] >= 0, p[e], last)
+    best = np.full(n, -1, dtype=np.int64)
+    best_score = np.full(n, -np.inf)
+    for e in range(n_epochs):  # every observed prediction is a candidate; O(n_epochs^2 n)
+        cand = p[e]
+        count = (p == cand[None, :]).sum(axis=0).astype(np.float64)
+        score = np.where((cand >= 0) & ~(skip & (cand == y)),
+                         count + 0.5 * (cand == y) + 0.25 * (cand == last) - 1e-9 * cand, -np.inf)
+        better = score > best_score
+        best = np.where(better, cand, best)
+        best_score = np.where(better, score, best_score)
+    keep = skip & (best < 0) & (p >= 0).any(axis=0)
+    return np.where(keep, y, best)
+
+
+def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]]:
+    """Which training rows are label issues, and how the cut-off was chosen (module docstring).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The example table with ``split``, ``label`` and ``loss_mean`` (or ``confidence``).
+
+    Returns
+    -------
+    (ndarray of bool (n_examples,), dict)
+        The mask (False outside the training split and where there are no dynamics) and the
+        record of the cut-off: method, fitted mixture, loss cut-off, counts.
+
+    Examples
+    --------
+    >>> loss = np.r_[np.full(90, 0.01), np.full(10, 3.0)] * np.exp(np.linspace(-0.2, 0.2, 100))
+    >>> t = pd.DataFrame({"split": "train", "label": 0, "loss_mean": loss})
+    >>> issue, info = label_issues(t)
+    >>> int(issue.sum()), bool(issue[90:].all())
+    (10, True)
+    """
+    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    rows = np.isfinite(y)
+    if S.SPLIT in table.columns:
+        rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
+    if S.LOSS_MEAN in table.columns and np.isfinite(_num(table, S.LOSS_MEAN)[rows]).any():
+        score, basis = np.log(np.maximum(_num(table, S.LOSS_MEAN), 1e-12)), S.LOSS_MEAN
+    elif S.CONFIDENCE in table.columns:
+        score, basis = np.log(-np.log(np.clip(_num(table, S.CONFIDENCE), 1e-12, 1.0 - 1e-12))), \
+            f"-log({S.CONFIDENCE})"
+    else:
+        raise ValueError(f"Expected a `{S.LOSS_MEAN}` or `{S.CONFIDENCE}` column, got "
+                         f"{list(table.columns)[:12]}.")
+    rows &= np.isfinite(score)
+    issue = np.zeros(len(table), dtype=bool)
+    info: dict[str, Any] = {"method": METHOD, "score": basis, "n_scored": int(rows.sum())}
+    x = score[rows]
+    if x.size < MIN_ROWS or np.ptp(x) <= 1e-9:
+        info.update(method=f"none (fewer than {MIN_ROWS} training rows with dynamics, or no spread)",
+                    n_issues=0, rate=0.0 if x.size else float("nan"))
+        return issue, info
+    from sklearn.mixture import GaussianMixture
+
+    fit_x = x
+    if x.size > MIXTURE_MAX_ROWS:
+        fit_x = np.random.default_rng(0).choice(x, MIXTURE_MAX_ROWS, replace=False)
+    for n_components in (2, 3, 4):
+        gmm = GaussianMixture(n_components, random_state=0).fit(fit_x[:, None])
+        high = int(np.argmax(gmm.means_[:, 0]))
+        posterior = gmm.predict_proba(x[:, None])[:, high]
+        flagged = posterior > 0.5
+        upper_tail = flagged.any() and bool(np.array_equal(flagged, x >= x[flagged].min()))
+        # A majority of wrong labels is not a noise model, and a high component that is not the
+        # upper tail of the losses (e.g. a narrow one inside a wide one) is not the flips:
+        # split the losses further.
+        if gmm.weights_[high] < 0.5 and upper_tail:
+            break
+    issue[np.flatnonzero(rows)[posterior > 0.5]] = True
+    cutoff = float(x[posterior > 0.5].min()) if (posterior > 0.5).any() else float("nan")
+    info.update({
+        "n_issues": int(issue.sum()),
+        "rate": float(issue.sum() / rows.sum()),
+        "cutoff": float(np.exp(cutoff)) if basis == S.LOSS_MEAN else cutoff,
+        "n_components": n_components,
+        "components": {"mean_log_loss": [float(v) for v in gmm.means_[:, 0]],
+                       "std_log_loss": [float(np.sqrt(v)) for v in gmm.covariances_.reshape(-1)],
+                       "weight": [float(v) for v in gmm.weights_],
+                       "high": high},
+        "paper": "Li, Socher & Hoi (2020), DivideMix, ICLR",
+    })
+    return issue, info
+
+
+def estimate_label_noise(table: pd.DataFrame) -> LabelNoiseEstimate:
+    """Estimated fraction of wrong training labels, overall and per class, and confused pairs.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The example table (``split``, ``label``, ``suggested_label``; ``label_name`` for the
+        class names, and ``label_issue`` when the analysis wrote it).
+
+    Returns
+    -------
+    LabelNoiseEstimate
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"split": "train", "label": [0, 0, 0, 1], "label_name": list("aaab"),
+    ...                   "suggested_label": [0, 1, 0, 1]})
+    >>> est = estimate_label_noise(t)
+    >>> est.rate, est.per_class, est.confused_pairs
+    (0.25, {'a': 0.3333333333333333, 'b': 0.0}, [('a', 'b', 1)])
+    """
+    if S.SUGGESTED_LABEL not in table.columns:
+        return LabelNoiseEstimate(rate=float("nan"))
+    y, sug, rows = _rows(table)
+    if S.LABEL_ISSUE in table.columns:
+        wrong = label_issue_mask(table[S.LABEL_ISSUE]) & rows
+    else:
+        wrong = rows & (sug != y)
+    names = _class_names(table)
+    per_class: dict[str, float] = {}
+    n_per_class: dict[str, int] = {}
+    for c in np.unique(y[rows]):
+        members = rows & (y == c)
+        name = names.get(int(c), str(int(c)))
+        n_per_class[name] = int(members.sum())
+        per_class[name] = float(wrong[members].sum() / members.sum())
+    pairs = Counter((int(a), int(b)) for a, b in zip(y[wrong & (sug != y)], sug[wrong & (sug != y)],
+                                                     strict=True))
+    confused = [(names.get(a, str(a)), names.get(b, str(b)), n)
+                for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]
+    n_rows = int(rows.sum())
+    return LabelNoiseEstimate(rate=float(wrong.sum() / n_rows) if n_rows else float("nan"),
+                              per_class=per_class, n_per_class=n_per_class, confused_pairs=confused)
+
+
+def label_issue_mask(values: Any) -> NDArray[np.bool_]:
+    """A ``label_issue`` column as a bool array (missing = False); booleans or 0/1 only.
+
+    Raises
+    ------
+    SchemaError
+        Other values (the column is not what ``datamap analyze`` writes).
+
+    Examples
+    --------
+    >>> label_issue_mask(pd.array([True, None, False], dtype="boolean")).tolist()
+    [True, False, False]
+    """
+    series = pd.Series(values)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return np.asarray(series.astype("boolean").fillna(False).to_numpy(bool))
+    numbers = pd.to_numeric(series, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bad = (series.notna().to_numpy() & np.isnan(numbers)) | ~np.isin(numbers[~np.isnan(numbers)], (0, 1)).all()
+    if np.any(bad):
+        raise S.SchemaError(
+            f"Expected `{S.LABEL_ISSUE}` to hold booleans, got values such as "
+            f"{series.dropna().unique()[:3].tolist()}. Rebuild the table with `datamap analyze RUN_DIR`."
+        )
+    return np.nan_to_num(numbers, nan=0.0) == 1
+
+
+def _rows(table: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
+    """Given and suggested labels (-1: none) and the training rows that have both."""
+    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    sug = pd.to_numeric(table[S.SUGGESTED_LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    rows = np.isfinite(y) & np.isfinite(sug) & (sug >= 0)
+    if S.SPLIT in table.columns:
+        rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
+    return (np.where(np.isfinite(y), y, -1).astype(np.int64),
+            np.where(np.isfinite(sug), sug, -1).astype(np.int64), rows)
+
+
+def _num(table: pd.DataFrame, column: str) -> NDArray[np.float64]:
+    return np.asarray(pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64, na_value=np.nan))
+
+
+def _class_names(table: pd.DataFrame) -> dict[int, str]:
+    """Class index -> name from the table's (label, label_name) pairs."""
+    if S.LABEL_NAME not in table.columns:
+        return {}
+    pairs = table[[S.LABEL, S.LABEL_NAME]].dropna().drop_duplicates(S.LABEL)
+    return {int(k): str(v) for k, v in zip(pairs[S.LABEL], pairs[S.LABEL_NAME], strict=True)}

@@ -1,0 +1,157 @@
+"""Label issues, suggested labels and the label-noise estimate (analysis.noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import diagnosis as D
+from analysis import noise
+from analysis import schema as S
+from analysis.pipeline import AnalyzeOptions, analyze_run
+from analysis.synthetic import make_synthetic_run
+
+
+def test_suggested_label_is_the_majority_vote_by_hand():
+    # 4 epochs x 5 examples; -1 marks unobserved
+    pred = np.array([[1, 0, 2, 0, 0],
+                     [1, 1, 2, 1, 0],
+                     [2, 1, 0, 1, 0],
+                     [2, 0, 0, 2, 0]])
+    observed = np.array([[1, 1, 1, 1, 0]] * 4, bool)
+    labels = np.array([0, 0, 1, 2, 0])
+    got = noise.suggested_labels(pred, observed, labels)
+    # ex0: 1,1,2,2 tie, given 0 not tied -> the latest prediction among the tied: 2
+    # ex1: 0,1,1,0 tie including the given label 0 -> 0
+    # ex2: 2,2,0,0 tie, given 1 not among them -> latest: 0
+    # ex3: 0,1,1,2 -> 1 (majority)
+    # ex4: never observed -> -1
+    assert got.tolist() == [2, 0, 0, 1, -1]
+    # a label issue looks past the given label: ex1's other votes are all for 1
+    got = noise.suggested_labels(pred, observed, labels, exclude_label=np.array([0, 1, 0, 0, 0], bool))
+    assert got.tolist() == [2, 1, 0, 1, -1]
+    with pytest.raises(ValueError, match="Expected `labels` to have shape \\(5,\\)"):
+        noise.suggested_labels(pred, observed, labels[:3])
+
+
+def _table(loss, split="train", label=0):
+    return pd.DataFrame({S.SPLIT: split, S.LABEL: label, S.LOSS_MEAN: loss})
+
+
+def test_label_issues_split_two_loss_populations_by_hand():
+    # 80 rows near loss 0.02 and 20 near 2.0 (a factor 100 apart in log space): the mixture's
+    # high component is exactly the 20
+    rng = np.random.default_rng(0)
+    loss = np.r_[0.02 * np.exp(rng.normal(0, 0.3, 80)), 2.0 * np.exp(rng.normal(0, 0.3, 20))]
+    issue, info = noise.label_issues(_table(loss))
+    assert issue.tolist() == [False] * 80 + [True] * 20
+    assert info["n_issues"] == 20 and info["rate"] == pytest.approx(0.2)
+    assert loss[:80].max() < info["cutoff"] <= loss[80:].min()
+    assert info["components"]["weight"][info["components"]["high"]] == pytest.approx(0.2, abs=0.01)
+    # rows outside the training split are never label issues, and do not move the cut-off
+    t = pd.concat([_table(loss), _table(np.full(30, 5.0), split="test")], ignore_index=True)
+    issue2, info2 = noise.label_issues(t)
+    assert issue2[:100].tolist() == issue.tolist() and not issue2[100:].any()
+    assert info2["n_scored"] == 100
+
+
+def test_label_issues_without_enough_rows_or_spread_flag_nothing():
+    issue, info = noise.label_issues(_table(np.linspace(0.1, 2.0, 10)))
+    assert not issue.any() and info["method"].startswith("none")
+    issue, _ = noise.label_issues(_table(np.full(50, 0.3)))
+    assert not issue.any()
+    with pytest.raises(ValueError, match="Expected a `loss_mean` or `confidence` column"):
+        noise.label_issues(pd.DataFrame({S.SPLIT: ["train"], S.LABEL: [0]}))
+
+
+def test_estimate_label_noise_by_hand():
+    t = pd.DataFrame({
+        S.SPLIT: ["train"] * 7 + ["test"],
+        S.LABEL: [0, 0, 0, 0, 1, 1, 1, 0],
+        S.LABEL_NAME: ["cat"] * 4 + ["dog"] * 3 + ["cat"],
+        S.SUGGESTED_LABEL: pd.array([0, 1, 1, 0, 1, 0, None, 1], dtype="Int64"),
+        S.LABEL_ISSUE: [False, True, True, True, False, True, False, True],
+    })
+    est = noise.estimate_label_noise(t)
+    # scored training rows: 6 (one has no suggestion); issues among them: rows 1, 2, 3, 5
+    assert est.rate == pytest.approx(4 / 6)
+    assert est.n_per_class == {"cat": 4, "dog": 2}
+    assert est.per_class == {"cat": pytest.approx(3 / 4), "dog": pytest.approx(1 / 2)}
+    # row 3's suggestion is its own label: not a confused pair
+    assert est.confused_pairs == [("cat", "dog", 2), ("dog", "cat", 1)]
+    # without the label_issue column the votes alone decide
+    est2 = noise.estimate_label_noise(t.drop(columns=S.LABEL_ISSUE))
+    assert est2.rate == pytest.approx(3 / 6)
+    assert np.isnan(noise.estimate_label_noise(t.drop(columns=S.SUGGESTED_LABEL)).rate)
+
+
+@pytest.mark.parametrize(("rate", "seed"), [(0.1, 0), (0.2, 1)])
+def test_noise_rate_of_a_synthetic_run_is_recovered_within_3_points(tmp_path, rate, seed):
+    run = make_synthetic_run(tmp_path / "run", n_examples=2000, noise_rate=rate, seed=seed)
+    table = analyze_run(run, AnalyzeOptions(ood=False), write=False)
+    truth = float(table[S.IS_NOISY].mean())
+    est = noise.estimate_label_noise(table)
+    assert est.rate == pytest.approx(truth, abs=0.03)
+    # most flipped examples are among the label issues, and their suggested label is a class
+    # the model did predict (the synthetic model always predicts label + 1 when wrong)
+    issue = table[S.LABEL_ISSUE].to_numpy(bool)
+    noisy = table[S.IS_NOISY].to_numpy(bool)
+    assert issue[noisy].mean() > 0.95
+    sug = table[S.SUGGESTED_LABEL].to_numpy(int)
+    lab = table[S.LABEL].to_numpy(int)
+    assert (sug[issue & noisy] == (lab[issue & noisy] + 1) % 10).all()
+
+
+def test_diagnose_with_label_issues_by_hand():
+    region = ["easy-to-learn", "hard-to-learn", "hard-to-learn", "ambiguous", "hard-to-learn",
+              "easy-to-learn", "no-dynamics", "no-dynamics"]
+    issue = [True, True, False, False, True, False, True, False]
+    score = [0.0, 0.5, 0.95, 0.0, 9.0, 0.99, 0.0, 5.0]
+    # reference: the first six rows; t = 0.5 quantile, t_easy = 0.9 quantile of
+    # [0, 0.5, 0.95, 0, 9, 0.99] -> t = 0.725, t_easy = 4.995
+    th = D.DiagnosisThresholds(ood_quantile=0.5, learned_ood_quantile=0.9)
+    got = D.diagnose(region, score, [True] * 6 + [False] * 2, thresholds=th, label_issue=issue)
+    assert got.tolist() == [
+        D.SUSPECT_MISLABELED,  # easy region, but a label issue
+        D.SUSPECT_MISLABELED,  # label issue, 0.5 <= t_easy
+        D.SUSPECT_OOD,         # hard, not an issue, 0.95 > t
+        D.AMBIGUOUS,
+        D.SUSPECT_OOD,         # label issue beyond t_easy
+        D.CLEAN,               # learned, 0.99 > t but not beyond t_easy
+        D.NO_DYNAMICS,         # an issue flag without dynamics is ignored
+        D.SUSPECT_OOD,         # no dynamics, 5 > t
+    ]
+    with pytest.raises(ValueError, match="Expected `label_issue` to have shape"):
+        D.diagnose(region, score, thresholds=th, label_issue=issue[:3])
+
+
+def test_a_high_loss_majority_is_split_further():
+    # 30 fitted rows, 50 slowly fitted ones and 20 never fitted: a 2-component mixture would
+    # call the 70 slow and unfitted rows noise (a majority); with 3 components the highest
+    # one is the 20
+    rng = np.random.default_rng(1)
+    loss = np.r_[0.01 * np.exp(rng.normal(0, 0.2, 30)), 0.5 * np.exp(rng.normal(0, 0.2, 50)),
+                 5.0 * np.exp(rng.normal(0, 0.2, 20))]
+    issue, info = noise.label_issues(_table(loss))
+    assert info["n_components"] == 3
+    assert issue.tolist() == [False] * 80 + [True] * 20
+
+
+def test_a_high_component_that_is_not_the_upper_tail_is_split_further():
+    # a narrow cluster inside a wide spread with the same centre, plus a clear high-loss group:
+    # the highest-mean component must claim the upper tail (the 8 high rows), not the narrow core
+    rng = np.random.default_rng(2)
+    loss = np.exp(np.r_[rng.normal(-1.3, 0.08, 300), rng.normal(-1.3, 0.9, 600), rng.normal(1.5, 0.2, 60)])
+    issue, info = noise.label_issues(_table(loss))
+    cut = loss[issue].min()
+    assert (issue == (loss >= cut)).all()  # an upper tail
+    assert issue[-60:].mean() > 0.95 and issue[:900].mean() < 0.05
+
+
+def test_label_issue_column_must_hold_booleans():
+    assert noise.label_issue_mask(pd.Series([0, 1, None])).tolist() == [False, True, False]
+    bad = pd.DataFrame({S.SPLIT: "train", S.LABEL: [0, 1], S.SUGGESTED_LABEL: [0, 1],
+                        S.LABEL_ISSUE: [0, -1]})
+    with pytest.raises(S.SchemaError, match="Expected `label_issue` to hold booleans, got values such as \\[0, -1\\]"):
+        noise.estimate_label_noise(bad)
