@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis import schema as S  # noqa: E402
+from benchmarks.synthetic_runs import build_run  # noqa: E402
 
 CHROMIUM = os.environ.get("DATAMAP_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -73,25 +74,6 @@ EXAMPLE_READY = '.dm-svg svg circle, [data-testid="stPlotlyChart"] .js-plotly-pl
 """The example view's p(gold) trajectory, drawn (an inline SVG; a Plotly chart in older versions)."""
 PLOTLY_READY = '[data-testid="stPlotlyChart"] .js-plotly-plot .nsewdrag'
 METRIC = '[data-testid="stSidebar"] [data-testid="stMetricValue"]'
-
-
-def build_run(n: int, base: Path) -> Path:
-    """An analysed synthetic run of ``n`` training examples (reused when present)."""
-    from analysis.pipeline import AnalyzeOptions, analyze_run
-    from analysis.synthetic import make_synthetic_run
-
-    run = base / f"n{n}"
-    if (run / S.TABLE_FILE).is_file():
-        return run
-    t0 = time.perf_counter()
-    n_eval = min(max(n // 20, 500), 20_000)
-    make_synthetic_run(run, n_examples=n, n_eval=n_eval, seed=1)
-    analyze_run(run, AnalyzeOptions(extra={
-        "projection": "pca",
-        "ood_scorers": ["ood_msp", "ood_energy", "ood_mahalanobis"],
-    }))
-    print(f"  built {run} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return run
 
 
 def free_port() -> int:

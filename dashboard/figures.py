@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from analysis import schema as S
 
@@ -153,6 +154,33 @@ class _Frame:
 # ---- OOD -----------------------------------------------------------------------------------------
 
 
+def split_histograms(
+    table: pd.DataFrame, score: str, *, by: str = S.SPLIT, bins: int = 60
+) -> tuple[NDArray[np.float64], list[tuple[str, NDArray[np.int64], int]]]:
+    """Counts of one score per group (split) on bins shared by every group.
+
+    Scores are clipped to ±1e300 so that the bin width stays finite; a constant score gets a
+    range around its value. Rows with a missing score or group are left out.
+
+    Returns
+    -------
+    (edges of shape (bins + 1,), [(group name, counts of shape (bins,), rows counted), ...])
+    """
+    if score not in table.columns:
+        raise ValueError(f"Expected a score column in the table, got {score!r}.")
+    values = np.clip(table[score].to_numpy(dtype=np.float64, na_value=np.nan), -1e300, 1e300)
+    finite = np.isfinite(values)
+    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
+    edges = np.linspace(*_widened(lo, hi), bins + 1)
+    codes, names = pd.factorize(table[by], sort=True)
+    groups = []
+    for code in np.unique(codes[finite & (codes >= 0)]).tolist():
+        sel = finite & (codes == code)
+        counts, _ = np.histogram(values[sel], bins=edges)
+        groups.append((str(names[code]), counts, int(sel.sum())))
+    return edges, groups
+
+
 def ood_histogram_svg(
     table: pd.DataFrame,
     score: str,
@@ -167,22 +195,9 @@ def ood_histogram_svg(
     The bins are shared by every split and counted on the server, so the figure stays small at
     any table size; each split's bars are fractions of that split (its bars sum to 1).
     """
-    if score not in table.columns:
-        raise ValueError(f"Expected a score column in the table, got {score!r}.")
-    # clipped so that hi - lo stays finite (scores near ±1e308 would overflow the bin width)
-    values = np.clip(table[score].to_numpy(dtype=np.float64, na_value=np.nan), -1e300, 1e300)
-    finite = np.isfinite(values)
-    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
-    if hi <= lo:
-        lo, hi = _widened(lo, hi)
-    edges = np.linspace(lo, hi, bins + 1)
-    codes, names = pd.factorize(table[by], sort=True)
-    groups = []
-    for code in np.unique(codes[finite & (codes >= 0)]).tolist():
-        sel = finite & (codes == code)
-        counts, _ = np.histogram(values[sel], bins=edges)
-        total = max(int(sel.sum()), 1)
-        groups.append((str(names[code]), counts / total, total))
+    edges, split_counts = split_histograms(table, score, by=by, bins=bins)
+    lo, hi = float(edges[0]), float(edges[-1])
+    groups = [(name, counts / max(total, 1), max(total, 1)) for name, counts, total in split_counts]
     top = max((float(f.max()) for _, f, _ in groups), default=1.0) or 1.0
     frame = _Frame(width=width, height=height, x_range=(lo, hi), y_range=(0.0, top * 1.12),
                    x_title=f"{score} (higher = more anomalous)", y_title="fraction of split",

@@ -20,7 +20,7 @@ from analysis import ood_eval
 from analysis import schema as S
 from analysis.dynamics import RegionThresholds
 from analysis.filters import plot_sample
-from dashboard.figures import CATEGORICAL_PALETTE
+from dashboard.figures import CATEGORICAL_PALETTE, split_histograms
 from dashboard.report.markup import equals, escape_html, is_missing
 from dashboard.scatter import density_image
 
@@ -261,22 +261,11 @@ def ood_histogram_figure(table: pd.DataFrame, score: str, *, bins: int = 60) -> 
 
     The bins are shared by every split and counted here, so the figure stays small at any size.
     """
-    if score not in table.columns:
-        raise ValueError(f"Expected a score column in the table, got {score!r}.")
-    values = np.clip(table[score].to_numpy(dtype=np.float64, na_value=np.nan), -1e300, 1e300)
-    finite = np.isfinite(values)
-    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
+    edges, split_counts = split_histograms(table, score, by=S.SPLIT, bins=bins)
     centers = (edges[:-1] + edges[1:]) / 2
-    codes, names = pd.factorize(table[S.SPLIT], sort=True)
     fig = go.Figure()
-    for code in np.unique(codes[finite & (codes >= 0)]).tolist():
-        sel = finite & (codes == code)
-        counts, _ = np.histogram(values[sel], bins=edges)
-        total = int(sel.sum())
-        name = escape_html(names[code])
+    for raw_name, counts, total in split_counts:
+        name = escape_html(raw_name)
         fig.add_trace(go.Bar(
             x=centers, y=counts / max(total, 1), width=float(edges[1] - edges[0]),
             name=f"{name} ({total:,})", opacity=0.6,
