@@ -163,13 +163,7 @@ def serve(
                 _forward(signal.SIGINT, None)
     finally:
         stop_projection_job(projection)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _terminate(proc)
         for s, h in previous.items():
             signal.signal(s, h)
     if stopping["signal"] is not None:
@@ -218,11 +212,17 @@ def start_projection_job(run_dir: Path) -> subprocess.Popen[bytes] | None:
 
 def stop_projection_job(job: subprocess.Popen[bytes] | None) -> None:
     """Stop a projection job started by :func:`start_projection_job` (the server is stopping)."""
-    if job is None or job.poll() is not None:
+    if job is not None:
+        _terminate(job)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child that is still running; SIGKILL it if it has not exited after the timeout."""
+    if proc.poll() is not None:
         return
-    job.terminate()
+    proc.terminate()
     try:
-        job.wait(timeout=STOP_TIMEOUT_S)
+        proc.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        job.kill()
-        job.wait()
+        proc.kill()
+        proc.wait()
