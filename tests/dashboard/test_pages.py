@@ -550,3 +550,21 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     svgs = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "datamap_svg"]
     assert len(svgs) == 1 and svgs[0].count("<circle") == 10  # the trajectory: one marker per epoch
     assert np.isfinite(float(ids[1]))
+
+
+def test_a_test_or_ood_example_shows_its_prediction_from_the_logits(at: AppTest, run: Path) -> None:
+    from analysis.runstore import load_logits
+    from dashboard.data import Selection
+
+    for split in ("test", "ood:far"):
+        ids, logits = load_logits(run, split)
+        example_id = ids[4]
+        expected = int(np.argmax(np.asarray(logits)[4]))
+        at.session_state[K.SELECTION] = {"data_map": Selection(
+            ids=np.asarray([example_id]), how="points", shape={"points": [{"customdata": int(example_id)}]})}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(f"Example `{example_id}`" in m.value for m in at.markdown)
+        facts = at.table[0].value
+        assert facts.loc["split", "value"] == split
+        assert facts.loc["prediction", "value"] == f"class_{expected}"
