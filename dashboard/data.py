@@ -39,6 +39,7 @@ __all__ = [
     "build_context",
     "class_names",
     "load_ood_eval",
+    "has_projection",
     "ood_columns",
     "ood_curves",
     "plot_points",
@@ -510,6 +511,21 @@ def trajectory(run_dir: str | os.PathLike[str], example_id: Any) -> pd.DataFrame
     if hi <= lo:
         return None
     return pd.DataFrame({S.EPOCH: epoch[lo:hi], S.GOLD_PROB: gold[lo:hi]}).sort_values(S.EPOCH)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _has_projection(key: RunKey | None, _table: pd.DataFrame) -> bool:
+    if S.UMAP_X not in _table.columns or S.UMAP_Y not in _table.columns:
+        return False
+    x = _table[S.UMAP_X].to_numpy(dtype=np.float64, na_value=np.nan)
+    y = _table[S.UMAP_Y].to_numpy(dtype=np.float64, na_value=np.nan)
+    return bool((np.isfinite(x) & np.isfinite(y)).any())
+
+
+def has_projection(key: RunKey | None, table: pd.DataFrame) -> bool:
+    """Whether the table holds a 2-D projection: ``umap_x``/``umap_y`` with at least one finite
+    point (a run analysed without features has the columns, all NaN)."""
+    return _has_projection(key, table)
 
 
 # ---- OOD -----------------------------------------------------------------------------------------

@@ -461,10 +461,42 @@ def test_run_without_ood_or_features_keeps_the_rest_working(
     goto(at, "ood.py")
     assert not at.exception and "no OOD scores" in at.error[0].value
     goto(at, "embeddings.py")
-    assert not at.exception and "no 2-D projection" in at.error[0].value
+    assert not at.exception and not at.error
+    assert "There is no projection: this run stores no features" in at.info[0].value
+    assert not [c for c in at.get("bidi_component") if c.proto.component_name == "datamap_scatter"]
+    goto(at, "review.py")
+    at.radio(key=K.W_REVIEW_KIND).set_value("suspected OOD").run()
+    assert not at.exception and not at.error
+    assert "This run has no OOD scores" in at.info[0].value
+    assert not any("Nothing to review" in i.value for i in at.info)
     for page in ("review.py", "export.py", "data_map.py"):
         goto(at, page)
         assert not at.exception and not at.error, page
+
+
+@pytest.mark.parametrize("stores_features", [False, True])
+def test_embeddings_says_plainly_there_is_no_projection(
+    stores_features: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Analysed with the OOD stage on, but without features (the projection columns exist, all
+    NaN) or with ``--projection none``: no empty chart, a message naming the command to run."""
+    import warnings
+
+    run = make_synthetic_run(tmp_path / "run", n_examples=300, n_eval=60 if stores_features else 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no features or logits"
+        table = analyze_run(run, AnalyzeOptions(extra={"projection": "none"}))
+    assert S.UMAP_X in table.columns and table[S.UMAP_X].isna().all()
+    at = app_for(run, monkeypatch)
+    goto(at, "embeddings.py")
+    assert not at.exception and not at.error
+    assert not [c for c in at.get("bidi_component") if c.proto.component_name == "datamap_scatter"]
+    assert not any(c.value.startswith("Drawing") for c in at.caption)
+    message = at.info[0].value
+    if stores_features:
+        assert "There is no projection yet" in message and f"`datamap project` `{run}`" in message
+    else:
+        assert "this run stores no features" in message and f"`datamap analyze` `{run}`" in message
 
 
 def test_a_clicked_point_opens_its_example_and_the_map_marks_it(at: AppTest, run: Path) -> None:
