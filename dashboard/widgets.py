@@ -699,13 +699,11 @@ def _linked_map(
     if sel is None or len(sel) == 0:
         st.info("Draw a lasso or a box on the chart (or click a point) to list those examples here.")
         return
-    head, clear = st.columns([4, 1], vertical_alignment="center")
-    head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
-    if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
-        selections.pop(page, None)
-        # a new chart key drops the lasso the browser still holds
-        st.session_state[K.CHART_GENERATION][page] = generation + 1
-        st.rerun()
+    # One clear control: the chart's "Clear selection" button (or a double-click, or Esc) drops
+    # the selection, its table and the example it opened. The table's own toolbar button would
+    # clear only the row pick, under the same name: it is hidden (_HIDE_TABLE_CLEAR).
+    st.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered); "
+                "**Clear selection** above the chart clears it")
     render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
                         what="this selection")
     clicked = None
@@ -713,13 +711,22 @@ def _linked_map(
         render_gallery(ctx, sel_rows, key=f"{page}_gallery", metric=S.CONFIDENCE,
                        what="selected")
     else:
-        clicked = render_selection_table(ctx, sel_rows, key=table_key)
+        st.html(_HIDE_TABLE_CLEAR)
+        with st.container(key=f"dm_selection_{page}"):
+            clicked = render_selection_table(ctx, sel_rows, key=table_key)
     ctx.timings["table"] = time.perf_counter() - t0
     shown = clicked if clicked is not None else open_id
     if shown is not None:
         render_example_view(ctx, shown, key=f"{page}_example")
     else:
         st.caption("Click a row (or a point on the map) to open the example.")
+
+
+_HIDE_TABLE_CLEAR = (
+    "<style>[class*='st-key-dm_selection_'] [data-testid='stElementToolbarButton']"
+    ":has(button[aria-label='Clear selection']) { display: none; }</style>"
+)
+"""CSS: a map's selection table shows no "Clear selection" of its own (the chart's clears both)."""
 
 
 def render_view_choice(page: str) -> str:

@@ -692,3 +692,40 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
         shot(pg, "example_view_1024x768")
     finally:
         context.close()
+
+
+def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Server, page: object) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+    clear = page.locator('.dm-tools [data-action="clear"]')  # type: ignore[attr-defined]
+    assert clear.is_disabled()  # nothing to clear yet
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    drag(page, area, [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)])
+    page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # pick a row of the selection table: its example opens
+    grid = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"^Example ")).first.wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # with the table's toolbar shown (hover), one control on the page is named "Clear selection":
+    # the chart's (the table's own toolbar button would clear only the row pick)
+    box = grid.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 60)  # type: ignore[attr-defined]
+    page.locator('[data-testid="stElementToolbar"]').first.wait_for()  # type: ignore[attr-defined]
+    visible = [b for b in page.get_by_role("button", name="Clear selection").all() if b.is_visible()]  # type: ignore[attr-defined]
+    assert len(visible) == 1, len(visible)
+    assert visible[0].get_attribute("data-action") == "clear"
+    assert page.locator('[data-testid="stElementToolbar"] [aria-label="Show/hide columns"]').first.is_visible()  # type: ignore[attr-defined]
+    shot(page, "data_map_selection_table")
+    visible[0].click()
+    page.get_by_text("Draw a lasso").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # the chart's selection, the table and the example it opened are gone
+    assert selection_shape(page) is None
+    assert page.get_by_text(re.compile(r"selected by")).count() == 0  # type: ignore[attr-defined]
+    assert page.get_by_text(re.compile(r"^Example ")).count() == 0  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0  # type: ignore[attr-defined]
+    assert clear.is_disabled()
+    no_exception(page)
