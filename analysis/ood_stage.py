@@ -310,6 +310,10 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     ) if written else {"format_version": ood_eval.EVAL_FORMAT_VERSION, "metrics": {},
                        "skipped": ["no OOD scores (the run stores no features or logits)"]}
     evaluation["diagnosis"] = diag_info
+    region = getattr(options, "thresholds", None)
+    if region is not None:  # the data-map thresholds the `region` column was assigned with
+        evaluation["region_thresholds"] = {"confidence": float(region.confidence),
+                                           "variability": float(region.variability)}
     evaluation["diagnosis_counts"] = D.counts(table[S.DIAGNOSIS])
     with runstore.atomic_path(run_dir / S.OOD_EVAL_FILE) as tmp:
         tmp.write_text(json.dumps(_plain(evaluation), indent=2, sort_keys=True, allow_nan=False) + "\n")

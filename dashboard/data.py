@@ -35,6 +35,7 @@ __all__ = [
     "MAX_PLOT_POINTS",
     "RunContext",
     "RunKey",
+    "analysis_thresholds",
     "apply_spec",
     "build_context",
     "class_names",
@@ -134,6 +135,20 @@ def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.
         return None
     score = info.get("score_column")
     return (str(score) if score else None), th
+
+
+def analysis_thresholds(run_dir: str | os.PathLike[str]) -> tuple[RegionThresholds, bool]:
+    """The data-map thresholds ``datamap analyze`` assigned the ``region`` column with
+    (``ood_eval.json["region_thresholds"]``), and whether the run records them; a run that does
+    not (analysed before they were recorded, or without the OOD stage) gets the defaults of
+    ``datamap analyze`` (0.5, 0.2)."""
+    info = (load_ood_eval(run_dir) or {}).get("region_thresholds")
+    if isinstance(info, dict):
+        conf, var = info.get("confidence"), info.get("variability")
+        if (isinstance(conf, int | float) and isinstance(var, int | float)
+                and 0.0 <= conf <= 1.0 and 0.0 <= var <= 0.5):  # the sidebar sliders' ranges
+            return RegionThresholds(confidence=float(conf), variability=float(var)), True
+    return RegionThresholds(), False
 
 
 @st.cache_resource(max_entries=3, show_spinner="Diagnosing…")

@@ -109,23 +109,83 @@ def _kept_widget(show: bool, key: str, default: Any, render: Callable[[Any], Any
     return value
 
 
-def render_thresholds(container: Any) -> RegionThresholds:
-    """Region threshold sliders (the data map regions are recomputed at these values).
+def kept_expander(label: str, key: str) -> Any:
+    """A sidebar ``st.expander(..., on_change="rerun")`` that stays open or closed across page
+    switches.
+
+    Streamlit gives a widget on another page another identity, which starts at its default
+    (closed): the state is therefore kept in :data:`dashboard.state.EXPANDERS_OPEN` too and
+    assigned to the widget's key before it is created, which the new identity takes up.
+    """
+    kept: dict[str, bool] = st.session_state.setdefault(K.EXPANDERS_OPEN, {})
+    st.session_state[key] = bool(st.session_state.get(key, kept.get(key, False)))
+    box = st.expander(label, key=key, on_change="rerun")
+    kept[key] = _is_open(box)
+    return box
+
+
+def render_thresholds(container: Any, run_dir: Path) -> RegionThresholds:
+    """Region threshold sliders (the data map regions are recomputed at these values), starting
+    at the thresholds the analysis used (:func:`dashboard.data.analysis_thresholds`).
 
     ``container`` may be an ``st.expander(..., on_change="rerun")``: the sliders are then
     rendered only while it is open, and the thresholds are kept while it is closed.
     """
+    start, _ = D.analysis_thresholds(run_dir)
     show = _is_open(container)
     with container:
-        conf = _kept_widget(show, K.W_CONF_THRESHOLD, 0.5, lambda v: st.slider(
+        conf = _kept_widget(show, K.W_CONF_THRESHOLD, start.confidence, lambda v: st.slider(
             "confidence threshold", 0.0, 1.0, v, 0.01, key=K.W_CONF_THRESHOLD,
             help="Left of the variability threshold: easy-to-learn at or above, hard-to-learn below.",
         ))
-        var = _kept_widget(show, K.W_VAR_THRESHOLD, 0.2, lambda v: st.slider(
+        var = _kept_widget(show, K.W_VAR_THRESHOLD, start.variability, lambda v: st.slider(
             "variability threshold", 0.0, 0.5, v, 0.01, key=K.W_VAR_THRESHOLD,
             help="At or above: ambiguous.",
         ))
     return RegionThresholds(confidence=float(conf), variability=float(var))
+
+
+def _analysis_values(run_dir: Path) -> dict[str, float]:
+    """Widget key → the value the analysis used, for every threshold slider of the run."""
+    region, _ = D.analysis_thresholds(run_dir)
+    values = {K.W_CONF_THRESHOLD: region.confidence, K.W_VAR_THRESHOLD: region.variability}
+    settings = D.diagnosis_settings(run_dir)
+    if settings is not None and settings[0] is not None:
+        values[K.W_OOD_QUANTILE] = settings[1].ood_quantile
+    return values
+
+
+def _reset_thresholds(values: dict[str, float]) -> None:
+    """Put the threshold sliders back to ``values`` (assigned, so the browser is sent them)."""
+    kept = _kept()
+    for key, value in values.items():
+        kept[key] = value
+        st.session_state[key] = value
+
+
+def render_threshold_reset(
+    container: Any, run_dir: Path, thresholds: RegionThresholds, ood_quantile: float | None,
+) -> None:
+    """"Reset to analysis values": the thresholds ``datamap analyze`` used (``ood_eval.json``)."""
+    if not _is_open(container):
+        return
+    values = _analysis_values(run_dir)
+    current = {K.W_CONF_THRESHOLD: thresholds.confidence, K.W_VAR_THRESHOLD: thresholds.variability,
+               K.W_OOD_QUANTILE: ood_quantile}
+    changed = any(current.get(key) is None or abs(float(current[key]) - value) > 1e-9  # type: ignore[arg-type]
+                  for key, value in values.items())
+    _, recorded = D.analysis_thresholds(run_dir)
+    with container:
+        st.button(
+            "Reset to analysis values", key=K.W_RESET_THRESHOLDS, width="stretch", disabled=not changed,
+            on_click=_reset_thresholds, args=(values,),
+            help="Back to the thresholds `datamap analyze` used: "
+                 + ", ".join(f"{name} {values[key]:g}" for key, name in (
+                     (K.W_CONF_THRESHOLD, "confidence"), (K.W_VAR_THRESHOLD, "variability"),
+                     (K.W_OOD_QUANTILE, "OOD quantile")) if key in values)
+                 + ("" if recorded else " (this run does not record its region thresholds: "
+                    "those are the defaults of `datamap analyze`)") + ".",
+        )
 
 
 def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
@@ -245,7 +305,7 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
         ranges: dict[str, tuple[float, float]] = {}
         # rendered only while open (its five widgets cost ~0.4 s of browser time on every page
         # load); the ranges set in it are kept while it is closed
-        box = st.expander("metric ranges", key=K.W_EXPAND_RANGES, on_change="rerun")
+        box = kept_expander("metric ranges", K.W_EXPAND_RANGES)
         show = _is_open(box)
         with box:
             for col in RANGE_COLUMNS:

@@ -729,3 +729,60 @@ def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Serv
     assert page.locator('[data-testid="stDataFrame"]').count() == 0  # type: ignore[attr-defined]
     assert clear.is_disabled()
     no_exception(page)
+
+
+def test_thresholds_stay_open_across_pages_and_reset_to_the_analysis_values(
+    server: Server, page: object, run_dir: Path,
+) -> None:
+    sidebar = page.locator('[data-testid="stSidebar"]')  # type: ignore[attr-defined]
+    expander = sidebar.locator("details").filter(has_text="Thresholds").first
+
+    def is_open() -> bool:
+        return expander.get_attribute("open") is not None
+
+    def slider_input(label: str) -> object:
+        return sidebar.locator('[data-testid="stSlider"]').filter(has_text=label).first.locator('input[type="range"]')
+
+    def slider_value(label: str) -> float:
+        return float(slider_input(label).input_value())  # type: ignore[attr-defined]
+
+    open_page(page, server.url, ready=MAP_READY)
+    assert not is_open()
+    expander.locator("summary").click()
+    wait_idle(page, settle=0.8)
+    assert is_open() and slider_value("confidence threshold") == pytest.approx(0.5)
+    reset = sidebar.get_by_role("button", name="Reset to analysis values")
+    assert reset.is_disabled()  # at the analysis' values
+    # move the confidence threshold with the keyboard: 0.50 → 0.55
+    slider_input("confidence threshold").focus()  # type: ignore[attr-defined]
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # type: ignore[attr-defined]
+    wait_idle(page, settle=1.0)
+    assert slider_value("confidence threshold") == pytest.approx(0.55)
+    # a page switch keeps the expander open, with the moved value
+    for title in ("OOD", "Review", "Data map"):
+        nav(page, title)
+        assert is_open(), title
+        assert slider_value("confidence threshold") == pytest.approx(0.55), title
+    no_exception(page)
+    # the regions follow the moved threshold: more hard-to-learn than the analysis gave
+    table = working_table(run_dir)
+    pick_multiselect(page, "region", S.HARD)
+    n_moved = shown_count(page)
+    assert n_moved > int((table[S.REGION] == S.HARD).sum())
+    shot(page, "thresholds_moved")
+    reset = sidebar.get_by_role("button", name="Reset to analysis values")
+    assert reset.is_enabled()
+    reset.click()
+    wait_idle(page, settle=1.0)
+    assert slider_value("confidence threshold") == pytest.approx(0.5)
+    assert shown_count(page) == int((table[S.REGION] == S.HARD).sum())
+    assert sidebar.get_by_role("button", name="Reset to analysis values").is_disabled()
+    # closed, it stays closed on another page
+    expander.locator("summary").click()
+    wait_idle(page, settle=0.8)
+    nav(page, "Review")
+    assert not is_open()
+    page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
+    no_exception(page)

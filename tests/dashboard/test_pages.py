@@ -600,3 +600,56 @@ def test_a_test_or_ood_example_shows_its_prediction_from_the_logits(at: AppTest,
         facts = at.table[0].value
         assert facts.loc["split", "value"] == split
         assert facts.loc["prediction", "value"] == f"class_{expected}"
+
+
+def test_reset_to_analysis_values_restores_the_thresholds_the_analysis_used(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from analysis.dynamics import RegionThresholds as RT
+
+    # analysed with other thresholds than the defaults: the sidebar starts (and resets) there
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    analyze_run(copy, AnalyzeOptions(thresholds=RT(confidence=0.62, variability=0.17),
+                                     extra={"projection": "pca", "ood_quantile": 0.9}))
+    recorded = json.loads((copy / S.OOD_EVAL_FILE).read_text())
+    assert recorded["region_thresholds"] == {"confidence": 0.62, "variability": 0.17}
+    table = pd.read_parquet(copy / S.TABLE_FILE)
+    at = app_for(copy, monkeypatch)
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    sliders = {s.key: s for s in at.sidebar.slider}
+    assert sliders[K.W_CONF_THRESHOLD].value == pytest.approx(0.62)
+    assert sliders[K.W_VAR_THRESHOLD].value == pytest.approx(0.17)
+    assert sliders[K.W_OOD_QUANTILE].value == pytest.approx(0.9)
+    reset = at.sidebar.button(key=K.W_RESET_THRESHOLDS)
+    assert reset.disabled  # already at the analysis' values
+    # at those values the regions and the diagnosis are the stored columns
+    at.sidebar.multiselect(key=K.W_REGIONS).set_value([S.AMBIGUOUS]).run()
+    assert shown(at) == int((table[S.REGION] == S.AMBIGUOUS).sum())
+    at.sidebar.slider(key=K.W_VAR_THRESHOLD).set_value(0.05).run()
+    at.sidebar.slider(key=K.W_CONF_THRESHOLD).set_value(0.8).run()
+    at.sidebar.slider(key=K.W_OOD_QUANTILE).set_value(0.5).run()
+    moved = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
+                           RT(confidence=0.8, variability=0.05))
+    assert shown(at) == int((moved == S.AMBIGUOUS).sum()) != int((table[S.REGION] == S.AMBIGUOUS).sum())
+    reset = at.sidebar.button(key=K.W_RESET_THRESHOLDS)
+    assert not reset.disabled
+    reset.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sliders = {s.key: s for s in at.sidebar.slider}
+    assert sliders[K.W_CONF_THRESHOLD].value == pytest.approx(0.62)
+    assert sliders[K.W_VAR_THRESHOLD].value == pytest.approx(0.17)
+    assert sliders[K.W_OOD_QUANTILE].value == pytest.approx(0.9)
+    assert shown(at) == int((table[S.REGION] == S.AMBIGUOUS).sum())
+    at.sidebar.multiselect(key=K.W_REGIONS).set_value([]).run()
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_ood"]).run()
+    assert shown(at) == int((table[S.DIAGNOSIS] == "suspect_ood").sum())
+    assert at.sidebar.button(key=K.W_RESET_THRESHOLDS).disabled
+    # closed, the thresholds still apply; the reset is inside the expander
+    at.session_state[K.W_EXPAND_THRESHOLDS] = False
+    at.run()
+    assert not [b for b in at.sidebar.button if b.key == K.W_RESET_THRESHOLDS]
+    assert shown(at) == int((table[S.DIAGNOSIS] == "suspect_ood").sum())
