@@ -454,8 +454,23 @@ def _fmt(v: Any) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "—"
     if isinstance(v, float | np.floating):
-        return f"{v:.3f}"
+        # three decimals, or three significant digits for very large or very small values, so
+        # that no number is wider than a narrow column
+        return f"{v:.3g}" if v != 0 and not 1e-3 <= abs(v) < 1e4 else f"{v:.3f}"
     return str(v)
+
+
+FACTS_CSS = (
+    "<style>[class*='st-key-dm_facts'] th { white-space: nowrap; }"
+    "[class*='st-key-dm_facts'] td { white-space: normal; overflow-wrap: anywhere; }</style>"
+)
+"""CSS: the example view's facts wrap their values inside the column (a narrow window cut them)."""
+
+
+def _fact(v: Any) -> str:
+    """A fact of the example view as text that wraps at its underscores (a zero-width space
+    after each), so `suspect_mislabeled` breaks into words in a narrow column, not mid-word."""
+    return _fmt(v).replace("_", "_\u200b")
 
 
 def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None:
@@ -468,7 +483,8 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
     r = ctx.table.iloc[row]
     with st.container(border=True):
         st.markdown(f"#### Example {code(example_id)}")
-        left, mid, right = st.columns([1, 1.5, 2])
+        # at 1024 px the facts need ~210 px: the image (a thumbnail) gives up some width
+        left, mid, right = st.columns([0.8, 1.9, 1.9])
         with left:
             stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
             img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
@@ -494,8 +510,11 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                     facts[name] = r.get(name)
             for name in D.ood_columns(ctx.table):
                 facts[name] = r.get(name)
-            # a static table: every row on the page, no inner scroll hiding the OOD scores
-            st.table(pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())))
+            # a static table: every row on the page, no inner scroll hiding the OOD scores; its
+            # values wrap (FACTS_CSS) rather than being cut in a narrow window
+            st.html(FACTS_CSS)
+            with st.container(key=f"dm_facts_{key}"):
+                st.table(pd.DataFrame({"value": [_fact(v) for v in facts.values()]}, index=list(facts.keys())))
         with right:
             traj = D.trajectory(ctx.run_dir, example_id)
             if traj is None or traj.empty:

@@ -677,8 +677,19 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
                  (("image", image), ("metrics", metrics), ("trajectory", trajectory))}
         assert all(b is not None and b["width"] > 40 and b["height"] > 40 for b in boxes.values()), boxes
         # every row of facts is in the page (a static table: no inner scroll hiding the OOD scores)
-        text = pg.locator('[data-testid="stTable"]').first.inner_text()
+        text = pg.locator('[data-testid="stTable"]').first.inner_text().replace("\u200b", "")
         assert "ood_mahalanobis" in text and "diagnosis" in text
+        # no value is cut: the table needs no horizontal scroll, and every cell shows its text
+        # whole (long values wrap inside the column)
+        cut = metrics.evaluate(
+            """e => { const wrap = e.querySelector('table').parentElement;
+                      const out = wrap.scrollWidth > wrap.clientWidth + 1 ? ['table scrolls'] : [];
+                      for (const c of e.querySelectorAll('th, td')) {
+                        if (c.scrollWidth > c.clientWidth + 1) out.push(c.innerText);
+                      }
+                      return out; }""")
+        assert cut == [], cut
+        assert "suspect_mislabeled" in text  # the first suspect's diagnosis, shown whole
 
         def overlap(a: dict, b: dict) -> bool:
             return (a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1
