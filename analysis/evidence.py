@@ -7,6 +7,12 @@
   feature space, by cosine similarity on L2-normalised features (the geometry of the kNN OOD
   score, Sun et al. 2022). Exact: the bank is scanned in blocks, so memory stays bounded at any
   bank size and the result equals a full sort.
+* :func:`training_neighbors` — the same for one example of a run. Up to
+  :data:`analysis.neighbors.EXACT_MAX_REFERENCE` training rows it is the exact search above; a
+  larger bank is indexed once (:class:`analysis.neighbors.NeighborIndex`, the clustered search of
+  the kNN OOD score, on the normalised rows: on unit vectors the Euclidean order is the cosine
+  order) and the index is kept for the next example, so each lookup compares a few thousand
+  rows instead of the whole bank.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from analysis import runstore
+from analysis import neighbors, runstore
 from analysis import schema as S
 
 __all__ = ["SUGGESTED_LABEL", "nearest_neighbors", "suggested_labels", "training_neighbors",
@@ -30,6 +36,11 @@ SUGGESTED_LABEL: str = getattr(S, "SUGGESTED_LABEL", "suggested_label")
 
 _BLOCK_ROWS = 65_536
 """Bank rows per block of :func:`nearest_neighbors` (a block of 65,536 x 512 float32 is 128 MiB)."""
+INDEX_CANDIDATES = 2048
+"""Bank rows the clustered search of :func:`training_neighbors` compares with each query."""
+_INDEXES: dict[tuple[str, int, int, int], neighbors.NeighborIndex] = {}
+"""Clustered indexes of large training banks, by (features file, mtime, size, candidates); the
+last one is kept (it holds the normalised bank: n_bank x (2 d + 1) float32)."""
 
 
 def suggested_labels(table: pd.DataFrame) -> pd.Series:
@@ -163,6 +174,14 @@ def training_neighbors(
     DataFrame or None
         ``example_id``, ``similarity``, nearest first (the example itself is never listed);
         None when the run stores no training features or none for this example.
+
+    Notes
+    -----
+    Up to :data:`analysis.neighbors.EXACT_MAX_REFERENCE` training rows the search is exact
+    (:func:`nearest_neighbors`). Above, the first call builds a clustered
+    :class:`~analysis.neighbors.NeighborIndex` of the normalised bank (kept for later calls on
+    the same features file) and each call compares :data:`INDEX_CANDIDATES` rows: a neighbour it
+    misses is replaced by a farther one, and the similarities listed are exact.
     """
     try:
         bank_ids, bank = runstore.load_features(run_dir, S.TRAIN_SPLIT)
@@ -177,8 +196,44 @@ def training_neighbors(
         return None
     query = np.asarray(feats[row:row + 1], dtype=np.float32)
     exclude = [row] if split == S.TRAIN_SPLIT else None
-    idx, sim = nearest_neighbors(query, bank, k=k, exclude=exclude)
+    if bank.shape[0] <= neighbors.EXACT_MAX_REFERENCE:
+        idx, sim = nearest_neighbors(query, bank, k=k, exclude=exclude)
+    else:
+        idx, sim = _indexed_neighbors(run_dir, bank, query, k=k, exclude=exclude)
     return pd.DataFrame({S.EXAMPLE_ID: np.asarray(bank_ids)[idx[0]], "similarity": sim[0]})
+
+
+def _bank_index(run_dir: str | os.PathLike[str], bank: NDArray[Any]) -> neighbors.NeighborIndex:
+    """The clustered index of a run's training features, built once per features file."""
+    path = runstore._run_dir(run_dir) / S.FEATURES_DIR / f"{S.TRAIN_SPLIT}.npy"
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, INDEX_CANDIDATES)
+    index = _INDEXES.get(key)
+    if index is None:
+        unit = np.empty(bank.shape, dtype=np.float32)
+        for start in range(0, bank.shape[0], _BLOCK_ROWS):
+            block = _normalised(bank[start:start + _BLOCK_ROWS])
+            unit[start:start + len(block)] = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+        index = neighbors.NeighborIndex(method="clustered", candidates=INDEX_CANDIDATES).fit(unit)
+        _INDEXES.clear()
+        _INDEXES[key] = index
+    return index
+
+
+def _indexed_neighbors(
+    run_dir: str | os.PathLike[str], bank: NDArray[Any], query: NDArray[np.float32], *, k: int,
+    exclude: list[int] | None,
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """:func:`nearest_neighbors` of one query through the bank's clustered index."""
+    index = _bank_index(run_dir, bank)
+    k_eff = int(min(k, bank.shape[0] - (1 if exclude else 0)))
+    unit = np.nan_to_num(_normalised(query), nan=0.0, posinf=0.0, neginf=0.0)
+    _, idx = index.kneighbors(unit, k_eff, exclude=exclude)
+    # on unit vectors ||a - b||^2 = 2 - 2 cos(a, b): the Euclidean order is the cosine order; the
+    # similarities are the dot products themselves (0 for a zero row, as in the exact search)
+    sim = (index.reference_[idx[0]] @ unit[0])[None, :].astype(np.float32)
+    order = np.lexsort((idx[0], -sim[0]))  # nearest first; ties: the lower bank row first
+    return idx[:, order].astype(np.int64), sim[:, order]
 
 
 def typical_examples(table: pd.DataFrame, label: int, *, n: int = 4) -> NDArray[np.int64]:

@@ -77,3 +77,55 @@ def test_training_neighbours_of_a_run(tmp_path) -> None:  # type: ignore[no-unty
     assert got[S.EXAMPLE_ID].tolist() == train_ids[ref.kneighbors(np.asarray(test[3:4]), 4)[1][0]].tolist()
     assert training_neighbors(run, -12345, "train") is None
     assert training_neighbors(run, test_ids[0], "ood:none") is None
+
+
+SAMPLE_RUN = __import__("pathlib").Path(__file__).resolve().parents[2] / "sample_data" / "run"
+
+
+def test_a_large_bank_goes_through_the_clustered_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the shipped sample run's real features (1,154 training rows of a digits MLP), with the
+    exact limit lowered so that the bank counts as large: the clustered index gives the exact
+    answer when its candidates cover the bank, and nearly the exact answer with few candidates;
+    the similarities it lists are always the true ones. The index is built once."""
+    from analysis import evidence, neighbors, runstore
+    from analysis.evidence import training_neighbors
+
+    train_ids, train = runstore.load_features(SAMPLE_RUN, "train")
+    test_ids, test = runstore.load_features(SAMPLE_RUN, "test")
+    x = np.asarray(train, dtype=np.float64)
+    assert len(x) > 1000
+    brute = NearestNeighbors(n_neighbors=9, metric="cosine", algorithm="brute").fit(x)
+    picks = range(0, len(x), 23)
+    exact = {i: training_neighbors(SAMPLE_RUN, train_ids[i], "train", k=8) for i in picks}
+    exact_test = training_neighbors(SAMPLE_RUN, test_ids[5], "test", k=8)
+    for i, got in exact.items():  # below the limit: the exact search (sklearn agrees)
+        assert got[S.EXAMPLE_ID].tolist() == train_ids[brute.kneighbors(x[i:i + 1])[1][0][1:]].tolist()
+
+    monkeypatch.setattr(neighbors, "EXACT_MAX_REFERENCE", 100)
+    monkeypatch.setattr(evidence, "_INDEXES", {})
+    # candidates covering the bank: the clustered search is exhaustive, so identical results
+    monkeypatch.setattr(evidence, "INDEX_CANDIDATES", 4096)
+    for i, want in exact.items():
+        got = training_neighbors(SAMPLE_RUN, train_ids[i], "train", k=8)
+        assert got[S.EXAMPLE_ID].tolist() == want[S.EXAMPLE_ID].tolist()
+        np.testing.assert_allclose(got["similarity"], want["similarity"], atol=1e-5)
+    got = training_neighbors(SAMPLE_RUN, test_ids[5], "test", k=8)
+    assert got[S.EXAMPLE_ID].tolist() == exact_test[S.EXAMPLE_ID].tolist()
+    (index,) = evidence._INDEXES.values()
+    assert index.method_ == "clustered" and len(evidence._INDEXES) == 1  # built once, reused
+
+    # few candidates: most true neighbours are found, and what is listed is measured exactly
+    monkeypatch.setattr(evidence, "INDEX_CANDIDATES", 150)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    position = {v: p for p, v in enumerate(train_ids.tolist())}
+    found = total = 0
+    for i, want in exact.items():
+        got = training_neighbors(SAMPLE_RUN, train_ids[i], "train", k=8)
+        rows = [position[v] for v in got[S.EXAMPLE_ID].tolist()]
+        assert i not in rows and len(rows) == 8
+        np.testing.assert_allclose(got["similarity"], unit[rows] @ unit[i], atol=1e-5)
+        assert (np.diff(got["similarity"].to_numpy()) <= 1e-7).all()  # nearest first
+        found += len(set(got[S.EXAMPLE_ID]) & set(want[S.EXAMPLE_ID]))
+        total += 8
+    assert found / total > 0.9, found / total
+    assert len(evidence._INDEXES) == 1  # the 4096-candidate index was replaced, not kept beside
