@@ -7,19 +7,27 @@
   feature space, by cosine similarity on L2-normalised features (the geometry of the kNN OOD
   score, Sun et al. 2022). Exact: the bank is scanned in blocks, so memory stays bounded at any
   bank size and the result equals a full sort.
+* :func:`training_neighbors` — the same for one example of a run. Up to
+  :data:`analysis.neighbors.EXACT_MAX_REFERENCE` training rows it is the search above; a larger
+  bank is held once as an exact :class:`analysis.neighbors.NeighborIndex` of its normalised rows
+  (on unit vectors the Euclidean order is the cosine order) and reused for the next example, so
+  a lookup is one matrix-vector product instead of reading and normalising the whole bank. The
+  index's clustered search is not used: for one query at a time its k-means build costs more than
+  hundreds of exact lookups, and it misses neighbours (``benchmarks/bench_evidence.py``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from analysis import runstore
+from analysis import neighbors, runstore
 from analysis import schema as S
 
 __all__ = ["SUGGESTED_LABEL", "nearest_neighbors", "suggested_labels", "training_neighbors",
@@ -30,6 +38,12 @@ SUGGESTED_LABEL: str = getattr(S, "SUGGESTED_LABEL", "suggested_label")
 
 _BLOCK_ROWS = 65_536
 """Bank rows per block of :func:`nearest_neighbors` (a block of 65,536 x 512 float32 is 128 MiB)."""
+INDEX_MAX_BYTES = 1 << 30
+"""Largest training bank (its normalised copy and the search's ranking matrix, n x (2 d + 1)
+float32) that :func:`training_neighbors` keeps in memory as a :class:`NeighborIndex`; a larger
+one is scanned from disk in blocks on every lookup."""
+_BANKS: dict[tuple[str, int, int], _KeptBank] = {}
+"""The last large training bank used, by (features file, mtime, size)."""
 
 
 def suggested_labels(table: pd.DataFrame) -> pd.Series:
@@ -163,9 +177,24 @@ def training_neighbors(
     DataFrame or None
         ``example_id``, ``similarity``, nearest first (the example itself is never listed);
         None when the run stores no training features or none for this example.
+
+    Notes
+    -----
+    Up to :data:`analysis.neighbors.EXACT_MAX_REFERENCE` training rows: :func:`nearest_neighbors`
+    over the stored bank. Above (up to :data:`INDEX_MAX_BYTES`), the first call builds an exact
+    :class:`~analysis.neighbors.NeighborIndex` of the normalised bank, kept for later calls on the
+    same features file; the neighbours are the same, found with one matrix-vector product.
     """
+    bank_file = runstore._run_dir(run_dir) / S.FEATURES_DIR / f"{S.TRAIN_SPLIT}.npy"
     try:
-        bank_ids, bank = runstore.load_features(run_dir, S.TRAIN_SPLIT)
+        stat = bank_file.stat()
+        key = (str(bank_file.resolve()), stat.st_mtime_ns, stat.st_size)
+        kept = _BANKS.get(key)
+        if kept is None:
+            bank_ids, bank = runstore.load_features(run_dir, S.TRAIN_SPLIT)
+            kept = _keep_bank(key, bank_ids, bank)
+        if kept is not None:  # a large bank, held normalised with its ids (no disk read)
+            return _kept_neighbors(run_dir, kept, example_id, split, k=k)
         if split == S.TRAIN_SPLIT:
             ids, feats = bank_ids, bank
         else:
@@ -179,6 +208,61 @@ def training_neighbors(
     exclude = [row] if split == S.TRAIN_SPLIT else None
     idx, sim = nearest_neighbors(query, bank, k=k, exclude=exclude)
     return pd.DataFrame({S.EXAMPLE_ID: np.asarray(bank_ids)[idx[0]], "similarity": sim[0]})
+
+
+@dataclass(frozen=True)
+class _KeptBank:
+    """A large training bank held in memory: its ids and an exact index of its unit rows."""
+
+    ids: NDArray[Any]
+    position: pd.Index
+    index: neighbors.NeighborIndex
+
+
+def _keep_bank(key: tuple[str, int, int], bank_ids: NDArray[Any], bank: NDArray[Any]) -> _KeptBank | None:
+    """Index ``bank`` and keep it under ``key`` when it is large (over the exact limit) and fits
+    :data:`INDEX_MAX_BYTES`; None (scan it) otherwise."""
+    n_bytes = bank.shape[0] * (2 * bank.shape[1] + 1) * 4
+    if bank.shape[0] <= neighbors.EXACT_MAX_REFERENCE or n_bytes > INDEX_MAX_BYTES:
+        return None
+    unit = np.empty(bank.shape, dtype=np.float32)
+    for start in range(0, bank.shape[0], _BLOCK_ROWS):
+        block = _normalised(bank[start:start + _BLOCK_ROWS])
+        unit[start:start + len(block)] = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+    ids = np.asarray(bank_ids)
+    kept = _KeptBank(ids=ids, position=pd.Index(ids),
+                     index=neighbors.NeighborIndex(method="exact").fit(unit))
+    _BANKS.clear()  # one bank at a time: the last run looked at
+    _BANKS[key] = kept
+    return kept
+
+
+def _kept_neighbors(
+    run_dir: str | os.PathLike[str], kept: _KeptBank, example_id: Any, split: str, *, k: int,
+) -> pd.DataFrame | None:
+    """:func:`training_neighbors` through a kept bank (the same neighbours as the scan)."""
+    reference = kept.index.reference_
+    if split == S.TRAIN_SPLIT:
+        row = int(kept.position.get_indexer([example_id])[0])
+        if row < 0:
+            return None
+        unit = reference[row:row + 1]
+        exclude: list[int] | None = [row]
+    else:
+        ids, feats = runstore.load_features(run_dir, split)
+        row = int(pd.Index(ids).get_indexer([example_id])[0])
+        if row < 0:
+            return None
+        unit = np.nan_to_num(_normalised(np.asarray(feats[row:row + 1], dtype=np.float32)),
+                             nan=0.0, posinf=0.0, neginf=0.0)
+        exclude = None
+    k_eff = int(min(k, reference.shape[0] - (1 if exclude else 0)))
+    _, idx = kept.index.kneighbors(unit, k_eff, exclude=exclude)
+    # on unit vectors ||a - b||^2 = 2 - 2 cos(a, b): the Euclidean order is the cosine order; the
+    # similarities are the dot products themselves (0 for a zero row, as in the scan)
+    sim = (reference[idx[0]] @ unit[0]).astype(np.float32)
+    order = np.lexsort((idx[0], -sim))  # nearest first; ties: the lower bank row first
+    return pd.DataFrame({S.EXAMPLE_ID: kept.ids[idx[0][order]], "similarity": sim[order]})
 
 
 def typical_examples(table: pd.DataFrame, label: int, *, n: int = 4) -> NDArray[np.int64]:

@@ -5,7 +5,8 @@ the ``ood_*`` columns (:mod:`analysis.ood`, fitted on the training split), ``uma
 (:mod:`analysis.projection`, fitted on the training split, cached in ``RUN_DIR/cache``) and the
 ``diagnosis`` column (:mod:`analysis.diagnosis`), and writes the OOD evaluation
 (:mod:`analysis.ood_eval`) to ``RUN_DIR/ood_eval.json`` atomically. A run without features or
-logits still analyses: the columns are NaN and the diagnosis comes from the region alone.
+logits still analyses: the columns are NaN and the diagnosis comes from the region alone. Rows
+without dynamics (test, OOD) get their ``final_pred`` from their stored logits (the argmax).
 
 Options (``AnalyzeOptions.extra``; every key optional):
 
@@ -131,6 +132,31 @@ def _finite_rows(arr: NDArray[Any], kind: str, split: str) -> NDArray[np.bool_]:
     return ok
 
 
+def _fill_predictions(table: pd.DataFrame, logits: dict[str, tuple[NDArray[np.intp], NDArray[Any]]]) -> None:
+    """Fill ``final_pred`` of the rows without dynamics (test, OOD) from their stored logits.
+
+    The dynamics give training rows the last epoch's prediction; evaluation and OOD rows have no
+    dynamics, but their logits are the final model's output, so their prediction is the argmax.
+    Rows that already have a prediction keep it; rows whose logits hold NaN or inf stay empty.
+    """
+    pred = np.full(len(table), -1, dtype=np.int64)
+    for pos, arr in logits.values():
+        values = np.asarray(arr)
+        finite = np.isfinite(values).all(axis=1)
+        pred[pos[finite]] = np.argmax(values[finite], axis=1)
+    if S.FINAL_PRED in table.columns:
+        column = pd.array(table[S.FINAL_PRED], dtype="Int32")
+        fill = column.isna() & (pred >= 0)
+    else:
+        column = pd.array(np.zeros(len(table), dtype=np.int32), dtype="Int32")
+        column[:] = pd.NA
+        fill = pred >= 0
+    if not fill.any():
+        return
+    column[fill] = pred[fill].astype(np.int32)
+    table[S.FINAL_PRED] = column
+
+
 def _score_kind(
     table: pd.DataFrame,
     columns: list[str],
@@ -233,6 +259,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         width = next(iter(logits.values()))[1].shape[1]
         if width != meta.n_classes:
             _warn(f"Stored logits have {width} columns but run.json lists {meta.n_classes} classes.")
+        else:
+            _fill_predictions(table, logits)
     if not feats and not logits:
         _warn(f"The run stores no features or logits ({S.FEATURES_DIR}/, {S.LOGITS_DIR}/): no OOD "
               "scores or projection; the diagnosis uses the data-map region alone.")
@@ -282,6 +310,10 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     ) if written else {"format_version": ood_eval.EVAL_FORMAT_VERSION, "metrics": {},
                        "skipped": ["no OOD scores (the run stores no features or logits)"]}
     evaluation["diagnosis"] = diag_info
+    region = getattr(options, "thresholds", None)
+    if region is not None:  # the data-map thresholds the `region` column was assigned with
+        evaluation["region_thresholds"] = {"confidence": float(region.confidence),
+                                           "variability": float(region.variability)}
     evaluation["diagnosis_counts"] = D.counts(table[S.DIAGNOSIS])
     with runstore.atomic_path(run_dir / S.OOD_EVAL_FILE) as tmp:
         tmp.write_text(json.dumps(_plain(evaluation), indent=2, sort_keys=True, allow_nan=False) + "\n")

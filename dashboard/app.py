@@ -57,7 +57,7 @@ with st.sidebar:
     summary_box = st.container()
     filters_box = st.container()
     # rendered only while open: its sliders cost ~0.3 s of browser time on every page load
-    thresholds_box = st.expander("Thresholds", key=K.W_EXPAND_THRESHOLDS, on_change="rerun")
+    thresholds_box = W.kept_expander("Thresholds", K.W_EXPAND_THRESHOLDS)
     st.text_input("your name (recorded with flags)", key=K.W_AUTHOR)
 
 if run_dir is None:
@@ -65,8 +65,9 @@ if run_dir is None:
         "No run directory given. Start the dashboard with `datamap serve RUN_DIR` "
         "(or `streamlit run dashboard/app.py -- RUN_DIR`)."))
 else:
-    thresholds = W.render_thresholds(thresholds_box)
+    thresholds = W.render_thresholds(thresholds_box, run_dir)
     ood_quantile = W.render_ood_quantile(thresholds_box, run_dir)
+    W.render_threshold_reset(thresholds_box, run_dir, thresholds, ood_quantile)
     ctx = D.load_context(run_dir, thresholds=thresholds, ood_quantile=ood_quantile)
     run_box.caption(f"run: {code(run_dir, limit=None)}")
     if ctx.table is not None:

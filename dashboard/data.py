@@ -35,10 +35,12 @@ __all__ = [
     "MAX_PLOT_POINTS",
     "RunContext",
     "RunKey",
+    "analysis_thresholds",
     "apply_spec",
     "build_context",
     "class_names",
     "load_ood_eval",
+    "has_projection",
     "ood_columns",
     "ood_curves",
     "plot_points",
@@ -133,6 +135,20 @@ def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.
         return None
     score = info.get("score_column")
     return (str(score) if score else None), th
+
+
+def analysis_thresholds(run_dir: str | os.PathLike[str]) -> tuple[RegionThresholds, bool]:
+    """The data-map thresholds ``datamap analyze`` assigned the ``region`` column with
+    (``ood_eval.json["region_thresholds"]``), and whether the run records them; a run that does
+    not (analysed before they were recorded, or without the OOD stage) gets the defaults of
+    ``datamap analyze`` (0.5, 0.2)."""
+    info = (load_ood_eval(run_dir) or {}).get("region_thresholds")
+    if isinstance(info, dict):
+        conf, var = info.get("confidence"), info.get("variability")
+        if (isinstance(conf, int | float) and isinstance(var, int | float)
+                and 0.0 <= conf <= 1.0 and 0.0 <= var <= 0.5):  # the sidebar sliders' ranges
+            return RegionThresholds(confidence=float(conf), variability=float(var)), True
+    return RegionThresholds(), False
 
 
 @st.cache_resource(max_entries=3, show_spinner="Diagnosing…")
@@ -510,6 +526,21 @@ def trajectory(run_dir: str | os.PathLike[str], example_id: Any) -> pd.DataFrame
     if hi <= lo:
         return None
     return pd.DataFrame({S.EPOCH: epoch[lo:hi], S.GOLD_PROB: gold[lo:hi]}).sort_values(S.EPOCH)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _has_projection(key: RunKey | None, _table: pd.DataFrame) -> bool:
+    if S.UMAP_X not in _table.columns or S.UMAP_Y not in _table.columns:
+        return False
+    x = _table[S.UMAP_X].to_numpy(dtype=np.float64, na_value=np.nan)
+    y = _table[S.UMAP_Y].to_numpy(dtype=np.float64, na_value=np.nan)
+    return bool((np.isfinite(x) & np.isfinite(y)).any())
+
+
+def has_projection(key: RunKey | None, table: pd.DataFrame) -> bool:
+    """Whether the table holds a 2-D projection: ``umap_x``/``umap_y`` with at least one finite
+    point (a run analysed without features has the columns, all NaN)."""
+    return _has_projection(key, table)
 
 
 # ---- OOD -----------------------------------------------------------------------------------------

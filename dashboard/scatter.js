@@ -5,7 +5,7 @@
 // Python sends the spec built by dashboard/scatter.py as `data`; the chart reports the drawn
 // shape as the state value `selection`, in data coordinates:
 //   {lasso: [{x: [...], y: [...]}]} | {box: [{x: [x0, x1], y: [y0, y1]}]}
-//   | {points: [{customdata: id}, ...]} | {} (cleared by a double-click or Esc)
+//   | {points: [{customdata: id}, ...]} | {} (cleared by "Clear selection", a double-click or Esc)
 // The server applies that shape to every filtered row, not only to the drawn sample.
 // `data.shape` is the shape to show on a new chart, or "keep": the chart keeps its own.
 //
@@ -61,6 +61,7 @@ function build(parent) {
       <button type="button" data-mode="lasso" title="Lasso select: draw around points">Lasso</button>
       <button type="button" data-mode="box" title="Box select: drag a rectangle">Box</button>
       <button type="button" data-mode="pan" title="Pan: drag to move; Ctrl + wheel zooms (or the wheel, once the chart has the focus)">Pan</button>
+      <button type="button" data-action="clear" title="Clear the selection (or double-click the chart, or Esc)" disabled>Clear selection</button>
       <button type="button" data-action="reset" title="Show the whole range again">Reset view</button>
       <button type="button" data-action="png" title="Download the chart as a PNG image">PNG</button>
     </div>
@@ -351,6 +352,7 @@ function draw(root) {
   for (const b of root.querySelectorAll(".dm-tools [data-mode]")) {
     b.setAttribute("aria-pressed", String(b.dataset.mode === m.mem.mode));
   }
+  root.querySelector('.dm-tools [data-action="clear"]').disabled = !m.shape;
 }
 
 function drawLegend(g, d, plot, ink) {
@@ -569,6 +571,13 @@ function wire(root) {
       m.mem.zoomed = false;
     }
     if (b.dataset.action === "png") { savePng(root); return; }
+    if (b.dataset.action === "clear") {
+      // the one clear control of a map page: the server drops the selection, its table and the
+      // example it opened (the same as a double-click or Esc)
+      clearTimeout(root.__click);
+      if (m.shape) commit(root, {});
+      return;
+    }
     draw(root);
   });
   area.addEventListener("pointerdown", (ev) => {

@@ -109,23 +109,83 @@ def _kept_widget(show: bool, key: str, default: Any, render: Callable[[Any], Any
     return value
 
 
-def render_thresholds(container: Any) -> RegionThresholds:
-    """Region threshold sliders (the data map regions are recomputed at these values).
+def kept_expander(label: str, key: str) -> Any:
+    """A sidebar ``st.expander(..., on_change="rerun")`` that stays open or closed across page
+    switches.
+
+    Streamlit gives a widget on another page another identity, which starts at its default
+    (closed): the state is therefore kept in :data:`dashboard.state.EXPANDERS_OPEN` too and
+    assigned to the widget's key before it is created, which the new identity takes up.
+    """
+    kept: dict[str, bool] = st.session_state.setdefault(K.EXPANDERS_OPEN, {})
+    st.session_state[key] = bool(st.session_state.get(key, kept.get(key, False)))
+    box = st.expander(label, key=key, on_change="rerun")
+    kept[key] = _is_open(box)
+    return box
+
+
+def render_thresholds(container: Any, run_dir: Path) -> RegionThresholds:
+    """Region threshold sliders (the data map regions are recomputed at these values), starting
+    at the thresholds the analysis used (:func:`dashboard.data.analysis_thresholds`).
 
     ``container`` may be an ``st.expander(..., on_change="rerun")``: the sliders are then
     rendered only while it is open, and the thresholds are kept while it is closed.
     """
+    start, _ = D.analysis_thresholds(run_dir)
     show = _is_open(container)
     with container:
-        conf = _kept_widget(show, K.W_CONF_THRESHOLD, 0.5, lambda v: st.slider(
+        conf = _kept_widget(show, K.W_CONF_THRESHOLD, start.confidence, lambda v: st.slider(
             "confidence threshold", 0.0, 1.0, v, 0.01, key=K.W_CONF_THRESHOLD,
             help="Left of the variability threshold: easy-to-learn at or above, hard-to-learn below.",
         ))
-        var = _kept_widget(show, K.W_VAR_THRESHOLD, 0.2, lambda v: st.slider(
+        var = _kept_widget(show, K.W_VAR_THRESHOLD, start.variability, lambda v: st.slider(
             "variability threshold", 0.0, 0.5, v, 0.01, key=K.W_VAR_THRESHOLD,
             help="At or above: ambiguous.",
         ))
     return RegionThresholds(confidence=float(conf), variability=float(var))
+
+
+def _analysis_values(run_dir: Path) -> dict[str, float]:
+    """Widget key → the value the analysis used, for every threshold slider of the run."""
+    region, _ = D.analysis_thresholds(run_dir)
+    values = {K.W_CONF_THRESHOLD: region.confidence, K.W_VAR_THRESHOLD: region.variability}
+    settings = D.diagnosis_settings(run_dir)
+    if settings is not None and settings[0] is not None:
+        values[K.W_OOD_QUANTILE] = settings[1].ood_quantile
+    return values
+
+
+def _reset_thresholds(values: dict[str, float]) -> None:
+    """Put the threshold sliders back to ``values`` (assigned, so the browser is sent them)."""
+    kept = _kept()
+    for key, value in values.items():
+        kept[key] = value
+        st.session_state[key] = value
+
+
+def render_threshold_reset(
+    container: Any, run_dir: Path, thresholds: RegionThresholds, ood_quantile: float | None,
+) -> None:
+    """"Reset to analysis values": the thresholds ``datamap analyze`` used (``ood_eval.json``)."""
+    if not _is_open(container):
+        return
+    values = _analysis_values(run_dir)
+    current = {K.W_CONF_THRESHOLD: thresholds.confidence, K.W_VAR_THRESHOLD: thresholds.variability,
+               K.W_OOD_QUANTILE: ood_quantile}
+    changed = any(current.get(key) is None or abs(float(current[key]) - value) > 1e-9  # type: ignore[arg-type]
+                  for key, value in values.items())
+    _, recorded = D.analysis_thresholds(run_dir)
+    with container:
+        st.button(
+            "Reset to analysis values", key=K.W_RESET_THRESHOLDS, width="stretch", disabled=not changed,
+            on_click=_reset_thresholds, args=(values,),
+            help="Back to the thresholds `datamap analyze` used: "
+                 + ", ".join(f"{name} {values[key]:g}" for key, name in (
+                     (K.W_CONF_THRESHOLD, "confidence"), (K.W_VAR_THRESHOLD, "variability"),
+                     (K.W_OOD_QUANTILE, "OOD quantile")) if key in values)
+                 + ("" if recorded else " (this run does not record its region thresholds: "
+                    "those are the defaults of `datamap analyze`)") + ".",
+        )
 
 
 def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
@@ -245,7 +305,7 @@ def render_filters(container: Any, ctx: D.RunContext) -> Any:
         ranges: dict[str, tuple[float, float]] = {}
         # rendered only while open (its five widgets cost ~0.4 s of browser time on every page
         # load); the ranges set in it are kept while it is closed
-        box = st.expander("metric ranges", key=K.W_EXPAND_RANGES, on_change="rerun")
+        box = kept_expander("metric ranges", K.W_EXPAND_RANGES)
         show = _is_open(box)
         with box:
             for col in RANGE_COLUMNS:
@@ -394,8 +454,23 @@ def _fmt(v: Any) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return "—"
     if isinstance(v, float | np.floating):
-        return f"{v:.3f}"
+        # three decimals, or three significant digits for very large or very small values, so
+        # that no number is wider than a narrow column
+        return f"{v:.3g}" if v != 0 and not 1e-3 <= abs(v) < 1e4 else f"{v:.3f}"
     return str(v)
+
+
+FACTS_CSS = (
+    "<style>[class*='st-key-dm_facts'] th { white-space: nowrap; }"
+    "[class*='st-key-dm_facts'] td { white-space: normal; overflow-wrap: anywhere; }</style>"
+)
+"""CSS: the example view's facts wrap their values inside the column (a narrow window cut them)."""
+
+
+def _fact(v: Any) -> str:
+    """A fact of the example view as text that wraps at its underscores (a zero-width space
+    after each), so `suspect_mislabeled` breaks into words in a narrow column, not mid-word."""
+    return _fmt(v).replace("_", "_\u200b")
 
 
 def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None:
@@ -408,7 +483,8 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
     r = ctx.table.iloc[row]
     with st.container(border=True):
         st.markdown(f"#### Example {code(example_id)}")
-        left, mid, right = st.columns([1, 1.5, 2])
+        # at 1024 px the facts need ~210 px: the image (a thumbnail) gives up some width
+        left, mid, right = st.columns([0.8, 1.9, 1.9])
         with left:
             stored = r.get(S.IMAGE) if S.IMAGE in ctx.table.columns else None
             img = D.image_for_display(stored, ctx.run_dir) if stored is not None else None
@@ -434,8 +510,11 @@ def render_example_view(ctx: D.RunContext, example_id: Any, *, key: str) -> None
                     facts[name] = r.get(name)
             for name in D.ood_columns(ctx.table):
                 facts[name] = r.get(name)
-            # a static table: every row on the page, no inner scroll hiding the OOD scores
-            st.table(pd.DataFrame({"value": [_fmt(v) for v in facts.values()]}, index=list(facts.keys())))
+            # a static table: every row on the page, no inner scroll hiding the OOD scores; its
+            # values wrap (FACTS_CSS) rather than being cut in a narrow window
+            st.html(FACTS_CSS)
+            with st.container(key=f"dm_facts_{key}"):
+                st.table(pd.DataFrame({"value": [_fact(v) for v in facts.values()]}, index=list(facts.keys())))
         with right:
             traj = D.trajectory(ctx.run_dir, example_id)
             if traj is None or traj.empty:
@@ -699,13 +778,11 @@ def _linked_map(
     if sel is None or len(sel) == 0:
         st.info("Draw a lasso or a box on the chart (or click a point) to list those examples here.")
         return
-    head, clear = st.columns([4, 1], vertical_alignment="center")
-    head.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered)")
-    if clear.button("Clear selection", key=f"{page}_clear", width="stretch"):
-        selections.pop(page, None)
-        # a new chart key drops the lasso the browser still holds
-        st.session_state[K.CHART_GENERATION][page] = generation + 1
-        st.rerun()
+    # One clear control: the chart's "Clear selection" button (or a double-click, or Esc) drops
+    # the selection, its table and the example it opened. The table's own toolbar button would
+    # clear only the row pick, under the same name: it is hidden (_HIDE_TABLE_CLEAR).
+    st.markdown(f"**{len(sel_rows):,} selected** by {sel.how} (of {ctx.n_filtered:,} filtered); "
+                "**Clear selection** above the chart clears it")
     render_bulk_actions(ctx, ctx.table[S.EXAMPLE_ID].to_numpy()[sel_rows], key=f"{page}_bulk",
                         what="this selection")
     clicked = None
@@ -713,13 +790,22 @@ def _linked_map(
         render_gallery(ctx, sel_rows, key=f"{page}_gallery", metric=S.CONFIDENCE,
                        what="selected")
     else:
-        clicked = render_selection_table(ctx, sel_rows, key=table_key)
+        st.html(_HIDE_TABLE_CLEAR)
+        with st.container(key=f"dm_selection_{page}"):
+            clicked = render_selection_table(ctx, sel_rows, key=table_key)
     ctx.timings["table"] = time.perf_counter() - t0
     shown = clicked if clicked is not None else open_id
     if shown is not None:
         render_example_view(ctx, shown, key=f"{page}_example")
     else:
         st.caption("Click a row (or a point on the map) to open the example.")
+
+
+_HIDE_TABLE_CLEAR = (
+    "<style>[class*='st-key-dm_selection_'] [data-testid='stElementToolbarButton']"
+    ":has(button[aria-label='Clear selection']) { display: none; }</style>"
+)
+"""CSS: a map's selection table shows no "Clear selection" of its own (the chart's clears both)."""
 
 
 def render_view_choice(page: str) -> str:

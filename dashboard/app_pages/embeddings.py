@@ -16,12 +16,23 @@ PROGRESS_POLL_S = 1.5  # seconds between two reads of the background projection'
 st.title("Embeddings")
 ctx = W.get_context()
 assert ctx.table is not None
-if S.UMAP_X not in ctx.table.columns or S.UMAP_Y not in ctx.table.columns:
-    st.error(
-        "This run has no 2-D projection (`umap_x`/`umap_y`). It needs stored features "
-        "(`features/<split>.npy`) and the projection step of the analysis: store the features "
-        f"with the recorder, then run `datamap analyze` {code(ctx.run_dir, limit=None)}."
-    )
+if not D.has_projection(ctx.key, ctx.table):
+    run = code(ctx.run_dir, limit=None)
+    if not any((ctx.run_dir / S.FEATURES_DIR).glob("*.npy")):
+        st.info(
+            "**There is no projection: this run stores no features.** This page maps the model's "
+            f"penultimate-layer features (`{S.FEATURES_DIR}/<split>.npy`) to 2-D. To get the map, "
+            "store the features of every split with `capture_split` (`analysis.integrations`; see "
+            f"docs/integrations.md), then run `datamap analyze` {run}. The Data map, OOD and "
+            "Review pages work without it.", icon=":material/info:",
+        )
+    else:
+        st.info(
+            "**There is no projection yet.** This run stores features but was analysed without a "
+            f"2-D map (`--projection none`). Compute the UMAP map with `datamap project` {run} (or "
+            f"a quick PCA map with `datamap analyze` {run} `--projection pca`), then reload this "
+            "page.", icon=":material/info:",
+        )
     st.stop()
 projection = projection_job.read_status(ctx.run_dir) or {}
 shows_pca = projection.get("table_method") == "pca"

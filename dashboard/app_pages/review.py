@@ -30,6 +30,15 @@ kinds = {
 kind_label = st.radio("show", list(kinds), horizontal=True, key=K.W_REVIEW_KIND)
 kind = kinds[kind_label]
 
+if kind == SUSPECT_OOD and not D.ood_columns(t):
+    st.info(
+        "**This run has no OOD scores**, so nothing is diagnosed as suspected OOD (the diagnosis "
+        "used the data-map region alone). OOD scores need stored logits and/or features "
+        "(`logits/<split>.npy`, `features/<split>.npy`, e.g. from `capture_split`); store them and "
+        f"run `datamap analyze` {code(ctx.run_dir, limit=None)}.", icon=":material/info:",
+    )
+    st.stop()
+
 rank_col: str | None = None
 ascending = True
 if kind == "flagged":

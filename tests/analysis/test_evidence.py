@@ -77,3 +77,51 @@ def test_training_neighbours_of_a_run(tmp_path) -> None:  # type: ignore[no-unty
     assert got[S.EXAMPLE_ID].tolist() == train_ids[ref.kneighbors(np.asarray(test[3:4]), 4)[1][0]].tolist()
     assert training_neighbors(run, -12345, "train") is None
     assert training_neighbors(run, test_ids[0], "ood:none") is None
+
+
+SAMPLE_RUN = __import__("pathlib").Path(__file__).resolve().parents[2] / "sample_data" / "run"
+
+
+def test_a_large_bank_is_searched_through_a_kept_index_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the shipped sample run's real features (1,154 training rows of a digits MLP), with the
+    exact limit lowered so that the bank counts as large: the neighbours come from a
+    NeighborIndex built once and kept, and are those of the blockwise scan (checked against
+    scikit-learn too); a bank over the memory budget is scanned as before."""
+    from analysis import evidence, neighbors, runstore
+    from analysis.evidence import training_neighbors
+
+    train_ids, train = runstore.load_features(SAMPLE_RUN, "train")
+    test_ids, _ = runstore.load_features(SAMPLE_RUN, "test")
+    x = np.asarray(train, dtype=np.float64)
+    assert len(x) > 1000
+    brute = NearestNeighbors(n_neighbors=9, metric="cosine", algorithm="brute").fit(x)
+    picks = range(0, len(x), 23)
+    monkeypatch.setattr(evidence, "_BANKS", {})
+    scanned = {i: training_neighbors(SAMPLE_RUN, train_ids[i], "train", k=8) for i in picks}
+    scanned_test = training_neighbors(SAMPLE_RUN, test_ids[5], "test", k=8)
+    assert evidence._BANKS == {}  # below the limit: the blockwise scan, no index
+    for i, got in scanned.items():
+        assert got[S.EXAMPLE_ID].tolist() == train_ids[brute.kneighbors(x[i:i + 1])[1][0][1:]].tolist()
+
+    monkeypatch.setattr(neighbors, "EXACT_MAX_REFERENCE", 100)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for i, want in scanned.items():
+        got = training_neighbors(SAMPLE_RUN, train_ids[i], "train", k=8)
+        assert got[S.EXAMPLE_ID].tolist() == want[S.EXAMPLE_ID].tolist()
+        np.testing.assert_allclose(got["similarity"], want["similarity"], atol=1e-5)
+        rows = [int(np.flatnonzero(train_ids == v)[0]) for v in got[S.EXAMPLE_ID]]
+        np.testing.assert_allclose(got["similarity"], unit[rows] @ unit[i], atol=1e-5)
+    got = training_neighbors(SAMPLE_RUN, test_ids[5], "test", k=8)
+    assert got[S.EXAMPLE_ID].tolist() == scanned_test[S.EXAMPLE_ID].tolist()
+    (kept,) = evidence._BANKS.values()  # built once, reused for every lookup
+    index = kept.index
+    assert index.method_ == "exact" and index.reference_.shape == x.shape
+    np.testing.assert_allclose(np.linalg.norm(index.reference_, axis=1), 1.0, atol=1e-5)
+    # over the memory budget: the bank is scanned again (no index kept), same answer
+    monkeypatch.setattr(evidence, "_BANKS", {})
+    monkeypatch.setattr(evidence, "INDEX_MAX_BYTES", 1000)
+    got = training_neighbors(SAMPLE_RUN, train_ids[0], "train", k=8)
+    assert got[S.EXAMPLE_ID].tolist() == scanned[0][S.EXAMPLE_ID].tolist()
+    assert evidence._BANKS == {}

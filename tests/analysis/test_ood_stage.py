@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import diagnosis as D
@@ -214,3 +216,44 @@ def test_combined_can_be_named_like_a_scorer(run_with_features):
     expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN].to_numpy(float)], train)
     np.testing.assert_allclose(table[S.OOD_COMBINED].to_numpy(float), expected)
     assert S.OOD_MSP not in table.columns
+
+
+SAMPLE_RUN = Path(__file__).resolve().parents[2] / "sample_data" / "run"
+
+
+def test_rows_without_dynamics_get_their_prediction_from_the_logits(tmp_path):
+    """On a copy of the shipped sample run (real digits, test and OOD splits with logits): the
+    test and OOD rows' ``final_pred`` is the argmax of their stored logits, read here straight
+    from the ``.npy`` files; the training rows keep their last epoch's prediction."""
+    import shutil
+
+    run = tmp_path / "sample"
+    shutil.copytree(SAMPLE_RUN, run, ignore=shutil.ignore_patterns(
+        S.TABLE_FILE, S.FLAGS_FILE + "*", S.EXPORTS_DIR, S.CACHE_DIR))
+    # a test row whose logits hold NaN keeps no prediction
+    logits_test = np.load(run / S.LOGITS_DIR / "test.npy")
+    logits_test[0, 3] = np.nan
+    np.save(run / S.LOGITS_DIR / "test.npy", logits_test)
+    with pytest.warns(UserWarning, match="hold NaN"):
+        table = analyze_run(run, AnalyzeOptions(extra={"projection": "none"}), write=False)
+    pred = table.set_index(S.EXAMPLE_ID)[S.FINAL_PRED]
+    expected: dict[int, int] = {}
+    for stem in ("test", "ood__near", "ood__far"):
+        ids = pd.read_parquet(run / S.LOGITS_DIR / f"{stem}.ids.parquet").iloc[:, 0].tolist()
+        logits = np.load(run / S.LOGITS_DIR / f"{stem}.npy")
+        assert len(ids) == len(logits) > 0
+        for example_id, row in zip(ids, logits, strict=True):
+            if np.isfinite(row).all():
+                expected[int(example_id)] = int(max(range(len(row)), key=lambda c: row[c]))
+    nan_id = int(pd.read_parquet(run / S.LOGITS_DIR / "test.ids.parquet").iloc[0, 0])
+    assert pd.isna(pred.loc[nan_id])
+    got = {i: int(pred.loc[i]) for i in expected}
+    assert got == expected
+    # training rows: the prediction of their last recorded epoch (from the dynamics file)
+    dyn = pd.read_parquet(run / S.DYNAMICS_DIR)
+    last = dyn.sort_values("epoch").groupby(S.EXAMPLE_ID)["pred"].last()
+    train_ids = table.loc[table[S.SPLIT] == S.TRAIN_SPLIT, S.EXAMPLE_ID]
+    assert (pred.loc[train_ids].astype(int).to_numpy() == last.loc[train_ids].to_numpy()).all()
+    # every row with logits now has a prediction
+    split = table.set_index(S.EXAMPLE_ID)[S.SPLIT]
+    assert pred[split != S.TRAIN_SPLIT].notna().sum() == len(expected)

@@ -677,8 +677,19 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
                  (("image", image), ("metrics", metrics), ("trajectory", trajectory))}
         assert all(b is not None and b["width"] > 40 and b["height"] > 40 for b in boxes.values()), boxes
         # every row of facts is in the page (a static table: no inner scroll hiding the OOD scores)
-        text = pg.locator('[data-testid="stTable"]').first.inner_text()
+        text = pg.locator('[data-testid="stTable"]').first.inner_text().replace("\u200b", "")
         assert "ood_mahalanobis" in text and "diagnosis" in text
+        # no value is cut: the table needs no horizontal scroll, and every cell shows its text
+        # whole (long values wrap inside the column)
+        cut = metrics.evaluate(
+            """e => { const wrap = e.querySelector('table').parentElement;
+                      const out = wrap.scrollWidth > wrap.clientWidth + 1 ? ['table scrolls'] : [];
+                      for (const c of e.querySelectorAll('th, td')) {
+                        if (c.scrollWidth > c.clientWidth + 1) out.push(c.innerText);
+                      }
+                      return out; }""")
+        assert cut == [], cut
+        assert "suspect_mislabeled" in text  # the first suspect's diagnosis, shown whole
 
         def overlap(a: dict, b: dict) -> bool:
             return (a["x"] < b["x"] + b["width"] - 1 and b["x"] < a["x"] + a["width"] - 1
@@ -692,3 +703,97 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
         shot(pg, "example_view_1024x768")
     finally:
         context.close()
+
+
+def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Server, page: object) -> None:
+    open_page(page, server.url, ready=MAP_READY)
+    clear = page.locator('.dm-tools [data-action="clear"]')  # type: ignore[attr-defined]
+    assert clear.is_disabled()  # nothing to clear yet
+    area = page.locator(MAP_READY).first.bounding_box()  # type: ignore[attr-defined]
+    drag(page, area, [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)])
+    page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # pick a row of the selection table: its example opens
+    grid = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
+    page.get_by_text(re.compile(r"^Example ")).first.wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # with the table's toolbar shown (hover), one control on the page is named "Clear selection":
+    # the chart's (the table's own toolbar button would clear only the row pick)
+    box = grid.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 60)  # type: ignore[attr-defined]
+    page.locator('[data-testid="stElementToolbar"]').first.wait_for()  # type: ignore[attr-defined]
+    visible = [b for b in page.get_by_role("button", name="Clear selection").all() if b.is_visible()]  # type: ignore[attr-defined]
+    assert len(visible) == 1, len(visible)
+    assert visible[0].get_attribute("data-action") == "clear"
+    assert page.locator('[data-testid="stElementToolbar"] [aria-label="Show/hide columns"]').first.is_visible()  # type: ignore[attr-defined]
+    shot(page, "data_map_selection_table")
+    visible[0].click()
+    page.get_by_text("Draw a lasso").wait_for()  # type: ignore[attr-defined]
+    wait_idle(page)
+    # the chart's selection, the table and the example it opened are gone
+    assert selection_shape(page) is None
+    assert page.get_by_text(re.compile(r"selected by")).count() == 0  # type: ignore[attr-defined]
+    assert page.get_by_text(re.compile(r"^Example ")).count() == 0  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stDataFrame"]').count() == 0  # type: ignore[attr-defined]
+    assert clear.is_disabled()
+    no_exception(page)
+
+
+def test_thresholds_stay_open_across_pages_and_reset_to_the_analysis_values(
+    server: Server, page: object, run_dir: Path,
+) -> None:
+    sidebar = page.locator('[data-testid="stSidebar"]')  # type: ignore[attr-defined]
+    expander = sidebar.locator("details").filter(has_text="Thresholds").first
+
+    def is_open() -> bool:
+        return expander.get_attribute("open") is not None
+
+    def slider_input(label: str) -> object:
+        return sidebar.locator('[data-testid="stSlider"]').filter(has_text=label).first.locator('input[type="range"]')
+
+    def slider_value(label: str) -> float:
+        return float(slider_input(label).input_value())  # type: ignore[attr-defined]
+
+    open_page(page, server.url, ready=MAP_READY)
+    assert not is_open()
+    expander.locator("summary").click()
+    wait_idle(page, settle=0.8)
+    assert is_open() and slider_value("confidence threshold") == pytest.approx(0.5)
+    reset = sidebar.get_by_role("button", name="Reset to analysis values")
+    assert reset.is_disabled()  # at the analysis' values
+    # move the confidence threshold with the keyboard: 0.50 → 0.55
+    slider_input("confidence threshold").focus()  # type: ignore[attr-defined]
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # type: ignore[attr-defined]
+    wait_idle(page, settle=1.0)
+    assert slider_value("confidence threshold") == pytest.approx(0.55)
+    # a page switch keeps the expander open, with the moved value
+    for title in ("OOD", "Review", "Data map"):
+        nav(page, title)
+        assert is_open(), title
+        assert slider_value("confidence threshold") == pytest.approx(0.55), title
+    no_exception(page)
+    # the regions follow the moved threshold: more hard-to-learn than the analysis gave
+    table = working_table(run_dir)
+    pick_multiselect(page, "region", S.HARD)
+    n_moved = shown_count(page)
+    assert n_moved > int((table[S.REGION] == S.HARD).sum())
+    shot(page, "thresholds_moved")
+    reset = sidebar.get_by_role("button", name="Reset to analysis values")
+    assert reset.is_enabled()
+    reset.click()
+    wait_idle(page, settle=1.0)
+    assert slider_value("confidence threshold") == pytest.approx(0.5)
+    assert shown_count(page) == int((table[S.REGION] == S.HARD).sum())
+    assert sidebar.get_by_role("button", name="Reset to analysis values").is_disabled()
+    # closed, it stays closed on another page
+    expander.locator("summary").click()
+    wait_idle(page, settle=0.8)
+    nav(page, "Review")
+    assert not is_open()
+    page.get_by_role("button", name="Reset filters").click()  # type: ignore[attr-defined]
+    wait_idle(page, settle=0.8)
+    no_exception(page)

@@ -461,10 +461,42 @@ def test_run_without_ood_or_features_keeps_the_rest_working(
     goto(at, "ood.py")
     assert not at.exception and "no OOD scores" in at.error[0].value
     goto(at, "embeddings.py")
-    assert not at.exception and "no 2-D projection" in at.error[0].value
+    assert not at.exception and not at.error
+    assert "There is no projection: this run stores no features" in at.info[0].value
+    assert not [c for c in at.get("bidi_component") if c.proto.component_name == "datamap_scatter"]
+    goto(at, "review.py")
+    at.radio(key=K.W_REVIEW_KIND).set_value("suspected OOD").run()
+    assert not at.exception and not at.error
+    assert "This run has no OOD scores" in at.info[0].value
+    assert not any("Nothing to review" in i.value for i in at.info)
     for page in ("review.py", "export.py", "data_map.py"):
         goto(at, page)
         assert not at.exception and not at.error, page
+
+
+@pytest.mark.parametrize("stores_features", [False, True])
+def test_embeddings_says_plainly_there_is_no_projection(
+    stores_features: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Analysed with the OOD stage on, but without features (the projection columns exist, all
+    NaN) or with ``--projection none``: no empty chart, a message naming the command to run."""
+    import warnings
+
+    run = make_synthetic_run(tmp_path / "run", n_examples=300, n_eval=60 if stores_features else 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no features or logits"
+        table = analyze_run(run, AnalyzeOptions(extra={"projection": "none"}))
+    assert S.UMAP_X in table.columns and table[S.UMAP_X].isna().all()
+    at = app_for(run, monkeypatch)
+    goto(at, "embeddings.py")
+    assert not at.exception and not at.error
+    assert not [c for c in at.get("bidi_component") if c.proto.component_name == "datamap_scatter"]
+    assert not any(c.value.startswith("Drawing") for c in at.caption)
+    message = at.info[0].value
+    if stores_features:
+        assert "There is no projection yet" in message and f"`datamap project` `{run}`" in message
+    else:
+        assert "this run stores no features" in message and f"`datamap analyze` `{run}`" in message
 
 
 def test_a_clicked_point_opens_its_example_and_the_map_marks_it(at: AppTest, run: Path) -> None:
@@ -550,3 +582,75 @@ def test_example_view_shows_the_trajectory(at: AppTest, run: Path) -> None:
     svgs = [json.loads(c.proto.json) for c in at.get("bidi_component") if c.proto.component_name == "datamap_svg"]
     assert len(svgs) == 1 and svgs[0].count("<circle") == 10  # the trajectory: one marker per epoch
     assert np.isfinite(float(ids[1]))
+
+
+def test_a_test_or_ood_example_shows_its_prediction_from_the_logits(at: AppTest, run: Path) -> None:
+    from analysis.runstore import load_logits
+    from dashboard.data import Selection
+
+    for split in ("test", "ood:far"):
+        ids, logits = load_logits(run, split)
+        example_id = ids[4]
+        expected = int(np.argmax(np.asarray(logits)[4]))
+        at.session_state[K.SELECTION] = {"data_map": Selection(
+            ids=np.asarray([example_id]), how="points", shape={"points": [{"customdata": int(example_id)}]})}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any(f"Example `{example_id}`" in m.value for m in at.markdown)
+        facts = at.table[0].value
+        assert facts.loc["split", "value"] == split
+        # (values wrap at their underscores: a zero-width space follows each)
+        assert facts.loc["prediction", "value"].replace("\u200b", "") == f"class_{expected}"
+
+
+def test_reset_to_analysis_values_restores_the_thresholds_the_analysis_used(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from analysis.dynamics import RegionThresholds as RT
+
+    # analysed with other thresholds than the defaults: the sidebar starts (and resets) there
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    analyze_run(copy, AnalyzeOptions(thresholds=RT(confidence=0.62, variability=0.17),
+                                     extra={"projection": "pca", "ood_quantile": 0.9}))
+    recorded = json.loads((copy / S.OOD_EVAL_FILE).read_text())
+    assert recorded["region_thresholds"] == {"confidence": 0.62, "variability": 0.17}
+    table = pd.read_parquet(copy / S.TABLE_FILE)
+    at = app_for(copy, monkeypatch)
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    sliders = {s.key: s for s in at.sidebar.slider}
+    assert sliders[K.W_CONF_THRESHOLD].value == pytest.approx(0.62)
+    assert sliders[K.W_VAR_THRESHOLD].value == pytest.approx(0.17)
+    assert sliders[K.W_OOD_QUANTILE].value == pytest.approx(0.9)
+    reset = at.sidebar.button(key=K.W_RESET_THRESHOLDS)
+    assert reset.disabled  # already at the analysis' values
+    # at those values the regions and the diagnosis are the stored columns
+    at.sidebar.multiselect(key=K.W_REGIONS).set_value([S.AMBIGUOUS]).run()
+    assert shown(at) == int((table[S.REGION] == S.AMBIGUOUS).sum())
+    at.sidebar.slider(key=K.W_VAR_THRESHOLD).set_value(0.05).run()
+    at.sidebar.slider(key=K.W_CONF_THRESHOLD).set_value(0.8).run()
+    at.sidebar.slider(key=K.W_OOD_QUANTILE).set_value(0.5).run()
+    moved = assign_regions(table[S.CONFIDENCE].to_numpy(float), table[S.VARIABILITY].to_numpy(float),
+                           RT(confidence=0.8, variability=0.05))
+    assert shown(at) == int((moved == S.AMBIGUOUS).sum()) != int((table[S.REGION] == S.AMBIGUOUS).sum())
+    reset = at.sidebar.button(key=K.W_RESET_THRESHOLDS)
+    assert not reset.disabled
+    reset.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sliders = {s.key: s for s in at.sidebar.slider}
+    assert sliders[K.W_CONF_THRESHOLD].value == pytest.approx(0.62)
+    assert sliders[K.W_VAR_THRESHOLD].value == pytest.approx(0.17)
+    assert sliders[K.W_OOD_QUANTILE].value == pytest.approx(0.9)
+    assert shown(at) == int((table[S.REGION] == S.AMBIGUOUS).sum())
+    at.sidebar.multiselect(key=K.W_REGIONS).set_value([]).run()
+    at.sidebar.multiselect(key=K.W_DIAGNOSES).set_value(["suspect_ood"]).run()
+    assert shown(at) == int((table[S.DIAGNOSIS] == "suspect_ood").sum())
+    assert at.sidebar.button(key=K.W_RESET_THRESHOLDS).disabled
+    # closed, the thresholds still apply; the reset is inside the expander
+    at.session_state[K.W_EXPAND_THRESHOLDS] = False
+    at.run()
+    assert not [b for b in at.sidebar.button if b.key == K.W_RESET_THRESHOLDS]
+    assert shown(at) == int((table[S.DIAGNOSIS] == "suspect_ood").sum())
