@@ -29,6 +29,9 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
+``label_neighbors``        bool, default True: re-rank the label issues with the label
+                           disagreement of training-feature neighbours where it agrees with the
+                           dynamics (:func:`analysis.noise.refine_with_neighbors`)
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_M
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
-    "fpr_definition", "knn_max_train",
+    "fpr_definition", "knn_max_train", "label_neighbors",
 })
 KNN_MAX_TRAIN = 200_000
 """Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
@@ -301,6 +304,13 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if S.LABEL_ISSUE not in table.columns and (S.LOSS_MEAN in table.columns
                                                 or S.CONFIDENCE in table.columns):
         table[S.LABEL_ISSUE], label_info = noise.label_issues(table)
+    if (S.LABEL_ISSUE in table.columns and isinstance(label_info, dict) and S.TRAIN_SPLIT in feats
+            and extra.get("label_neighbors", True)):
+        pos_train, arr_train = feats[S.TRAIN_SPLIT]
+        t0 = time.perf_counter()
+        table[S.LABEL_ISSUE], label_info = noise.refine_with_neighbors(table, pos_train, arr_train,
+                                                                       label_info)
+        log.info("label issues: neighbour check in %.2f s", time.perf_counter() - t0)
     table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
     if label_info is not None:
         diag_info["label_issues"] = label_info

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis import diagnosis as D
+from analysis import noise, runstore
 from analysis import ood as O
-from analysis import runstore
 from analysis import schema as S
 from analysis.cli import main as cli_main
 from analysis.pipeline import AnalyzeOptions, analyze_run
@@ -85,6 +85,22 @@ def test_ood_eval_file(analysed):
     assert ev["metrics"][S.OOD_COMBINED]["ood:far"]["auroc"] > 0.99
     assert sum(ev["diagnosis_counts"].values()) == N_TRAIN + 2 * N_EVAL
     assert not list(run.glob(f".{S.OOD_EVAL_FILE}.*"))  # no temporary files left behind
+    # how the label issues were chosen: the mixture's count, re-ranked with neighbours or not
+    issues = ev["diagnosis"]["label_issues"]
+    neighbours = issues["neighbors"]
+    assert neighbours["k"] == noise.NEIGHBOR_K and 0.0 <= neighbours["agreement_auroc"] <= 1.0
+    assert neighbours["used"] == (neighbours["agreement_auroc"] >= noise.NEIGHBOR_GATE)
+    assert issues["method"] == (noise.NEIGHBOR_METHOD if neighbours["used"] else noise.METHOD)
+    assert int(analysed[1][S.LABEL_ISSUE].sum()) == issues["n_issues"]
+
+
+def test_label_neighbors_can_be_switched_off(run_with_features):
+    table = analyze_run(run_with_features, AnalyzeOptions(
+        extra={"projection": "none", "label_neighbors": False}), write=False)
+    mixture, _ = noise.label_issues(table)
+    assert table[S.LABEL_ISSUE].to_numpy(bool).tolist() == mixture.tolist()
+    ev = json.loads((run_with_features / S.OOD_EVAL_FILE).read_text())
+    assert "neighbors" not in ev["diagnosis"]["label_issues"]
 
 
 def test_second_analyze_reuses_the_projection_cache(analysed):
