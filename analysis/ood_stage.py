@@ -13,7 +13,8 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``ood_scorers``            columns or short names to compute (default: all that the run allows)
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
-``knn_k``                  int or "auto" (default): ``clip(round(n_bank / 200), 1, 50)``
+``knn_k``                  int or "auto" (default): ``clip(round(n_bank / 200), 1, 50)`` (``ood_knn``
+                           and ``ood_knn_mean``)
 ``knn_max_train``          int or None, default 200_000: the kNN neighbour bank (random training
                            rows) is capped at this size; above 10k bank rows the search is
                            clustered (:mod:`analysis.neighbors`), so scoring stays linear in n
@@ -24,7 +25,7 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
                            (default ``max_fit_rows=20_000``)
 ``diagnosis_scorer``       column used by the diagnosis (default: ``ood_combined`` when
-                           ``ood_rmd`` and ``ood_knn`` were computed, else the first of
+                           ``ood_rmd`` and ``ood_knn_mean`` were computed, else the first of
                            ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
@@ -56,9 +57,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["add_ood_columns", "DIAGNOSIS_PREFERENCE", "OPTION_KEYS"]
 
-COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN)
+COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN_MEAN)
 """The scores :func:`combined_score` ranks and averages (chosen by ``benchmarks/suite.py``)."""
-DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN, S.OOD_MAXLOGIT)
+DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN,
+                        S.OOD_KNN_MEAN, S.OOD_MAXLOGIT)
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
@@ -248,6 +250,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         S.OOD_RMD: {"shrinkage": extra.get("mahalanobis_shrinkage")},
         S.OOD_KNN: {"k": _knn_k(extra.get("knn_k", "auto")),
                     "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
+        S.OOD_KNN_MEAN: {"k": _knn_k(extra.get("knn_k", "auto")),
+                         "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
     }
 
     attrs = dict(table.attrs)

@@ -224,12 +224,12 @@ def test_combined_score_by_hand():
 
 def test_combined_can_be_named_like_a_scorer(run_with_features):
     table = analyze_run(run_with_features, AnalyzeOptions(extra={
-        "projection": "none", "ood_scorers": ["rmd", "knn", "combined"], "diagnosis_scorer": "combined"}),
+        "projection": "none", "ood_scorers": ["rmd", "knn_mean", "combined"], "diagnosis_scorer": "combined"}),
         write=False)
     from analysis.ood_stage import combined_score
 
     train = (table[S.SPLIT] == S.TRAIN_SPLIT).to_numpy()
-    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN].to_numpy(float)], train)
+    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN_MEAN].to_numpy(float)], train)
     np.testing.assert_allclose(table[S.OOD_COMBINED].to_numpy(float), expected)
     assert S.OOD_MSP not in table.columns
 
