@@ -255,6 +255,12 @@ def neighbor_disagreement(
     >>> neighbor_disagreement(x, [0, 0, 1, 1, 1], k=2).tolist()
     [0.5, 0.5, 1.0, 0.0, 0.0]
     """
+    index, unit, y = _neighbor_index(features, labels)
+    return _disagreement(index, unit, y, queries, k)
+
+
+def _neighbor_index(features: ArrayLike, labels: ArrayLike) -> tuple[Any, NDArray[np.float32], NDArray[np.int64]]:
+    """A fitted :class:`analysis.neighbors.NeighborIndex` over the L2-normalised rows."""
     from analysis.neighbors import NeighborIndex
 
     x = np.asarray(features, dtype=np.float32)
@@ -265,9 +271,14 @@ def neighbor_disagreement(
     if x.shape[0] < 2:
         raise ValueError(f"Expected at least 2 rows for neighbours, got {x.shape[0]}.")
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
-    q = np.arange(x.shape[0]) if queries is None else np.asarray(queries, dtype=np.intp)
-    k = int(min(k, x.shape[0] - 1))
-    _, found = NeighborIndex().fit(unit).kneighbors(unit[q], k, exclude=q)
+    return NeighborIndex().fit(unit), unit, y
+
+
+def _disagreement(index: Any, unit: NDArray[np.float32], y: NDArray[np.int64],
+                  queries: NDArray[np.intp] | None, k: int) -> NDArray[np.float64]:
+    q = np.arange(unit.shape[0]) if queries is None else np.asarray(queries, dtype=np.intp)
+    k = int(min(k, unit.shape[0] - 1))
+    _, found = index.kneighbors(unit[q], k, exclude=q)
     return np.asarray((y[found] != y[q, None]).mean(axis=1), dtype=np.float64)
 
 
@@ -367,14 +378,20 @@ def refine_with_neighbors(
     sample = scored
     if scored.size > NEIGHBOR_GATE_SAMPLE:
         sample = np.sort(np.random.default_rng(0).choice(scored, NEIGHBOR_GATE_SAMPLE, replace=False))
-    dis = neighbor_disagreement(x, labels, k=k, queries=sample)
+    index, unit, labels = _neighbor_index(x, labels)
+    dis = _disagreement(index, unit, labels, sample, k)
     agreement = separation_auroc(dis, issue[pos[sample]])
     record["agreement_auroc"] = agreement
     if not agreement >= gate:  # NaN (one class empty in the sample) counts as not agreeing
         record["reason"] = f"disagreement separates the mixture's issues at AUROC {agreement:.3f} < {gate}"
         return issue, out
-    if sample.size < scored.size:
-        dis = neighbor_disagreement(x, labels, k=k, queries=scored)
+    if sample.size < scored.size:  # the rest of the scored rows
+        rest = np.setdiff1d(scored, sample, assume_unique=True)
+        full = np.empty(scored.size, dtype=np.float64)
+        at = np.searchsorted(scored, sample)
+        full[at] = dis
+        full[np.searchsorted(scored, rest)] = _disagreement(index, unit, labels, rest, k)
+        dis = full
     chosen = rank_combined_issues(score[pos[scored]], dis, n_issues)
     new = np.zeros(len(table), dtype=bool)
     new[pos[scored][chosen]] = True

@@ -770,8 +770,7 @@ class KNNScorer(_Scorer):
         q_unit = np.einsum("ij,ij->i", q, q).round().astype(np.float32)  # 1, or 0 for a zero row
         if not self._has_zero_rows_ and np.all(q_unit):
             if self._mean_of_k:
-                dist, _ = self.index_.kneighbors(q, self.k_, exclude=exclude)
-                return np.asarray(dist.astype(np.float64).mean(axis=1))
+                return self.index_.mean_distance(q, self.k_, exclude=exclude)
             return self.index_.kth_distance(q, self.k_, exclude=exclude)
         return self._kth_with_zero_rows(q, exclude)
 

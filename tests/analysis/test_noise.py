@@ -246,3 +246,14 @@ def test_refine_with_neighbors_swaps_a_memorised_flip_in_by_hand():
     # a scored row without features: not re-ranked
     issue, out = noise.refine_with_neighbors(table, np.arange(39), x[:39], info, k=10, gate=0.6)
     assert np.flatnonzero(issue).tolist() == [0, 1, 20, 30] and out["neighbors"]["used"] is False
+
+
+def test_refine_with_neighbors_on_a_sample_then_the_rest_gives_the_same(monkeypatch):
+    _, x, label = _circle_run()
+    table = _neighbor_table(label)
+    info = {"method": noise.METHOD, "cutoff": 2.7, "score": S.LOSS_MEAN}
+    whole, _ = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.6)
+    monkeypatch.setattr(noise, "NEIGHBOR_GATE_SAMPLE", 15)  # the check on 15 rows, then the other 25
+    sampled, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.0)
+    assert out["neighbors"]["used"] is True
+    assert sampled.tolist() == whole.tolist()
