@@ -43,7 +43,7 @@ text-genre-s2       tiny BERT as text-genre-s0, seed 2                   uniform
 cnn-pair-short-s4   Lightning CNN as cnn-pair-short, seed 4              pair 20%     unseen
 ==================  ===================================================  ===========  ======
 
-Building everything takes about 1.5 hours of one core (each text run with its 5 folds ~20 min).
+Building everything takes about 2 hours of one core (each text run with its 5 folds ~20 min).
 """
 
 from __future__ import annotations
