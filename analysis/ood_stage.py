@@ -237,6 +237,9 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if unknown:
         raise ValueError(f"Expected OOD stage options among {sorted(OPTION_KEYS)}, got {sorted(unknown)}.")
     columns = _resolve_columns(extra.get("ood_scorers"))
+    label_neighbors = extra.get("label_neighbors", True)
+    if not isinstance(label_neighbors, (bool, np.bool_)):
+        raise ValueError(f"Expected `label_neighbors` True or False, got {label_neighbors!r}.")
     projection = extra.get("projection", "auto")
     if projection not in _PROJECTIONS:
         raise ValueError(f"Expected `projection` among {_PROJECTIONS}, got {projection!r}.")
@@ -309,7 +312,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
                                                 or S.CONFIDENCE in table.columns):
         table[S.LABEL_ISSUE], label_info = noise.label_issues(table)
     if (S.LABEL_ISSUE in table.columns and isinstance(label_info, dict) and S.TRAIN_SPLIT in feats
-            and extra.get("label_neighbors", True)):
+            and label_neighbors):
         pos_train, arr_train = feats[S.TRAIN_SPLIT]
         t0 = time.perf_counter()
         table[S.LABEL_ISSUE], label_info = noise.refine_with_neighbors(table, pos_train, arr_train,

@@ -101,6 +101,8 @@ def test_label_neighbors_can_be_switched_off(run_with_features):
     assert table[S.LABEL_ISSUE].to_numpy(bool).tolist() == mixture.tolist()
     ev = json.loads((run_with_features / S.OOD_EVAL_FILE).read_text())
     assert "neighbors" not in ev["diagnosis"]["label_issues"]
+    with pytest.raises(ValueError, match="Expected `label_neighbors` True or False, got 'no'"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"label_neighbors": "no"}), write=False)
 
 
 def test_second_analyze_reuses_the_projection_cache(analysed):
