@@ -128,6 +128,12 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
         lines.append(f"  suspect_mislabeled: {issues.get('method')} on {issues.get('score')}"
                      + (f" (cut-off {cut:.4g})" if isinstance(cut, (int, float)) else "")
                      + f": {issues.get('n_issues')} of {issues.get('n_scored')} training rows")
+        neighbours = issues.get("neighbors")
+        if isinstance(neighbours, dict) and isinstance(neighbours.get("agreement_auroc"), (int, float)):
+            lines.append(f"  neighbour label check (k={neighbours.get('k')}): agreement AUROC "
+                         f"{neighbours['agreement_auroc']:.3f} with the loss mixture, "
+                         + ("used to re-rank" if neighbours.get("used")
+                            else f"not used (below {neighbours.get('gate_auroc')})"))
     else:
         lines.append(f"  suspect_mislabeled: {info.get('mislabeled_rule', 'hard-to-learn region')}")
     if info.get("score_column"):

@@ -240,6 +240,20 @@ class NeighborIndex:
         ``exclude`` as in :meth:`kneighbors`. Cheaper than :meth:`kneighbors` (one partial sort,
         no indices).
         """
+        return self._reduced_distance(queries, k, exclude, mean=False)
+
+    def mean_distance(
+        self, queries: ArrayLike, k: int, *, exclude: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """Mean distance of every query row to its ``k`` nearest reference rows, shape (n_queries,).
+
+        ``exclude`` as in :meth:`kneighbors`; as cheap as :meth:`kth_distance`.
+        """
+        return self._reduced_distance(queries, k, exclude, mean=True)
+
+    def _reduced_distance(
+        self, queries: ArrayLike, k: int, exclude: ArrayLike | None, *, mean: bool
+    ) -> NDArray[np.float64]:
         q, k, ex = self._check(queries, k, exclude)
         out = np.empty(q.shape[0], dtype=np.float64)
         q_sq = np.einsum("ij,ij->i", q, q).astype(np.float64)
@@ -248,8 +262,15 @@ class NeighborIndex:
                 if cand is None:
                     # exact search: the distance recomputed from the differences in float64, so a
                     # row's score does not depend on the block it was computed in
-                    kth_pos = np.argpartition(d2, k - 1, axis=1)[:, k - 1 : k]
-                    out[rows] = self._distances(q[rows], kth_pos)[:, 0]
+                    part = np.argpartition(d2, k - 1, axis=1)
+                    if mean:
+                        out[rows] = self._distances(q[rows], part[:, :k]).mean(axis=1)
+                    else:
+                        out[rows] = self._distances(q[rows], part[:, k - 1 : k])[:, 0]
+                    continue
+                if mean:
+                    near = np.partition(d2, k - 1, axis=1)[:, :k].astype(np.float64)
+                    out[rows] = np.sqrt(np.maximum(near + q_sq[rows, None], 0.0)).mean(axis=1)
                     continue
                 kth = np.partition(d2, k - 1, axis=1)[:, k - 1].astype(np.float64)
                 out[rows] = np.sqrt(np.maximum(kth + q_sq[rows], 0.0))

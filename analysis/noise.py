@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from analysis import schema as S
 
@@ -47,7 +47,12 @@ __all__ = [
     "label_issue_mask",
     "label_issues",
     "suggested_labels",
+    "neighbor_disagreement",
+    "rank_combined_issues",
+    "separation_auroc",
+    "refine_with_neighbors",
     "METHOD",
+    "NEIGHBOR_METHOD",
 ]
 
 METHOD = "Gaussian mixture on log(loss_mean), highest component's posterior > 0.5"
@@ -55,6 +60,18 @@ METHOD = "Gaussian mixture on log(loss_mean), highest component's posterior > 0.
 MIXTURE_MAX_ROWS = 200_000
 """The mixture is fitted on at most this many training rows (a seeded sample), then applied to all."""
 MIN_ROWS = 20
+NEIGHBOR_METHOD = ("top n_issues (the mixture's count) by mean percentile rank of log(loss_mean) "
+                   "and the label disagreement of the nearest training neighbours")
+"""How ``label_issue`` is chosen when the feature-space neighbours are used."""
+NEIGHBOR_K = 10
+"""Training neighbours whose labels are compared with a row's (10, 25 and 50 tied on the suite's
+choose runs; 5 was lower)."""
+NEIGHBOR_GATE = 0.9
+"""The neighbours are used only when their disagreement separates the mixture's label issues
+from the other training rows at least this well (AUROC)."""
+NEIGHBOR_GATE_SAMPLE = 20_000
+"""The check above is made on at most this many training rows (a seeded sample): when the
+neighbours are not used, the full search over every training row is skipped."""
 
 
 @dataclass(frozen=True)
@@ -154,19 +171,7 @@ def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]
     >>> int(issue.sum()), bool(issue[90:].all())
     (10, True)
     """
-    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    rows = np.isfinite(y)
-    if S.SPLIT in table.columns:
-        rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
-    if S.LOSS_MEAN in table.columns and np.isfinite(_num(table, S.LOSS_MEAN)[rows]).any():
-        score, basis = np.log(np.maximum(_num(table, S.LOSS_MEAN), 1e-12)), S.LOSS_MEAN
-    elif S.CONFIDENCE in table.columns:
-        score, basis = np.log(-np.log(np.clip(_num(table, S.CONFIDENCE), 1e-12, 1.0 - 1e-12))), \
-            f"-log({S.CONFIDENCE})"
-    else:
-        raise ValueError(f"Expected a `{S.LOSS_MEAN}` or `{S.CONFIDENCE}` column, got "
-                         f"{list(table.columns)[:12]}.")
-    rows &= np.isfinite(score)
+    rows, score, basis = _issue_score(table)
     issue = np.zeros(len(table), dtype=bool)
     info: dict[str, Any] = {"method": METHOD, "score": basis, "n_scored": int(rows.sum())}
     x = score[rows]
@@ -204,6 +209,197 @@ def label_issues(table: pd.DataFrame) -> tuple[NDArray[np.bool_], dict[str, Any]
         "paper": "Li, Socher & Hoi (2020), DivideMix, ICLR",
     })
     return issue, info
+
+
+def _issue_score(table: pd.DataFrame) -> tuple[NDArray[np.bool_], NDArray[np.float64], str]:
+    """Scored training rows, the score ``log(loss_mean)`` (or ``log(-log(confidence))``), its name."""
+    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    rows = np.isfinite(y)
+    if S.SPLIT in table.columns:
+        rows &= (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
+    if S.LOSS_MEAN in table.columns and np.isfinite(_num(table, S.LOSS_MEAN)[rows]).any():
+        score, basis = np.log(np.maximum(_num(table, S.LOSS_MEAN), 1e-12)), S.LOSS_MEAN
+    elif S.CONFIDENCE in table.columns:
+        score, basis = np.log(-np.log(np.clip(_num(table, S.CONFIDENCE), 1e-12, 1.0 - 1e-12))), \
+            f"-log({S.CONFIDENCE})"
+    else:
+        raise ValueError(f"Expected a `{S.LOSS_MEAN}` or `{S.CONFIDENCE}` column, got "
+                         f"{list(table.columns)[:12]}.")
+    rows &= np.isfinite(score)
+    return rows, score, basis
+
+
+def neighbor_disagreement(
+    features: ArrayLike, labels: ArrayLike, *, k: int = NEIGHBOR_K,
+    queries: NDArray[np.intp] | None = None,
+) -> NDArray[np.float64]:
+    """Fraction of a row's ``k`` nearest other rows (cosine distance) whose label differs.
+
+    Parameters
+    ----------
+    features : array-like, shape (n_rows, n_features)
+        The rows and their neighbour bank (each row is left out of its own neighbours).
+    labels : array-like of int, shape (n_rows,)
+    k : int, default :data:`NEIGHBOR_K`
+        Clipped to ``n_rows - 1``.
+    queries : ndarray of int, optional
+        Only these rows are scored (all rows stay neighbours). Default: every row.
+
+    Returns
+    -------
+    ndarray of float64, shape (len(queries),) or (n_rows,)
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0], [0.1, 0.9]])
+    >>> neighbor_disagreement(x, [0, 0, 1, 1, 1], k=2).tolist()
+    [0.5, 0.5, 1.0, 0.0, 0.0]
+    """
+    index, unit, y = _neighbor_index(features, labels)
+    return _disagreement(index, unit, y, queries, k)
+
+
+def _neighbor_index(features: ArrayLike, labels: ArrayLike) -> tuple[Any, NDArray[np.float32], NDArray[np.int64]]:
+    """A fitted :class:`analysis.neighbors.NeighborIndex` over the L2-normalised rows."""
+    from analysis.neighbors import NeighborIndex
+
+    x = np.asarray(features, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"Expected `features` (n_rows, n_features) and `labels` (n_rows,), got "
+                         f"{x.shape} and {y.shape}.")
+    if x.shape[0] < 2:
+        raise ValueError(f"Expected at least 2 rows for neighbours, got {x.shape[0]}.")
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
+    return NeighborIndex().fit(unit), unit, y
+
+
+def _disagreement(index: Any, unit: NDArray[np.float32], y: NDArray[np.int64],
+                  queries: NDArray[np.intp] | None, k: int) -> NDArray[np.float64]:
+    q = np.arange(unit.shape[0]) if queries is None else np.asarray(queries, dtype=np.intp)
+    k = int(min(k, unit.shape[0] - 1))
+    _, found = index.kneighbors(unit[q], k, exclude=q)
+    return np.asarray((y[found] != y[q, None]).mean(axis=1), dtype=np.float64)
+
+
+def separation_auroc(score: ArrayLike, positive: ArrayLike) -> float:
+    """AUROC of ``score`` for ``positive`` rows vs the rest (ties count 1/2); NaN if one class is empty.
+
+    Examples
+    --------
+    >>> separation_auroc([0.0, 0.1, 0.5, 1.0], [False, True, False, True])
+    0.75
+    """
+    from scipy.stats import rankdata
+
+    s = np.asarray(score, dtype=np.float64)
+    pos = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def rank_combined_issues(
+    log_loss: ArrayLike, disagreement: ArrayLike, n_issues: int,
+) -> NDArray[np.bool_]:
+    """The ``n_issues`` rows with the highest mean percentile rank of the two scores (ties: loss).
+
+    Percentile rank: average rank (ties share it) divided by the number of rows.
+
+    Examples
+    --------
+    >>> rank_combined_issues([1.0, 2, 3, 4], [0.9, 0, 0, 0.1], 2).tolist()
+    [True, False, False, True]
+    """
+    from scipy.stats import rankdata
+
+    loss = np.asarray(log_loss, dtype=np.float64)
+    dis = np.asarray(disagreement, dtype=np.float64)
+    if loss.shape != dis.shape or loss.ndim != 1:
+        raise ValueError(f"Expected `log_loss` and `disagreement` of one shape (n_rows,), got "
+                         f"{loss.shape} and {dis.shape}.")
+    if not 0 <= n_issues <= loss.size:
+        raise ValueError(f"Expected `n_issues` in [0, {loss.size}], got {n_issues}.")
+    combined = (rankdata(loss) + rankdata(dis)) / (2.0 * loss.size)
+    order = np.lexsort((-loss, -combined))  # last key first: combined, then loss
+    out = np.zeros(loss.size, dtype=bool)
+    out[order[:n_issues]] = True
+    return out
+
+
+def refine_with_neighbors(
+    table: pd.DataFrame, positions: ArrayLike, features: ArrayLike, info: dict[str, Any],
+    *, k: int = NEIGHBOR_K, gate: float = NEIGHBOR_GATE,
+) -> tuple[NDArray[np.bool_], dict[str, Any]]:
+    """``label_issue`` re-ranked with the label disagreement of feature-space neighbours (module docstring).
+
+    Parameters
+    ----------
+    table : DataFrame
+        The example table with ``label_issue`` (the mixture's) and the columns of :func:`label_issues`.
+    positions : array-like of int, shape (n_feature_rows,)
+        Table rows of the training ``features``.
+    features : array-like, shape (n_feature_rows, n_features)
+    info : dict
+        The record :func:`label_issues` returned; a copy is updated and returned.
+    k, gate : see :data:`NEIGHBOR_K`, :data:`NEIGHBOR_GATE`
+
+    Returns
+    -------
+    (ndarray of bool (n_examples,), dict)
+        The new mask (the old one where the neighbours are not used) and the updated record
+        (``neighbors``: k, the agreement AUROC, whether they were used and why not).
+    """
+    issue = label_issue_mask(table[S.LABEL_ISSUE])
+    out = dict(info)
+    record: dict[str, Any] = {"k": int(k), "gate_auroc": float(gate), "used": False,
+                              "paper": "Bahri, Jiang & Gupta (2020), Deep k-NN for Noisy Labels, ICML"}
+    out["neighbors"] = record
+    n_issues = int(issue.sum())
+    rows, score, _ = _issue_score(table)
+    pos = np.asarray(positions, dtype=np.intp)
+    x = np.asarray(features)
+    finite = np.isfinite(x).all(axis=1)
+    pos, x = pos[finite], x[finite]
+    have = np.zeros(len(table), dtype=bool)
+    have[pos] = True
+    if n_issues == 0 or n_issues >= rows.sum() or not have[rows].all() or rows.sum() <= k:
+        record["reason"] = ("no label issues to re-rank" if n_issues == 0 or n_issues >= rows.sum()
+                            else "some scored training rows have no finite features")
+        return issue, out
+    # the neighbour bank: every training row with features and a label (scored or not)
+    y = pd.to_numeric(table[S.LABEL], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    bank = np.isfinite(y[pos])
+    pos, x = pos[bank], x[bank]
+    labels = y[pos].astype(np.int64)
+    scored = np.flatnonzero(rows[pos])  # bank rows that are scored training rows
+    sample = scored
+    if scored.size > NEIGHBOR_GATE_SAMPLE:
+        sample = np.sort(np.random.default_rng(0).choice(scored, NEIGHBOR_GATE_SAMPLE, replace=False))
+    index, unit, labels = _neighbor_index(x, labels)
+    dis = _disagreement(index, unit, labels, sample, k)
+    agreement = separation_auroc(dis, issue[pos[sample]])
+    record["agreement_auroc"] = agreement
+    if not agreement >= gate:  # NaN (one class empty in the sample) counts as not agreeing
+        record["reason"] = f"disagreement separates the mixture's issues at AUROC {agreement:.3f} < {gate}"
+        return issue, out
+    if sample.size < scored.size:  # the rest of the scored rows
+        rest = np.setdiff1d(scored, sample, assume_unique=True)
+        full = np.empty(scored.size, dtype=np.float64)
+        at = np.searchsorted(scored, sample)
+        full[at] = dis
+        full[np.searchsorted(scored, rest)] = _disagreement(index, unit, labels, rest, k)
+        dis = full
+    chosen = rank_combined_issues(score[pos[scored]], dis, n_issues)
+    new = np.zeros(len(table), dtype=bool)
+    new[pos[scored][chosen]] = True
+    record["used"] = True
+    record["changed"] = int((new != issue).sum())
+    out.update(method=NEIGHBOR_METHOD, mixture_cutoff=info.get("cutoff"), cutoff=None,
+               score=f"{info.get('score')} and neighbour label disagreement")
+    return new, out
 
 
 def estimate_label_noise(table: pd.DataFrame) -> LabelNoiseEstimate:

@@ -13,7 +13,8 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``ood_scorers``            columns or short names to compute (default: all that the run allows)
 ``energy_temperature``     float, default 1.0
 ``mahalanobis_shrinkage``  None, "auto" or a float in [0, 1] (default None)
-``knn_k``                  int or "auto" (default): ``clip(round(n_bank / 200), 1, 50)``
+``knn_k``                  int or "auto" (default): ``clip(round(n_bank / 200), 1, 50)`` (``ood_knn``
+                           and ``ood_knn_mean``)
 ``knn_max_train``          int or None, default 200_000: the kNN neighbour bank (random training
                            rows) is capped at this size; above 10k bank rows the search is
                            clustered (:mod:`analysis.neighbors`), so scoring stays linear in n
@@ -24,11 +25,14 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
                            (default ``max_fit_rows=20_000``)
 ``diagnosis_scorer``       column used by the diagnosis (default: ``ood_combined`` when
-                           ``ood_rmd`` and ``ood_knn`` were computed, else the first of
+                           ``ood_rmd`` and ``ood_knn_mean`` were computed, else the first of
                            ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
+``label_neighbors``        bool, default True: re-rank the label issues with the label
+                           disagreement of training-feature neighbours where it agrees with the
+                           dynamics (:func:`analysis.noise.refine_with_neighbors`)
 """
 
 from __future__ import annotations
@@ -53,13 +57,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["add_ood_columns", "DIAGNOSIS_PREFERENCE", "OPTION_KEYS"]
 
-COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN)
+COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN_MEAN)
 """The scores :func:`combined_score` ranks and averages (chosen by ``benchmarks/suite.py``)."""
-DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN, S.OOD_MAXLOGIT)
+DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN,
+                        S.OOD_KNN_MEAN, S.OOD_MAXLOGIT)
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
-    "fpr_definition", "knn_max_train",
+    "fpr_definition", "knn_max_train", "label_neighbors",
 })
 KNN_MAX_TRAIN = 200_000
 """Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
@@ -232,6 +237,9 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if unknown:
         raise ValueError(f"Expected OOD stage options among {sorted(OPTION_KEYS)}, got {sorted(unknown)}.")
     columns = _resolve_columns(extra.get("ood_scorers"))
+    label_neighbors = extra.get("label_neighbors", True)
+    if not isinstance(label_neighbors, (bool, np.bool_)):
+        raise ValueError(f"Expected `label_neighbors` True or False, got {label_neighbors!r}.")
     projection = extra.get("projection", "auto")
     if projection not in _PROJECTIONS:
         raise ValueError(f"Expected `projection` among {_PROJECTIONS}, got {projection!r}.")
@@ -245,6 +253,8 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         S.OOD_RMD: {"shrinkage": extra.get("mahalanobis_shrinkage")},
         S.OOD_KNN: {"k": _knn_k(extra.get("knn_k", "auto")),
                     "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
+        S.OOD_KNN_MEAN: {"k": _knn_k(extra.get("knn_k", "auto")),
+                         "max_train": extra.get("knn_max_train", KNN_MAX_TRAIN)},
     }
 
     attrs = dict(table.attrs)
@@ -301,6 +311,13 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     if S.LABEL_ISSUE not in table.columns and (S.LOSS_MEAN in table.columns
                                                 or S.CONFIDENCE in table.columns):
         table[S.LABEL_ISSUE], label_info = noise.label_issues(table)
+    if (S.LABEL_ISSUE in table.columns and isinstance(label_info, dict) and S.TRAIN_SPLIT in feats
+            and label_neighbors):
+        pos_train, arr_train = feats[S.TRAIN_SPLIT]
+        t0 = time.perf_counter()
+        table[S.LABEL_ISSUE], label_info = noise.refine_with_neighbors(table, pos_train, arr_train,
+                                                                       label_info)
+        log.info("label issues: neighbour check in %.2f s", time.perf_counter() - t0)
     table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
     if label_info is not None:
         diag_info["label_issues"] = label_info

@@ -47,7 +47,15 @@ def build_dynamics_table(
     run_dir: str | os.PathLike[str], options: AnalyzeOptions | None = None
 ) -> tuple[pd.DataFrame, runstore.RunMeta]:
     """Examples joined with their dynamics metrics and region (no OOD stage)."""
-    opts = options or AnalyzeOptions()
+    table, meta = _dynamics_table(run_dir, options or AnalyzeOptions())
+    finish_suggested_labels(table)
+    return table, meta
+
+
+def _dynamics_table(
+    run_dir: str | os.PathLike[str], opts: AnalyzeOptions
+) -> tuple[pd.DataFrame, runstore.RunMeta]:
+    """:func:`build_dynamics_table` before the label issues' suggested labels are finished."""
     meta = runstore.load_run_meta(run_dir)
     examples = runstore.load_examples(run_dir)
     dyn = runstore.load_dynamics(run_dir, columns=_COMPACT)
@@ -70,17 +78,28 @@ def _nullable_labels(values: NDArray[np.int64]) -> Any:
 
 
 def add_label_noise_columns(table: pd.DataFrame) -> None:
-    """Add ``label_issue`` and finish ``suggested_label`` (:mod:`analysis.noise`) in place.
+    """Add ``label_issue`` (:mod:`analysis.noise`) in place.
 
-    How the cut-off was chosen goes to ``table.attrs["label_issues"]`` (the OOD stage records it
-    in ``ood_eval.json``).
+    How the cut-off was chosen goes to ``table.attrs["label_issues"]`` (the OOD stage may re-rank
+    the issues with feature-space neighbours and records it in ``ood_eval.json``);
+    :func:`finish_suggested_labels` then gives the label issues their suggestion.
     """
     issue, info = noise.label_issues(table)
     table[S.LABEL_ISSUE] = issue
-    if _SUGGESTED_OTHER in table.columns:
-        table[S.SUGGESTED_LABEL] = table[S.SUGGESTED_LABEL].where(~issue, table[_SUGGESTED_OTHER])
-        del table[_SUGGESTED_OTHER]
     table.attrs["label_issues"] = info
+
+
+def finish_suggested_labels(table: pd.DataFrame) -> None:
+    """``suggested_label`` of a label issue: the class predicted most often instead of its label.
+
+    In place; drops the private per-example column that held it (a no-op without it).
+    """
+    if _SUGGESTED_OTHER not in table.columns:
+        return
+    if S.LABEL_ISSUE in table.columns:
+        issue = noise.label_issue_mask(table[S.LABEL_ISSUE])
+        table[S.SUGGESTED_LABEL] = table[S.SUGGESTED_LABEL].where(~issue, table[_SUGGESTED_OTHER])
+    del table[_SUGGESTED_OTHER]
 
 
 def metrics_from_dense(dense: DenseDynamics, n_classes: int, opts: AnalyzeOptions) -> pd.DataFrame:
@@ -164,18 +183,20 @@ def analyze_run(
         ``diagnosis``.
     """
     opts = options or AnalyzeOptions()
-    table, meta = build_dynamics_table(run_dir, opts)
+    table, meta = _dynamics_table(run_dir, opts)
     return finish_table(Path(run_dir), table, meta, opts, write=write)
 
 
 def finish_table(
     run_dir: Path, table: pd.DataFrame, meta: runstore.RunMeta, opts: AnalyzeOptions, *, write: bool
 ) -> pd.DataFrame:
-    """The OOD stage (when enabled) and the atomic write of ``table.parquet``."""
+    """The OOD stage (when enabled; it may re-rank the label issues), the label issues'
+    suggested labels and the atomic write of ``table.parquet``."""
     if opts.ood:
         from analysis import ood_stage
 
         table = ood_stage.add_ood_columns(Path(run_dir), table, meta, opts)
+    finish_suggested_labels(table)
     if write:
         runstore.save_table(run_dir, table)
     return table

@@ -101,6 +101,7 @@ OOD_ENERGY = "ood_energy"
 OOD_MAHALANOBIS = "ood_mahalanobis"
 OOD_RMD = "ood_rmd"
 OOD_KNN = "ood_knn"
+OOD_KNN_MEAN = "ood_knn_mean"
 OOD_COMBINED = "ood_combined"
 """Mean of the percentile ranks of ``ood_rmd`` and ``ood_knn`` among the training rows (the
 diagnosis' default OOD score; :func:`analysis.ood_stage.combined_score`)."""

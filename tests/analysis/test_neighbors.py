@@ -27,6 +27,8 @@ def test_exact_matches_sklearn():
     assert (idx == want_i).mean() > 0.999  # ties aside, the same rows
     kth = NeighborIndex(method="exact").fit(x).kth_distance(q, 9)
     np.testing.assert_allclose(kth, want_d[:, -1], rtol=1e-5)
+    mean = NeighborIndex(method="exact").fit(x).mean_distance(q, 9)
+    np.testing.assert_allclose(mean, want_d.mean(axis=1), rtol=1e-5)
 
 
 def test_exclude_leaves_one_out():
@@ -38,6 +40,8 @@ def test_exclude_leaves_one_out():
         np.testing.assert_allclose(dist, want_d, rtol=1e-5)
         assert not (idx == np.arange(len(x))[:, None]).any()
         np.testing.assert_allclose(index.kth_distance(x, 5, exclude=np.arange(len(x))), want_d[:, -1], rtol=1e-5)
+        np.testing.assert_allclose(index.mean_distance(x, 5, exclude=np.arange(len(x))),
+                                   want_d.mean(axis=1), rtol=1e-5)
 
 
 def test_clustered_is_close_to_exact_and_never_below():

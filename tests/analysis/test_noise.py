@@ -155,3 +155,105 @@ def test_label_issue_column_must_hold_booleans():
                         S.LABEL_ISSUE: [0, -1]})
     with pytest.raises(S.SchemaError, match="Expected `label_issue` to hold booleans, got values such as \\[0, -1\\]"):
         noise.estimate_label_noise(bad)
+
+
+# ---- feature-space neighbours ---------------------------------------------------------------------
+def _circle_run():
+    """40 rows on the unit circle: two clusters of 20 evenly spaced angles, two flips in each."""
+    angle = np.r_[0.02 * np.arange(20), np.pi / 2 - 0.02 * np.arange(20)]
+    x = np.c_[np.cos(angle), np.sin(angle)]
+    label = np.r_[np.zeros(20, int), np.ones(20, int)]
+    label[[0, 1]] = 1
+    label[[20, 21]] = 0
+    return angle, x, label
+
+
+def _brute_disagreement(angle, label, k):
+    """Independent check: neighbours by angular distance (same order as cosine distance)."""
+    out = []
+    for i in range(len(angle)):
+        d = np.abs(angle - angle[i])
+        d[i] = np.inf
+        nearest = np.argsort(d, kind="stable")[:k]
+        out.append(float(np.mean(label[nearest] != label[i])))
+    return np.array(out)
+
+
+def test_neighbor_disagreement_against_a_brute_force_count():
+    angle, x, label = _circle_run()
+    got = noise.neighbor_disagreement(x, label, k=10)
+    want = _brute_disagreement(angle, label, 10)
+    assert got.tolist() == pytest.approx(want.tolist())
+    # by hand: a flip among 9 neighbours of the other label (and the other flip) disagrees 9/10;
+    # row 5's ten nearest are rows 0-10 without itself, two of which (0, 1) carry label 1
+    assert got[[0, 1, 20, 21]].tolist() == [0.9, 0.9, 0.9, 0.9]
+    assert got[5] == pytest.approx(0.2)
+    assert noise.neighbor_disagreement(x, label, k=10, queries=np.array([5, 0])).tolist() == \
+        pytest.approx([0.2, 0.9])
+    with pytest.raises(ValueError, match="Expected `features`"):
+        noise.neighbor_disagreement(x, label[:3])
+
+
+def test_separation_auroc_by_hand():
+    # pairs (positive, negative): (0.1, 0) win, (0.1, 0.5) loss, (1, 0) win, (1, 0.5) win -> 3/4
+    assert noise.separation_auroc([0.0, 0.1, 0.5, 1.0], [False, True, False, True]) == 0.75
+    # a tie counts one half: (0.5 vs 0.5) -> 1/2
+    assert noise.separation_auroc([0.5, 0.5], [True, False]) == 0.5
+    assert np.isnan(noise.separation_auroc([0.1, 0.2], [True, True]))
+
+
+def test_rank_combined_issues_by_hand():
+    # percentile ranks: loss 1/4, 2/4, 3/4, 4/4; disagreement [0.9, 0, 0, 0.1] -> 4/4, 1.5/4,
+    # 1.5/4, 3/4; means 0.625, 0.4375, 0.5625, 0.875 -> top 2: rows 3 and 0 (the loss alone
+    # would pick rows 3 and 2)
+    assert noise.rank_combined_issues([1.0, 2, 3, 4], [0.9, 0, 0, 0.1], 2).tolist() == \
+        [True, False, False, True]
+    # a tie in the mean rank goes to the higher loss: both rows average 1.5/2
+    assert noise.rank_combined_issues([1.0, 2.0], [1.0, 0.0], 1).tolist() == [False, True]
+    with pytest.raises(ValueError, match="Expected `n_issues` in \\[0, 2\\]"):
+        noise.rank_combined_issues([1.0, 2.0], [1.0, 0.0], 3)
+
+
+def _neighbor_table(label):
+    loss = 0.1 + 0.001 * np.arange(40)
+    loss[[0, 1, 20, 30, 21]] = [3.0, 2.9, 2.8, 2.7, 1.0]  # row 21: a memorised flip; row 30: hard, clean
+    issue = np.zeros(40, bool)
+    issue[[0, 1, 20, 30]] = True  # what a loss cut-off flags: the four highest losses
+    return pd.DataFrame({S.EXAMPLE_ID: np.arange(40), S.SPLIT: "train", S.LABEL: label,
+                         S.LOSS_MEAN: loss, S.LABEL_ISSUE: issue})
+
+
+def test_refine_with_neighbors_swaps_a_memorised_flip_in_by_hand():
+    from sklearn.metrics import roc_auc_score
+
+    angle, x, label = _circle_run()
+    table = _neighbor_table(label)
+    info = {"method": noise.METHOD, "cutoff": 2.7, "score": S.LOSS_MEAN}
+    issue, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.6)
+    # row 21 (loss rank 36/40, disagreement 0.9 = tied top, rank 38.5/40) replaces row 30
+    # (loss rank 37/40, disagreement 0, among the lowest): same count, the four flips
+    assert np.flatnonzero(issue).tolist() == [0, 1, 20, 21]
+    want_auc = roc_auc_score(table[S.LABEL_ISSUE], _brute_disagreement(angle, label, 10))
+    assert out["neighbors"]["agreement_auroc"] == pytest.approx(want_auc)
+    assert out["neighbors"]["used"] is True and out["neighbors"]["changed"] == 2
+    assert out["method"] == noise.NEIGHBOR_METHOD and out["mixture_cutoff"] == 2.7
+    assert info["method"] == noise.METHOD  # the caller's record is not modified
+    # below the gate: the loss cut-off stands, and the record says why
+    issue, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.99)
+    assert np.flatnonzero(issue).tolist() == [0, 1, 20, 30]
+    assert out["neighbors"]["used"] is False and "AUROC" in out["neighbors"]["reason"]
+    assert out["method"] == noise.METHOD
+    # a scored row without features: not re-ranked
+    issue, out = noise.refine_with_neighbors(table, np.arange(39), x[:39], info, k=10, gate=0.6)
+    assert np.flatnonzero(issue).tolist() == [0, 1, 20, 30] and out["neighbors"]["used"] is False
+
+
+def test_refine_with_neighbors_on_a_sample_then_the_rest_gives_the_same(monkeypatch):
+    _, x, label = _circle_run()
+    table = _neighbor_table(label)
+    info = {"method": noise.METHOD, "cutoff": 2.7, "score": S.LOSS_MEAN}
+    whole, _ = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.6)
+    monkeypatch.setattr(noise, "NEIGHBOR_GATE_SAMPLE", 15)  # the check on 15 rows, then the other 25
+    sampled, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.0)
+    assert out["neighbors"]["used"] is True
+    assert sampled.tolist() == whole.tolist()

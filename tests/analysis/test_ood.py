@@ -537,3 +537,28 @@ def test_knn_auto_k_scales_with_the_bank():
     assert O.KNNScorer(max_train=400).fit(rng.normal(size=(5000, 2))).k_ == 2
     with pytest.raises(ValueError, match="positive integer or 'auto'"):
         O.KNNScorer(k="many").fit(rng.normal(size=(10, 2)))
+
+
+# ---- kNN mean over the k nearest ----------------------------------------------------------------------
+
+
+def test_knn_mean_matches_sklearn_nearest_neighbors():
+    x, y, q, _ = gaussian_data(seed=9)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    nn = NearestNeighbors().fit(xn)
+    knn = O.KNNMeanScorer(k=7, block_size=13).fit(x)
+    np.testing.assert_allclose(knn.score(q), nn.kneighbors(qn, n_neighbors=7)[0].mean(axis=1), rtol=REL)
+    np.testing.assert_allclose(knn.score_fitted(x), nn.kneighbors(n_neighbors=7)[0].mean(axis=1),
+                               rtol=REL, atol=1e-5)
+    assert O.make_scorer("knn_mean").column == S.OOD_KNN_MEAN
+
+
+def test_knn_mean_with_zero_rows_by_hand():
+    # bank after normalisation {0, 0, e1, e2}: from the zero row the 3 nearest are 0, 0, 1 -> 1/3;
+    # from 5 e1: the bank row e1 (distance 0) and the two zero rows (1 each) -> 2/3
+    bank = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    knn = O.KNNMeanScorer(k=3).fit(bank)
+    np.testing.assert_allclose(knn.score([[0.0, 0.0], [5.0, 0.0]]), [1 / 3, 2 / 3], atol=1e-6)
+    # leave-one-out for e2: the other rows are 0, 0 (distance 1 each) and e1 (sqrt 2)
+    np.testing.assert_allclose(knn.score_fitted(bank)[3], (2.0 + np.sqrt(2.0)) / 3, atol=1e-6)

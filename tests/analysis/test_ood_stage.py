@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from analysis import diagnosis as D
+from analysis import noise, runstore
 from analysis import ood as O
-from analysis import runstore
 from analysis import schema as S
 from analysis.cli import main as cli_main
 from analysis.pipeline import AnalyzeOptions, analyze_run
@@ -85,6 +85,24 @@ def test_ood_eval_file(analysed):
     assert ev["metrics"][S.OOD_COMBINED]["ood:far"]["auroc"] > 0.99
     assert sum(ev["diagnosis_counts"].values()) == N_TRAIN + 2 * N_EVAL
     assert not list(run.glob(f".{S.OOD_EVAL_FILE}.*"))  # no temporary files left behind
+    # how the label issues were chosen: the mixture's count, re-ranked with neighbours or not
+    issues = ev["diagnosis"]["label_issues"]
+    neighbours = issues["neighbors"]
+    assert neighbours["k"] == noise.NEIGHBOR_K and 0.0 <= neighbours["agreement_auroc"] <= 1.0
+    assert neighbours["used"] == (neighbours["agreement_auroc"] >= noise.NEIGHBOR_GATE)
+    assert issues["method"] == (noise.NEIGHBOR_METHOD if neighbours["used"] else noise.METHOD)
+    assert int(analysed[1][S.LABEL_ISSUE].sum()) == issues["n_issues"]
+
+
+def test_label_neighbors_can_be_switched_off(run_with_features):
+    table = analyze_run(run_with_features, AnalyzeOptions(
+        extra={"projection": "none", "label_neighbors": False}), write=False)
+    mixture, _ = noise.label_issues(table)
+    assert table[S.LABEL_ISSUE].to_numpy(bool).tolist() == mixture.tolist()
+    ev = json.loads((run_with_features / S.OOD_EVAL_FILE).read_text())
+    assert "neighbors" not in ev["diagnosis"]["label_issues"]
+    with pytest.raises(ValueError, match="Expected `label_neighbors` True or False, got 'no'"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"label_neighbors": "no"}), write=False)
 
 
 def test_second_analyze_reuses_the_projection_cache(analysed):
@@ -208,12 +226,12 @@ def test_combined_score_by_hand():
 
 def test_combined_can_be_named_like_a_scorer(run_with_features):
     table = analyze_run(run_with_features, AnalyzeOptions(extra={
-        "projection": "none", "ood_scorers": ["rmd", "knn", "combined"], "diagnosis_scorer": "combined"}),
+        "projection": "none", "ood_scorers": ["rmd", "knn_mean", "combined"], "diagnosis_scorer": "combined"}),
         write=False)
     from analysis.ood_stage import combined_score
 
     train = (table[S.SPLIT] == S.TRAIN_SPLIT).to_numpy()
-    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN].to_numpy(float)], train)
+    expected = combined_score([table[S.OOD_RMD].to_numpy(float), table[S.OOD_KNN_MEAN].to_numpy(float)], train)
     np.testing.assert_allclose(table[S.OOD_COMBINED].to_numpy(float), expected)
     assert S.OOD_MSP not in table.columns
 
