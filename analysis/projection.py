@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ProjectionMethod",
+    "TransformMethod",
+    "neighbor_weights",
+    "place_by_neighbors",
     "cached_projection",
     "project_features",
     "projection_params",
@@ -45,6 +49,8 @@ __all__ = [
 
 ProjectionMethod = Literal["umap", "pca"]
 _METHODS = ("umap", "pca")
+TransformMethod = Literal["neighbors", "umap"]
+_TRANSFORMS = ("neighbors", "umap")
 _CACHE_VERSION = 1
 _TRANSFORM_CHUNK = 20_000
 
@@ -171,12 +177,13 @@ def projection_params(
     *, method: ProjectionMethod = "umap", fit_split: str = S.TRAIN_SPLIT, pca_dim: int | None = 50,
     n_neighbors: int = 15, min_dist: float = 0.1, n_epochs: int | None = None,
     metric: str = "euclidean", random_state: int = 0, max_fit_rows: int | None = None,
+    transform: TransformMethod = "neighbors",
 ) -> dict[str, Any]:
     """Every parameter of :func:`project_features` that its result depends on (the cache key's)."""
     return {
         "method": method, "fit_split": fit_split, "pca_dim": pca_dim, "n_neighbors": n_neighbors,
         "min_dist": min_dist, "n_epochs": n_epochs, "metric": metric, "random_state": random_state,
-        "max_fit_rows": max_fit_rows,
+        "max_fit_rows": max_fit_rows, "transform": transform,
     }
 
 
@@ -212,6 +219,7 @@ def project_features(
     metric: str = "euclidean",
     random_state: int = 0,
     max_fit_rows: int | None = None,
+    transform: TransformMethod = "neighbors",
     cache_dir: str | os.PathLike[str] | None = None,
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
@@ -234,6 +242,12 @@ def project_features(
     max_fit_rows : int or None, default None
         Fit UMAP on at most this many random rows of ``fit_split`` and transform the rest (for
         large runs: UMAP's fit is the expensive part). None: fit on all of them.
+    transform : {"neighbors", "umap"}, default "neighbors"
+        How UMAP places rows it was not fitted on (the other splits, and the training rows left
+        out by ``max_fit_rows``). ``neighbors``: :func:`place_by_neighbors`, each row at the
+        weighted mean of the map positions of its ``n_neighbors`` nearest fitted rows (umap-learn's
+        own starting point for a transform, without its optimisation epochs; many times faster,
+        measured in ``docs/scale.md``). ``umap``: umap-learn's ``transform``.
     cache_dir : path, optional
         Where to cache results (``RUN_DIR/cache``); None disables caching.
     progress : callable(step, fraction), optional
@@ -258,6 +272,8 @@ def project_features(
     """
     if method not in _METHODS:
         raise ValueError(f"Expected `method` among {_METHODS}, got {method!r}.")
+    if transform not in _TRANSFORMS:
+        raise ValueError(f"Expected `transform` among {_TRANSFORMS}, got {transform!r}.")
     if not features:
         raise ValueError("Expected at least one split of features, got none.")
     arrays: dict[str, NDArray[Any]] = {}
@@ -280,7 +296,7 @@ def project_features(
     params = projection_params(
         method=method, fit_split=fit_split, pca_dim=pca_dim, n_neighbors=n_neighbors,
         min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
-        max_fit_rows=max_fit_rows,
+        max_fit_rows=max_fit_rows, transform=transform,
     )
     cache_path: Path | None = None
     if cache_dir is not None:
@@ -293,7 +309,7 @@ def project_features(
     out = _project(
         arrays, fit_split=fit_split, method=method, pca_dim=pca_dim, n_neighbors=n_neighbors,
         min_dist=min_dist, n_epochs=n_epochs, metric=metric, random_state=random_state,
-        max_fit_rows=max_fit_rows, progress=progress,
+        max_fit_rows=max_fit_rows, transform=transform, progress=progress,
     )
     if cache_path is not None:
         _save_cache(cache_path, out)
@@ -334,6 +350,7 @@ def _project(
     metric: str,
     random_state: int,
     max_fit_rows: int | None,
+    transform: str = "neighbors",
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, NDArray[np.float32]]:
     def report(step: str, fraction: float) -> None:
@@ -390,16 +407,29 @@ def _project(
     fit_rows = n if sample is None else len(sample)
     fit_share = 0.05 + 0.9 * fit_rows / (fit_rows + n_transform)  # progress once the fit is done
     done = {"rows": 0}
+    placer: dict[str, Any] = {}  # the neighbour index of the fitted rows, built on first use
 
-    def transform(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
+    def place(x: NDArray[np.float32], what: str) -> NDArray[np.float32]:
         out = np.empty((x.shape[0], 2), np.float32)
+        if transform == "neighbors" and "index" not in placer:
+            from analysis.neighbors import NeighborIndex
+
+            fitted = fit_x if sample is None else fit_x[sample]
+            placer["index"] = NeighborIndex(random_state=random_state).fit(fitted)
+            placer["embedding"] = emb if sample is None else emb[sample]
         for s in range(0, x.shape[0], _TRANSFORM_CHUNK):
             report(f"placing {what} ({s:,} of {x.shape[0]:,} rows)",
                    fit_share + (0.95 - fit_share) * done["rows"] / max(1, n_transform))
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-                out[s : s + _TRANSFORM_CHUNK] = model.transform(x[s : s + _TRANSFORM_CHUNK])
-            done["rows"] += min(_TRANSFORM_CHUNK, x.shape[0] - s)
+            chunk = x[s : s + _TRANSFORM_CHUNK]
+            if transform == "neighbors":
+                k = min(n_neighbors, placer["index"].reference_.shape[0])
+                dist, idx = placer["index"].kneighbors(chunk, k)
+                out[s : s + _TRANSFORM_CHUNK] = place_by_neighbors(dist, idx, placer["embedding"])
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+                    out[s : s + _TRANSFORM_CHUNK] = model.transform(chunk)
+            done["rows"] += chunk.shape[0]
         return out
 
     report(f"fitting UMAP on {fit_rows:,} training rows", 0.05)
@@ -413,7 +443,7 @@ def _project(
             emb = np.empty((n, 2), np.float32)
             emb[sample] = model.fit_transform(fit_x[sample])
     if sample is not None:
-        emb[rest] = transform(fit_x[rest], "the other training rows")
+        emb[rest] = place(fit_x[rest], "the other training rows")
     log.info("projection: UMAP fit in %.1f s", time.perf_counter() - t0)
     out = {}
     if fit_split not in arrays:  # fitted on all splits together: slice the embedding back
@@ -433,6 +463,100 @@ def _project(
             continue
         if reducer_in is not None:
             x = reducer_in.transform(x).astype(np.float32)
-        out[name] = transform(x, f"split {name!r}")
-        log.info("projection: UMAP transform of %r (%d rows) in %.1f s", name, x.shape[0], time.perf_counter() - t1)
+        out[name] = place(x, f"split {name!r}")
+        log.info("projection: %s transform of %r (%d rows) in %.1f s", transform, name, x.shape[0],
+                 time.perf_counter() - t1)
     return out
+
+
+def neighbor_weights(distances: ArrayLike) -> NDArray[np.float64]:
+    """Weights (rows summing to 1) of each row's nearest fitted rows, from their distances.
+
+    UMAP's membership strengths of a new point (McInnes et al., 2018, Sec. 3; umap-learn's
+    ``transform`` with its default ``local_connectivity=1``, whose nearest distance ``rho`` is 0
+    there): ``w_j = exp(-d_j / sigma)``, with ``sigma`` found for each row (bisection on its
+    logarithm) so that the ``k`` strengths sum to ``log2(k)``, then normalised to sum to 1. Closer
+    neighbours weigh more, and a row's spread of distances sets how much more. With ``k = 1``
+    the weight is 1. Distances are taken in units of the row's mean distance (the weights do not
+    change; the bisection's range then fits every scale).
+
+    Parameters
+    ----------
+    distances : array-like, shape (n_rows, k)
+        Distances to the ``k`` nearest fitted rows (any order), non-negative and finite.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_rows, k)
+
+    Examples
+    --------
+    Equal distances weigh equally:
+
+    >>> neighbor_weights([[2.0, 2.0, 2.0, 2.0]]).tolist()
+    [[0.25, 0.25, 0.25, 0.25]]
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[1] < 1:
+        raise ValueError(f"Expected `distances` of shape (n_rows, k) with k >= 1, got {d.shape}.")
+    if d.size and (not np.isfinite(d).all() or (d < 0).any()):
+        raise ValueError("Expected finite non-negative distances, got NaN, inf or a negative value.")
+    n, k = d.shape
+    if k == 1:
+        return np.ones((n, 1))
+    scale = d.mean(axis=1, keepdims=True)
+    r = d / np.where(scale > 0, scale, 1.0)  # distances in units of the row's mean: sigma ~ 1
+    target = math.log2(k)
+    lo = np.full((n, 1), -30.0)  # log(sigma)
+    hi = np.full((n, 1), 30.0)
+    for _ in range(64):  # the strengths' sum grows with sigma: bisect log(sigma)
+        mid = (lo + hi) / 2
+        total = np.exp(-r / np.exp(mid)).sum(axis=1, keepdims=True)
+        above = total > target
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    sigma = np.exp((lo + hi) / 2)
+    # relative to the nearest neighbour: the normalised weights are the same, and never all 0
+    w = np.exp(-(r - r.min(axis=1, keepdims=True)) / sigma)
+    return np.asarray(w / w.sum(axis=1, keepdims=True))
+
+
+def place_by_neighbors(
+    distances: ArrayLike, indices: ArrayLike, embedding: ArrayLike,
+) -> NDArray[np.float32]:
+    """Map positions of new rows: the weighted mean of their nearest fitted rows' positions.
+
+    The weights are :func:`neighbor_weights` of the distances. This is how umap-learn starts its
+    ``transform`` (``init_graph_transform``) before optimising the new points for a third of the
+    fit's epochs; the optimisation is left out here (it dominates the cost of placing many rows
+    and changes a map's neighbourhoods little: trustworthiness measured in ``docs/scale.md``).
+
+    Parameters
+    ----------
+    distances : array-like, shape (n_rows, k)
+        Distances to each new row's ``k`` nearest fitted rows.
+    indices : array-like of int, shape (n_rows, k)
+        Those fitted rows' positions in ``embedding``.
+    embedding : array-like, shape (n_fitted, 2)
+        The map of the fitted rows.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_rows, 2)
+
+    Examples
+    --------
+    >>> emb = np.array([[0.0, 0.0], [4.0, 0.0], [9.0, 9.0]])
+    >>> place_by_neighbors([[1.0, 1.0]], [[0, 1]], emb).tolist()
+    [[2.0, 0.0]]
+    """
+    idx = np.asarray(indices)
+    emb = np.asarray(embedding, dtype=np.float64)
+    w = neighbor_weights(distances)
+    if idx.shape != w.shape:
+        raise ValueError(f"Expected `indices` of shape {w.shape} (as `distances`), got {idx.shape}.")
+    if emb.ndim != 2:
+        raise ValueError(f"Expected `embedding` of shape (n_fitted, n_components), got {emb.shape}.")
+    if idx.size and (idx.min() < 0 or idx.max() >= emb.shape[0]):
+        raise ValueError(f"Expected `indices` in [0, {emb.shape[0]}), got values outside.")
+    return np.einsum("ij,ijc->ic", w, emb[idx]).astype(np.float32)

@@ -170,3 +170,73 @@ def test_umap_kernels_use_the_numba_disk_cache(umap_result):
     # umap-learn itself marks one kernel cacheable; we enable the rest before first use
     assert len(cached) > len(kernels) // 2, (len(cached), len(kernels))
 
+
+
+# ---- placing rows by their nearest fitted rows ----------------------------------------------------------
+
+
+def test_neighbor_weights_and_placement_by_hand():
+    # k = 3, distances (1, 1, 2): strengths u, u, u^2 with u = exp(-1/sigma) and
+    # 2u + u^2 = log2(3), so u = sqrt(1 + log2 3) - 1 = 0.607782 and the normalised weights are
+    # 1/(2 + u), 1/(2 + u), u/(2 + u).
+    u = np.sqrt(1 + np.log2(3)) - 1
+    assert u == pytest.approx(0.607782, abs=1e-6)
+    w = P.neighbor_weights([[1.0, 1.0, 2.0], [10.0, 10.0, 20.0]])  # scale-free: same weights
+    expected = np.array([1, 1, u]) / (2 + u)
+    np.testing.assert_allclose(w, [expected, expected], atol=1e-9)
+    # fitted rows at (0, 0), (3, 0), (0, 6): the new row lands at (3 w1, 6 w2)
+    emb = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 6.0], [50.0, 50.0]])
+    placed = P.place_by_neighbors([[1.0, 1.0, 2.0]], [[0, 1, 2]], emb)
+    np.testing.assert_allclose(placed, [[3 / (2 + u), 6 * u / (2 + u)]], atol=1e-6)
+    assert placed.dtype == np.float32
+    # one neighbour: its position; equal distances (also all zero): the plain mean
+    np.testing.assert_array_equal(P.place_by_neighbors([[0.7]], [[3]], emb), [[50.0, 50.0]])
+    np.testing.assert_allclose(P.place_by_neighbors([[0.0, 0.0]], [[0, 2]], emb), [[0.0, 3.0]])
+    # a duplicate of a fitted row (distance 0) weighs most: 1 + v + v^2 = log2(3), v = 0.41375
+    v = (np.sqrt(1 + 4 * (np.log2(3) - 1)) - 1) / 2
+    np.testing.assert_allclose(P.neighbor_weights([[0.0, 1.0, 2.0]]), [np.array([1, v, v * v]) / (1 + v + v * v)],
+                               atol=1e-9)
+
+
+def test_place_by_neighbors_rejects_bad_input():
+    emb = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="Expected finite non-negative distances"):
+        P.place_by_neighbors([[1.0, -1.0]], [[0, 1]], emb)
+    with pytest.raises(ValueError, match="Expected `indices` of shape \\(1, 2\\)"):
+        P.place_by_neighbors([[1.0, 1.0]], [[0, 1, 2]], emb)
+    with pytest.raises(ValueError, match="Expected `indices` in \\[0, 3\\)"):
+        P.place_by_neighbors([[1.0, 1.0]], [[0, 3]], emb)
+    with pytest.raises(ValueError, match="Expected `transform` among"):
+        P.project_features({"train": clusters(50, d=4)[0]}, method="pca", transform="tsne")  # type: ignore[arg-type]
+
+
+def test_transform_method_is_part_of_the_cache_key():
+    base = P.projection_params(method="umap", max_fit_rows=100)
+    train, _ = clusters(300, d=8)
+    keys = {P.projection_cache_key({"train": train}, {**base, "transform": t}) for t in ("neighbors", "umap")}
+    assert len(keys) == 2
+    assert base["transform"] == "neighbors"
+
+
+@pytest.mark.slow
+def test_neighbor_transform_keeps_the_sample_runs_map_trustworthy(tmp_path):
+    """The shipped sample run: UMAP fitted on 600 of its 1,154 training rows, the rest of the
+    training rows and every other split placed by their nearest fitted rows; trustworthiness
+    (10 neighbours) of the placed rows >= 0.9 on train and test, as the issue's bar."""
+    pytest.importorskip("umap")
+    from analysis import runstore
+
+    run = Path(__file__).resolve().parents[2] / "sample_data" / "run"
+    feats = {s: np.asarray(runstore.load_features(run, s)[1]) for s in ("train", "test")}
+    kw = dict(method="umap", n_epochs=200, random_state=0, max_fit_rows=600)
+    out = P.project_features(feats, transform="neighbors", cache_dir=tmp_path, **kw)
+    sample = np.sort(np.random.default_rng(0).choice(len(feats["train"]), 600, replace=False))
+    placed = np.setdiff1d(np.arange(len(feats["train"])), sample)
+    assert trustworthiness(feats["train"][placed], out["train"][placed], n_neighbors=10) >= 0.9
+    assert trustworthiness(feats["test"], out["test"], n_neighbors=10) >= 0.9
+    assert trustworthiness(feats["train"], out["train"], n_neighbors=10) >= 0.9
+    # the fitted rows are umap-learn's own map: the same with either transform
+    other = P.project_features(feats, transform="umap", cache_dir=tmp_path, **kw)
+    np.testing.assert_array_equal(out["train"][sample], other["train"][sample])
+    assert not np.array_equal(out["test"], other["test"])
+    assert len(list(tmp_path.glob("projection-umap-*.npz"))) == 2  # one cache entry per transform
