@@ -321,10 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "UMAP map, else a PCA map now and UMAP later (`datamap serve` computes it in "
                         "the background, or `datamap project`); umap: compute UMAP now; pca: fast")
     a.add_argument("--ood-scorers", default=None, metavar="NAMES",
-                   help="comma-separated OOD scores to compute (msp,maxlogit,energy,mahalanobis,rmd,knn;"
-                        " default all the run allows)")
+                   help="comma-separated OOD scores to compute (msp,maxlogit,energy,mahalanobis,rmd,knn,"
+                        "knn_mean,combined; default all the run allows)")
     a.add_argument("--ood-scorer", default=None, metavar="NAME",
-                   help="OOD score the diagnosis uses (default mahalanobis, else energy, else msp)")
+                   help="OOD score the diagnosis uses (default combined: the rank average of rmd and "
+                        "knn_mean; else mahalanobis, energy, msp in that order)")
     a.add_argument("--ood-quantile", type=float, default=0.95,
                    help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
                         " suspect_ood (default 0.95)")

@@ -10,10 +10,14 @@ the user's data directory::
 made on first use (copied from the shipped run, or built when the install ships none) and kept
 between demos, so a review carries over. ``datamap demo --reset`` replaces it with a fresh copy.
 The copy holds a marker file (:data:`MARKER`); a reset refuses to delete a directory without it.
+The marker records a fingerprint of the shipped analysis; when a newer datamap ships a re-analysed
+sample, the copy's analysis files (table, ``ood_eval.json``, ``cache/``) are refreshed from it and
+the person's flags and exports are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -32,6 +36,9 @@ MARKER = ".datamap-demo"
 """File inside a demo copy: marks the directory as one datamap made (and may replace)."""
 _LEFT_BEHIND = (S.FLAGS_FILE, f"{S.FLAGS_FILE}-wal", f"{S.FLAGS_FILE}-shm", S.EXPORTS_DIR)
 """What a copy never takes from the source: a person's edits and exports."""
+_ANALYSIS_FILES = (S.TABLE_FILE, S.OOD_EVAL_FILE)
+"""The analysis outputs a newer shipped sample replaces in an existing copy (with ``cache/``)."""
+_FINGERPRINT_KEY = "source-analysis: "
 
 
 def default_demo_dir() -> Path:
@@ -92,6 +99,8 @@ def prepare_demo_run(
         shutil.rmtree(target)
     if not (target / S.RUN_JSON).is_file():
         _make_copy(src, target)
+    elif is_copy:
+        _refresh_analysis(src, target)
     if not (target / S.TABLE_FILE).is_file():
         from analysis.pipeline import analyze_run
 
@@ -115,10 +124,63 @@ def _make_copy(src: Path, target: Path) -> None:
 
             logger.warning("building the sample run in %s (about a minute)", target)
             sample.build_sample_run(staged)
-        (staged / MARKER).write_text(
-            "A copy of datamap's sample run for `datamap demo`; `datamap demo --reset` replaces it.\n",
-            encoding="utf-8",
-        )
+        _write_marker(staged, _fingerprint(src))
         os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fingerprint(src: Path) -> str:
+    """SHA-256 over the source's analysis files ("" when it has none, e.g. a built sample)."""
+    digest = hashlib.sha256()
+    found = False
+    for name in _ANALYSIS_FILES:
+        path = src / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest() if found else ""
+
+
+def _write_marker(run: Path, fingerprint: str) -> None:
+    text = "A copy of datamap's sample run for `datamap demo`; `datamap demo --reset` replaces it.\n"
+    if fingerprint:
+        text += f"{_FINGERPRINT_KEY}{fingerprint}\n"
+    tmp = run / f"{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, run / MARKER)
+
+
+def _recorded_fingerprint(run: Path) -> str:
+    for line in (run / MARKER).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(_FINGERPRINT_KEY):
+            return line[len(_FINGERPRINT_KEY):].strip()
+    return ""
+
+
+def _refresh_analysis(src: Path, target: Path) -> None:
+    """Bring a copy made from an older shipped analysis up to the current one; keep the edits."""
+    current = _fingerprint(src)
+    if not current or _recorded_fingerprint(target) == current:
+        return
+    logger.info("the shipped sample run was re-analysed: refreshing the analysis in %s "
+                "(flags and exports kept)", target)
+    for name in _ANALYSIS_FILES:
+        if (src / name).is_file():
+            tmp = target / f".{name}.{os.getpid()}.tmp"
+            shutil.copyfile(src / name, tmp)
+            os.replace(tmp, target / name)
+        else:  # an output the newer analysis no longer writes
+            (target / name).unlink(missing_ok=True)
+    cache = src / S.CACHE_DIR
+    if cache.is_dir():
+        staged = Path(tempfile.mkdtemp(prefix=".cache.", dir=target))
+        try:
+            shutil.copytree(cache, staged / "cache")
+            old = target / S.CACHE_DIR
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(staged / "cache", old)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    _write_marker(target, current)

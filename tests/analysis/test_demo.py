@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from analysis import cli
 from analysis import schema as S
 from analysis.demo import MARKER, SAMPLE_RUN, default_demo_dir, prepare_demo_run
+from analysis.dynamics import RegionThresholds
 from analysis.export import export_subset
 from analysis.flags import FlagJournal
 from analysis.pipeline import AnalyzeOptions, analyze_run
@@ -57,6 +59,34 @@ def test_copy_leaves_edits_behind_keeps_the_users_and_resets(source: Path, tmp_p
     assert FlagJournal(dest).count() == 0 and (dest / MARKER).is_file()
     assert _files(source) == before  # the source was never written to
     assert not list(dest.parent.glob(".demo.*"))  # no staging directory left behind
+
+
+def test_a_newer_shipped_analysis_refreshes_the_copy_and_keeps_the_edits(
+        source: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(source, src, ignore=shutil.ignore_patterns(S.FLAGS_FILE + "*", S.EXPORTS_DIR))
+    dest = tmp_path / "demo"
+    prepare_demo_run(dest, source=src)
+    (dest / S.OOD_EVAL_FILE).write_text("{}", encoding="utf-8")  # as an older analysis left it
+    FlagJournal(dest).add(3, flag="ambiguous")
+    old_table = (dest / S.TABLE_FILE).read_bytes()
+    # the same source again: nothing is rewritten
+    prepare_demo_run(dest, source=src)
+    assert (dest / S.TABLE_FILE).read_bytes() == old_table
+    # a newer datamap ships the sample analysed at other thresholds
+    analyze_run(src, AnalyzeOptions(ood=False, thresholds=RegionThresholds(confidence=0.8)))
+    assert (src / S.TABLE_FILE).read_bytes() != old_table
+    prepare_demo_run(dest, source=src)
+    assert (dest / S.TABLE_FILE).read_bytes() == (src / S.TABLE_FILE).read_bytes()
+    assert not (src / S.OOD_EVAL_FILE).exists() and not (dest / S.OOD_EVAL_FILE).exists()
+    assert FlagJournal(dest).latest()["flag"].tolist() == ["ambiguous"]  # the review is kept
+    # a copy made by an older datamap (a marker without a fingerprint) is refreshed too
+    (dest / S.TABLE_FILE).write_bytes(old_table)
+    (dest / MARKER).write_text("A copy of datamap's sample run.\n", encoding="utf-8")
+    prepare_demo_run(dest, source=src)
+    assert (dest / S.TABLE_FILE).read_bytes() == (src / S.TABLE_FILE).read_bytes()
+    assert FlagJournal(dest).count() == 1
+    assert not [p.name for p in dest.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".cache.")]
 
 
 def test_a_foreign_directory_is_never_deleted(source: Path, tmp_path: Path) -> None:
