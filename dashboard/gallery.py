@@ -71,8 +71,9 @@ def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str
     pages[key] = page
     shown = rows[start:stop]
     ids = t[S.EXAMPLE_ID].to_numpy()
-    try:
-        suggested = evidence.suggested_labels(t.iloc[shown]).tolist()
+    try:  # only the page's rows of the one column it reads (not a copy of every column)
+        label_cols = [c for c in (evidence.SUGGESTED_LABEL, S.FINAL_PRED) if c in t.columns][:1]
+        suggested = evidence.suggested_labels(t[label_cols].iloc[shown]).tolist()
     except ValueError:
         suggested = [None] * len(shown)
     page_ids = [i.item() if hasattr(i, "item") else i for i in ids[shown]]
