@@ -99,10 +99,12 @@ def _strip(ctx: D.RunContext, rows: np.ndarray, captions: list[str], *, empty: s
     t = ctx.table
     if S.IMAGE in t.columns:
         cols = st.columns(len(rows))
-        for col, row, caption in zip(cols, rows, captions, strict=True):
-            img = D.image_for_display(t[S.IMAGE].iloc[int(row)], ctx.run_dir)
-            if img is not None:
-                col.image(img, width=THUMB_PX, caption=caption)
+        # cached thumbnails sent inline (data URLs): nothing decoded again, no request per image
+        positions = np.asarray(rows, dtype=np.int64)
+        thumbs = D.image_data_urls(t[S.IMAGE].iloc[positions], ctx.run_dir, key=ctx.key, rows=positions)
+        for col, thumb, caption in zip(cols, thumbs, captions, strict=True):
+            if thumb is not None:
+                col.image(thumb, width=THUMB_PX, caption=caption)
             else:
                 col.caption(caption)
     elif S.TEXT in t.columns:
