@@ -166,12 +166,12 @@ def time_lasso(page: object) -> tuple[float, int, float]:
     page.mouse.up()  # type: ignore[attr-defined]
     label = page.get_by_text(re.compile(r"selected by lasso")).first  # type: ignore[attr-defined]
     label.wait_for(timeout=120_000)
-    page.wait_for_selector('[data-testid="stDataFrame"]', timeout=120_000)  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid="stDataFrame"]:visible', timeout=120_000)  # type: ignore[attr-defined]
     wait_idle(page)
     dt = time.perf_counter() - t0
     n = int(label.inner_text().split(" selected")[0].replace(",", ""))
     # open the first listed example: its view (metrics, image, p(gold) trajectory) appears
-    table = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    table = page.locator('[data-testid="stDataFrame"]:visible').first  # type: ignore[attr-defined]
     table.scroll_into_view_if_needed()
     grid = table.bounding_box()
     t1 = time.perf_counter()
