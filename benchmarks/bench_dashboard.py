@@ -215,11 +215,13 @@ def focus_keys(page: object) -> None:
 
 
 def time_queue(
-    context: object, url: str, decisions: int, log: ServerLog, server_pid: int
+    context: object, url: str, decisions: int, log: ServerLog, server_pid: int, skip: int = 0
 ) -> tuple[list[float], ...]:
     """(decision → next example shown, decision → page settled, server Python per decision) of
     ``decisions`` keypresses ``4`` (flag ``keep``: one journal write each) in a row, in a new tab
-    of ``context``; and the work per decision (:class:`Work`)."""
+    of ``context``; and the work per decision (:class:`Work`). ``skip`` examples are passed over
+    first (key ``J``, untimed), so that each tab decides on examples no earlier tab has shown (their
+    evidence is not cached yet)."""
     page = context.new_page()  # type: ignore[attr-defined]
     page.goto(url + "/queue")
     page.get_by_text(re.compile(r"^Example 1 of")).first.wait_for(timeout=120_000)
@@ -233,9 +235,13 @@ def time_queue(
         page.keyboard.press("j")
         page.get_by_text(re.compile(r"^Example 2 of")).first.wait_for(timeout=120_000)
     wait_idle(page)
+    for k in range(3, 3 + skip):
+        page.keyboard.press("j")  # type: ignore[attr-defined]
+        page.get_by_text(re.compile(rf"^Example {k} of")).first.wait_for(timeout=120_000)  # type: ignore[attr-defined]
+        wait_idle(page)
     work = Work(server_pid)
     shown, settled, server, server_cpu, browser_busy = [], [], [], [], []
-    for k in range(3, 3 + decisions):
+    for k in range(3 + skip, 3 + skip + decisions):
         before = page.locator('[data-testid="stTable"]').first.inner_text()  # type: ignore[attr-defined]
         log.since()
         work.start()
@@ -439,7 +445,7 @@ def bench_size(
         first.close()  # type: ignore[attr-defined]
         out["map_cold_s"] = cold
         n_sel = 0
-        for _ in range(args.repeat):
+        for repeat in range(args.repeat):
             runs["floor"].append(floor_page.time())
             if maps:
                 assert plotly_page is not None
@@ -454,9 +460,12 @@ def bench_size(
                 t, ctx, page = time_map(browser, url + "/ood", ctx, ready=OOD_READY)
                 runs["ood_page"].append(t)
                 page.close()  # type: ignore[attr-defined]
-            for what, timer, count in (("decision", time_queue, args.decisions),
-                                       ("gallery", time_gallery, args.turns)):
-                got = timer(ctx, url, count, ServerLog(log), proc.pid)
+            timed = (
+                ("decision", time_queue(ctx, url, args.decisions, ServerLog(log), proc.pid,
+                                        skip=repeat * args.decisions)),
+                ("gallery", time_gallery(ctx, url, args.turns, ServerLog(log), proc.pid)),
+            )
+            for what, got in timed:
                 for name, values in zip(("shown", "settled", "server", "server_cpu", "browser"), got,
                                         strict=True):
                     runs[f"{what}_{name}"] += values
