@@ -14,9 +14,16 @@ starts ``datamap serve`` on it, drives headless Chromium with Playwright and mea
 * **OOD page**: the OOD page in a new tab until its score histogram and ROC/PR curves are drawn
   and the script has finished;
 * **decision → next example**: on the keyboard review queue (suspected mislabeled), the key `4`
-  (flag ``keep``, one journal write) until the next example is shown and the app is idle;
-* **gallery page**: on the Review page shown as a gallery, "Next ▶" until the next page's 24 tiles
-  (thumbnails decoded on the server) are shown and the app is idle.
+  (flag ``keep``, one journal write) until the next example is shown (header, facts, image decoded)
+  and until the page has settled (the evidence below it drawn, the app idle); ``--decisions`` in a
+  row per tab, each tab on examples no earlier tab has shown;
+* **gallery page**: on the Review page shown as a gallery, "Next ▶" until all 24 tiles show a new
+  caption and a decoded thumbnail, and until the app is idle; ``--turns`` per tab;
+* for both, the CPU seconds of the server's process tree and of the Chromium processes per action
+  (``/proc``): the work, whatever the machine's load; the 1-minute load average before and after
+  each size is printed next to them.
+
+The runs are built with ``images=True`` (every row names one of 1,000 small PNG files).
 
 Two reference pages, opened the same way, are timed right before every warm map load, so each
 size's ratios to them compare runs made under the same machine load:
@@ -31,6 +38,7 @@ Medians of ``--repeat`` runs. Usage::
 
     .venv/bin/python benchmarks/bench_dashboard.py            # 10k, 100k, 1M
     .venv/bin/python benchmarks/bench_dashboard.py --sizes 10000 100000 --repeat 5
+    nice -n 5 .venv/bin/python benchmarks/bench_dashboard.py --only review   # queue and gallery only
 
 Targets (issue 5): map under 3 s at 100k and under 8 s at 1M; filter and selection updates
 under 1 s at 100k. Issue 11: decision → next example under 1 s at 100k; a gallery page under 1.5 s
