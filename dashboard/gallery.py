@@ -61,7 +61,18 @@ def _tile_caption(ctx: D.RunContext, row: int, suggested: Any, metric: str | Non
 
 def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str | None = None,
                    what: str = "listed") -> list[Any]:
-    """A paged gallery of ``rows`` (positions, in order) with picks; returns the picked ids."""
+    """A paged gallery of ``rows`` (positions, in order) with picks; returns the picked ids.
+
+    The gallery is a fragment: turning a page or ticking a tile reruns only the gallery (not the
+    sidebar, the page above it or a map), so the browser redraws only the tiles. A bulk action
+    taken on the picks reruns the whole app.
+    """
+    _gallery(ctx, rows, key=key, metric=metric, what=what)
+    return sorted(st.session_state.get(K.GALLERY_PICKS, {}).get(key, set()), key=str)
+
+
+@st.fragment
+def _gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str | None, what: str) -> None:
     assert ctx.table is not None
     t = ctx.table
     pages: dict[str, int] = st.session_state.setdefault(K.GALLERY_PAGE, {})
@@ -71,11 +82,15 @@ def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str
     pages[key] = page
     shown = rows[start:stop]
     ids = t[S.EXAMPLE_ID].to_numpy()
-    try:
-        suggested = evidence.suggested_labels(t.iloc[shown]).tolist()
+    try:  # only the page's rows of the one column it reads (not a copy of every column)
+        label_cols = [c for c in (evidence.SUGGESTED_LABEL, S.FINAL_PRED) if c in t.columns][:1]
+        suggested = evidence.suggested_labels(t[label_cols].iloc[shown]).tolist()
     except ValueError:
         suggested = [None] * len(shown)
     page_ids = [i.item() if hasattr(i, "item") else i for i in ids[shown]]
+    # cached thumbnails sent inline (data URLs): no image decoded again, no request per tile
+    thumbs = (D.image_data_urls(t[S.IMAGE].iloc[shown], ctx.run_dir, key=ctx.key, rows=shown)
+              if S.IMAGE in t.columns else [None] * len(shown))
     nav_prev, nav_text, nav_next, pick_page, clear_picks = st.columns([1, 2, 1, 1.2, 1.2],
                                                                      vertical_alignment="center")
     nav_prev.button("◀ Previous", key=f"{key}_prev", disabled=page == 0, width="stretch",
@@ -97,7 +112,7 @@ def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str
             row = int(shown[pos])
             eid = page_ids[pos]
             with col:
-                _tile(ctx, row)
+                _tile(ctx, row, thumbs[pos])
                 box_key = _box_key(key, eid)
                 if box_key not in st.session_state:
                     st.session_state[box_key] = eid in picked
@@ -106,7 +121,6 @@ def render_gallery(ctx: D.RunContext, rows: np.ndarray, *, key: str, metric: str
     if picked:
         render_bulk_actions(ctx, np.asarray(sorted(picked, key=str), dtype=object), key=f"{key}_bulk",
                             what="the gallery's picks")
-    return sorted(picked, key=str)
 
 
 def _turn(key: str, page: int) -> None:
@@ -141,14 +155,13 @@ def _box_key(key: str, eid: Any) -> str:
     return f"{key}_box_{eid}"
 
 
-def _tile(ctx: D.RunContext, row: int) -> None:
+def _tile(ctx: D.RunContext, row: int, thumbnail: str | None) -> None:
+    """One tile: the image's thumbnail (a ``data:`` URL), else a text snippet, else a note."""
     assert ctx.table is not None
     t = ctx.table
-    if S.IMAGE in t.columns:
-        img = D.image_for_display(t[S.IMAGE].iloc[row], ctx.run_dir)
-        if img is not None:
-            st.image(img, width=THUMB_PX)
-            return
+    if thumbnail is not None:
+        st.image(thumbnail, width=THUMB_PX)
+        return
     if S.TEXT in t.columns and isinstance(t[S.TEXT].iloc[row], str):
         st.text(t[S.TEXT].iloc[row][:200])
         return

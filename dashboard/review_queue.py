@@ -21,6 +21,7 @@ first); the sidebar filter applies.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,14 +66,55 @@ def rank(table: pd.DataFrame, candidates: np.ndarray, *, by: str | None, ascendi
     >>> t = pd.DataFrame({"aum": [0.5, -1.0, np.nan, -1.0]})
     >>> rank(t, np.array([True, True, True, True]), by="aum", ascending=True).tolist()
     [1, 3, 0, 2]
+    >>> rank(t, np.array([True, True, True, True]), by="aum", ascending=False).tolist()
+    [0, 1, 3, 2]
     """
     rows = np.flatnonzero(candidates)
     if by is None or by not in table.columns or not rows.size:
         return rows
     values = table[by].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
-    key = values if ascending else -values
-    key = np.where(np.isnan(key), np.inf, key)
-    return rows[np.argsort(key, kind="stable")]
+    # NumPy sorts NaN last in both directions; a stable sort keeps ties in table order
+    return rows[np.argsort(values if ascending else -values, kind="stable")]
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _ranked(key: D.RunKey, by: str | None, ascending: bool, digest: str, _table: pd.DataFrame,
+            _candidates: np.ndarray) -> np.ndarray:
+    rows = rank(_table, _candidates, by=by, ascending=ascending)
+    rows.setflags(write=False)  # shared between reruns and sessions
+    return rows
+
+
+def ranked_rows(ctx: D.RunContext, candidates: np.ndarray, *, by: str | None, ascending: bool) -> np.ndarray:
+    """:func:`rank` of the ``candidates`` of ``ctx.table``, cached per (run, rank column, direction,
+    candidate set): a rerun that changes nothing of these (a decision, a page turn) does not sort
+    again. The returned array is shared: read-only."""
+    assert ctx.table is not None and ctx.key is not None
+    mask = np.asarray(candidates, dtype=bool)
+    digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).hexdigest() + f":{mask.size}"
+    return _ranked(ctx.key, by, ascending, digest, ctx.table, mask)
+
+
+def equals(column: pd.Series, value: str) -> np.ndarray:
+    """Bool array of ``column.astype(str) == value``; a categorical column is compared on its codes
+    (no million-string copy per rerun).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> equals(pd.Series(pd.Categorical(["a", None, "b", "a"])), "a").tolist()
+    [True, False, False, True]
+    >>> equals(pd.Series(["a", None, "b"]), "b").tolist()
+    [False, False, True]
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = column.cat.categories
+        if not all(isinstance(c, str) for c in categories):
+            return (column.astype(str) == value).to_numpy(dtype=bool)
+        if value not in categories:
+            return np.zeros(len(column), dtype=bool)
+        return np.asarray(column.cat.codes.to_numpy() == categories.get_loc(value), dtype=bool)
+    return (column.astype(str) == value).to_numpy(dtype=bool)
 
 
 def queue_sources(ctx: D.RunContext) -> dict[str, tuple[np.ndarray, str | None, bool]]:
@@ -82,13 +124,13 @@ def queue_sources(ctx: D.RunContext) -> dict[str, tuple[np.ndarray, str | None, 
     out: dict[str, tuple[np.ndarray, str | None, bool]] = {}
     aum = next((c for c in (S.AUM, S.CONFIDENCE) if c in t.columns), None)
     if S.DIAGNOSIS in t.columns:
-        diag = t[S.DIAGNOSIS].astype(str).to_numpy()
-        out["suspected mislabeled"] = ((diag == DG.SUSPECT_MISLABELED) & ctx.mask, aum, True)
+        diag = t[S.DIAGNOSIS]
+        out["suspected mislabeled"] = (equals(diag, DG.SUSPECT_MISLABELED) & ctx.mask, aum, True)
         settings = D.diagnosis_settings(ctx.run_dir)
         ood_col = settings[0] if settings is not None and settings[0] in t.columns else None
         if ood_col is None:
             ood_col = next(iter(D.ood_columns(t)), None)
-        out["suspected OOD"] = ((diag == DG.SUSPECT_OOD) & ctx.mask, ood_col, False)
+        out["suspected OOD"] = (equals(diag, DG.SUSPECT_OOD) & ctx.mask, ood_col, False)
     for page, sel in (st.session_state.get(K.SELECTION) or {}).items():
         if sel is not None and len(sel):
             cand = t[S.EXAMPLE_ID].isin(sel.ids).to_numpy() & ctx.mask
@@ -132,7 +174,7 @@ def render_queue(ctx: D.RunContext) -> None:
         return
     source = st.radio("queue", list(sources), horizontal=True, key=K.W_QUEUE_SOURCE)
     cand, by, ascending = sources[source]
-    rows = rank(t, cand, by=by, ascending=ascending)
+    rows = ranked_rows(ctx, cand, by=by, ascending=ascending)
     if not rows.size:
         st.info("Nothing in this queue under the current filter.")
         return

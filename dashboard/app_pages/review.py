@@ -7,6 +7,7 @@ import streamlit as st
 
 from analysis import schema as S
 from dashboard import data as D
+from dashboard import review_queue
 from dashboard import state as K
 from dashboard import widgets as W
 from dashboard.bulk_actions import render_bulk_actions
@@ -45,7 +46,7 @@ if kind == "flagged":
     cand = ctx.flagged & ctx.mask
     rank_col = None
 elif S.DIAGNOSIS in t.columns:
-    cand = (t[S.DIAGNOSIS].astype(str) == kind).to_numpy() & ctx.mask
+    cand = review_queue.equals(t[S.DIAGNOSIS], kind) & ctx.mask
 else:
     cand = np.zeros(len(t), dtype=bool)
     st.warning("This run's table has no `diagnosis` column; run `datamap analyze` to rank suspects.")
@@ -59,11 +60,8 @@ elif kind == SUSPECT_OOD:
     rank_col = used if used in t.columns else next((c for c in OOD_RANKING if c in t.columns), None)
     ascending = False
 
-rows = np.flatnonzero(cand)
-if rank_col is not None and rows.size:
-    vals = t[rank_col].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
-    order = np.argsort(vals if ascending else -vals, kind="stable")
-    rows = rows[order]
+# cached per (run, ranking, candidate set): a page turn or a flag does not sort again
+rows = review_queue.ranked_rows(ctx, cand, by=rank_col, ascending=ascending)
 n_flagged = int((ctx.flagged[rows]).sum()) if rows.size else 0
 c1, c2, c3 = st.columns(3)
 c1.metric(kind_label, f"{rows.size:,}")
