@@ -558,9 +558,10 @@ def test_lasso_bulk_relabel_to_suggested_and_undo(server: Server, page: object, 
     shot(page, "gallery")
     first_page = inside.iloc[:24]  # the gallery lists the selection in table order
     # what "relabel to the suggested label" must do, computed here from the table
-    pred = first_page[S.FINAL_PRED].astype("Int64")
+    # the analysis' suggested label (the epochs' majority prediction; docs/metrics.md)
+    pred = first_page[S.SUGGESTED_LABEL].astype("Int64")
     want = first_page[pred.notna() & (pred != first_page[S.LABEL].astype("Int64"))]
-    want = dict(zip(want[S.EXAMPLE_ID].tolist(), want[S.FINAL_PRED].astype(int).tolist(), strict=True))
+    want = dict(zip(want[S.EXAMPLE_ID].tolist(), want[S.SUGGESTED_LABEL].astype(int).tolist(), strict=True))
     assert want, "the page should hold examples whose prediction differs from their label"
     # "relabel to the suggested label" is the default action: apply to the picks, confirm the count
     page.get_by_role("button", name="Apply to 24…").click()  # type: ignore[attr-defined]
@@ -713,8 +714,8 @@ def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Serv
     drag(page, area, [(0.25, 0.2), (0.75, 0.15), (0.9, 0.55), (0.55, 0.85), (0.2, 0.6), (0.25, 0.2)])
     page.get_by_text(re.compile(r"selected by lasso")).wait_for()  # type: ignore[attr-defined]
     wait_idle(page)
-    # pick a row of the selection table: its example opens
-    grid = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    # pick a row of the selection table (the visible one; the page holds hidden tables): its example opens
+    grid = page.locator('[data-testid="stDataFrame"]:visible').first  # type: ignore[attr-defined]
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
@@ -724,11 +725,11 @@ def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Serv
     # the chart's (the table's own toolbar button would clear only the row pick)
     box = grid.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 60)  # type: ignore[attr-defined]
-    page.locator('[data-testid="stElementToolbar"]').first.wait_for()  # type: ignore[attr-defined]
+    page.locator('[data-testid="stElementToolbar"]:visible').first.wait_for()  # type: ignore[attr-defined]
     visible = [b for b in page.get_by_role("button", name="Clear selection").all() if b.is_visible()]  # type: ignore[attr-defined]
     assert len(visible) == 1, len(visible)
     assert visible[0].get_attribute("data-action") == "clear"
-    assert page.locator('[data-testid="stElementToolbar"] [aria-label="Show/hide columns"]').first.is_visible()  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stElementToolbar"]:visible [aria-label="Show/hide columns"]').first.is_visible()  # type: ignore[attr-defined]
     shot(page, "data_map_selection_table")
     visible[0].click()
     page.get_by_text("Draw a lasso").wait_for()  # type: ignore[attr-defined]
@@ -737,7 +738,7 @@ def test_one_clear_selection_control_clears_the_chart_and_the_table(server: Serv
     assert selection_shape(page) is None
     assert page.get_by_text(re.compile(r"selected by")).count() == 0  # type: ignore[attr-defined]
     assert page.get_by_text(re.compile(r"^Example ")).count() == 0  # type: ignore[attr-defined]
-    assert page.locator('[data-testid="stDataFrame"]').count() == 0  # type: ignore[attr-defined]
+    assert page.locator('[data-testid="stDataFrame"]:visible').count() == 0  # type: ignore[attr-defined]
     assert clear.is_disabled()
     no_exception(page)
 
