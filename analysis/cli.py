@@ -143,6 +143,9 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
                      + (f" ({t:.4g})" if isinstance(t, (int, float)) else "")
                      + f"; label issues and learned rows above the {info.get('learned_ood_quantile')}"
                      " quantile")
+        if info.get("issue_score_column"):
+            lines.append(f"  label issues are suspect_ood by {info['issue_score_column']} (the feature parts:"
+                         " a wrong label itself lowers the model's confidence)")
     return lines
 
 

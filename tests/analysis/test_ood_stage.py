@@ -320,3 +320,16 @@ def test_rows_without_dynamics_get_their_prediction_from_the_logits(tmp_path):
     # every row with logits now has a prediction
     split = table.set_index(S.EXAMPLE_ID)[S.SPLIT]
     assert pred[split != S.TRAIN_SPLIT].notna().sum() == len(expected)
+
+
+def test_summary_says_how_the_diagnosis_chose_its_cut_offs():
+    """On the shipped sample run (analysed with the defaults): the lines `datamap summary` prints."""
+    from analysis.cli import _cutoff_lines
+
+    ev = json.loads((SAMPLE_RUN / S.OOD_EVAL_FILE).read_text())
+    table = runstore.load_table(SAMPLE_RUN)
+    text = "\n".join(_cutoff_lines(SAMPLE_RUN))
+    assert f"suspect_ood: {S.OOD_COMBINED} above its 0.95 quantile" in text
+    assert f"({ev['diagnosis']['threshold']:.4g})" in text
+    assert f"label issues are suspect_ood by {S.OOD_COMBINED_FEATURES}" in text
+    assert f"{int(table[S.LABEL_ISSUE].sum())} of" in text
