@@ -143,9 +143,6 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
                      + (f" ({t:.4g})" if isinstance(t, (int, float)) else "")
                      + f"; label issues and learned rows above the {info.get('learned_ood_quantile')}"
                      " quantile")
-        if info.get("issue_score_column"):
-            lines.append(f"  label issues are suspect_ood by {info['issue_score_column']} (the feature parts:"
-                         " a wrong label itself lowers the model's confidence)")
     return lines
 
 
@@ -327,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated OOD scores to compute (msp,maxlogit,energy,mahalanobis,rmd,knn,"
                         "knn_mean,combined; default all the run allows)")
     a.add_argument("--ood-scorer", default=None, metavar="NAME",
-                   help="OOD score the diagnosis uses (default combined: Fisher's combination of rmd, "
-                        "knn_mean and energy; else mahalanobis, energy, msp in that order)")
+                   help="OOD score the diagnosis uses (default combined: the rank average of rmd and "
+                        "knn_mean; else mahalanobis, energy, msp in that order)")
     a.add_argument("--ood-quantile", type=float, default=0.95,
                    help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
                         " suspect_ood (default 0.95)")

@@ -128,7 +128,6 @@ def diagnose(
     *,
     thresholds: DiagnosisThresholds | None = None,
     label_issue: ArrayLike | None = None,
-    issue_score: ArrayLike | None = None,
 ) -> NDArray[np.object_]:
     """Label every example ``clean``, ``ambiguous``, ``suspect_mislabeled``, ``suspect_ood`` or ``no_dynamics``.
 
@@ -145,9 +144,6 @@ def diagnose(
         Rows whose label the run estimates to be wrong (:func:`analysis.noise.label_issues`).
         When given, these (not the hard-to-learn region) are the mislabeling suspects, and
         hard-to-learn rows that are not label issues are ``ambiguous``.
-    issue_score : array-like of float, shape (n_examples,), optional
-        The OOD score that decides whether a label issue is ``suspect_ood`` (above its own
-        ``learned_ood_quantile`` quantile over the reference rows). Default: ``ood_score``.
 
     Returns
     -------
@@ -189,35 +185,16 @@ def diagnose(
         issue = noise.label_issue_mask(label_issue)
         if issue.shape != (n,):
             raise ValueError(f"Expected `label_issue` to have shape ({n},), got {issue.shape}.")
-    issue_beyond = None
-    if issue_score is not None:
-        iscore = np.asarray(issue_score, dtype=np.float64)
-        if iscore.shape != (n,):
-            raise ValueError(f"Expected `issue_score` to have shape ({n},), got {iscore.shape}.")
-        issue_beyond = _beyond_learned(iscore, ref, th)
-    codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy, issue, issue_beyond)
+    codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy, issue)
     return np.asarray(DIAGNOSES, dtype=object)[codes]
-
-
-def _beyond_learned(score: NDArray[np.float64], ref: NDArray[np.bool_],
-                    th: DiagnosisThresholds) -> NDArray[np.bool_]:
-    """Rows above the ``learned_ood_quantile`` quantile of ``score`` over the reference rows."""
-    if th.learned_ood_quantile is None:
-        return np.zeros(score.shape, bool)
-    with np.errstate(invalid="ignore"):
-        return score > ood_threshold(score[ref], th.learned_ood_quantile)
 
 
 def _diagnosis_codes(
     hard: NDArray[np.bool_], easy: NDArray[np.bool_], amb: NDArray[np.bool_],
     beyond: NDArray[np.bool_], beyond_easy: NDArray[np.bool_],
     issue: NDArray[np.bool_] | None = None,
-    issue_beyond: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int8]:
-    """Index into :data:`DIAGNOSES` of each row (the rule of :func:`diagnose`, first match wins).
-
-    ``issue_beyond``: which label issues are beyond the learned-row cut-off (default
-    ``beyond_easy``, the main score's)."""
+    """Index into :data:`DIAGNOSES` of each row (the rule of :func:`diagnose`, first match wins)."""
     code = {d: np.int8(i) for i, d in enumerate(DIAGNOSES)}
     learned = easy | amb
     if issue is None:
@@ -230,7 +207,7 @@ def _diagnosis_codes(
     dyn = easy | amb | hard
     issue = issue & dyn
     return np.select(
-        [issue & (beyond_easy if issue_beyond is None else issue_beyond), issue, hard & beyond, dyn & beyond_easy, easy, amb | hard, beyond],
+        [issue & beyond_easy, issue, hard & beyond, dyn & beyond_easy, easy, amb | hard, beyond],
         [code[SUSPECT_OOD], code[SUSPECT_MISLABELED], code[SUSPECT_OOD], code[SUSPECT_OOD],
          code[CLEAN], code[AMBIGUOUS], code[SUSPECT_OOD]],
         default=code[NO_DYNAMICS],
@@ -242,13 +219,10 @@ def diagnosis_column(
     score_column: str | None,
     *,
     thresholds: DiagnosisThresholds | None = None,
-    issue_score_column: str | None = None,
 ) -> tuple[pd.Categorical, dict[str, Any]]:
     """:func:`diagnose` applied to the example table; also returns the thresholds used.
 
     The reference rows are the ``reference_splits`` rows whose ``is_ood`` is not true.
-    ``issue_score_column`` (a table column) decides which label issues are ``suspect_ood``
-    (``issue_score`` of :func:`diagnose`); ignored when absent from the table.
 
     Returns
     -------
@@ -262,10 +236,6 @@ def diagnosis_column(
     score = None
     if score_column is not None and score_column in table.columns:
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
-    iscore = None
-    if issue_score_column is not None and issue_score_column in table.columns and issue is not None:
-        iscore = pd.to_numeric(table[issue_score_column], errors="coerce").to_numpy(np.float64,
-                                                                                   na_value=np.nan)
     region = table[S.REGION]
     if isinstance(region.dtype, pd.CategoricalDtype) and not region.isna().any():
         # Work on category codes: no per-row strings (a second at a million rows).
@@ -284,12 +254,11 @@ def diagnosis_column(
                   if th.learned_ood_quantile is not None else float("nan"))
         with np.errstate(invalid="ignore"):
             codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy,
-                                     issue, None if iscore is None else _beyond_learned(iscore, ref, th))
+                                     issue)
         diag_cat = pd.Categorical.from_codes(codes, categories=list(DIAGNOSES))
     else:
         reg = region.astype(str).to_numpy(dtype=object)
-        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th, label_issue=issue,
-                                           issue_score=iscore),
+        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th, label_issue=issue),
                                   categories=list(DIAGNOSES))
     info: dict[str, Any] = {"score_column": score_column if score is not None else None,
                             "mislabeled_rule": (f"`{S.LABEL_ISSUE}` column" if issue is not None
@@ -301,10 +270,6 @@ def diagnosis_column(
         info["threshold"] = ood_threshold(score[ref], th.ood_quantile)
         if th.learned_ood_quantile is not None:
             info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile)
-    if iscore is not None:
-        info["issue_score_column"] = issue_score_column
-        if th.learned_ood_quantile is not None:
-            info["issue_learned_threshold"] = ood_threshold(iscore[ref], th.learned_ood_quantile)
     return diag_cat, info
 
 

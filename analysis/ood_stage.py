@@ -24,9 +24,9 @@ Options (``AnalyzeOptions.extra``; every key optional):
                            it in line (for scripts)
 ``projection_params``      dict passed to :func:`analysis.projection.project_features`
                            (default ``max_fit_rows=20_000``)
-``diagnosis_scorer``       column used by the diagnosis (default: ``ood_combined`` when at least
-                           two of ``ood_rmd``, ``ood_knn_mean``, ``ood_energy`` were computed, else
-                           the first of ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
+``diagnosis_scorer``       column used by the diagnosis (default: ``ood_combined`` when
+                           ``ood_rmd`` and ``ood_knn_mean`` were computed, else the first of
+                           ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
@@ -57,12 +57,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["add_ood_columns", "DIAGNOSIS_PREFERENCE", "OPTION_KEYS"]
 
-COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN_MEAN, S.OOD_ENERGY)
-"""The scores :func:`combined_score` combines (chosen by ``benchmarks/suite.py``, docs/ood.md §8):
-two feature scores and one logit score. Those the run allows are used, at least two of them."""
-COMBINED_MIN_PARTS = 2
-FEATURE_PARTS = (S.OOD_RMD, S.OOD_KNN_MEAN)
-"""The parts of ``ood_combined`` read from the features alone (``ood_combined_features``)."""
+COMBINED_PARTS = (S.OOD_RMD, S.OOD_KNN_MEAN)
+"""The scores :func:`combined_score` ranks and averages (chosen by ``benchmarks/suite.py``)."""
 DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_MSP, S.OOD_RMD, S.OOD_KNN,
                         S.OOD_KNN_MEAN, S.OOD_MAXLOGIT)
 OPTION_KEYS = frozenset({
@@ -285,25 +281,12 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         table[col] = np.nan
     written = _score_kind(table, columns, logits, "logits", labels_int, params)
     written += _score_kind(table, columns, feats, "features", labels_int, params)
-    parts = [c for c in COMBINED_PARTS if c in written]
-    combined_info: dict[str, Any] | None = None
-    if len(parts) >= COMBINED_MIN_PARTS and (combined_requested or extra.get("ood_scorers") is None):
+    if all(c in written for c in COMBINED_PARTS) and (combined_requested
+                                                      or extra.get("ood_scorers") is None):
         fit_rows = (table[S.SPLIT].astype(str) == S.TRAIN_SPLIT).to_numpy()
-        table[S.OOD_COMBINED] = combined_score([table[c].to_numpy(np.float64) for c in parts], fit_rows)
+        table[S.OOD_COMBINED] = combined_score(
+            [table[c].to_numpy(np.float64) for c in COMBINED_PARTS], fit_rows)
         written.append(S.OOD_COMBINED)
-        combined_info = {"method": "fisher", "parts": parts, "reference": S.TRAIN_SPLIT}
-        feature_parts = [c for c in parts if c in FEATURE_PARTS]
-        if len(feature_parts) >= COMBINED_MIN_PARTS and len(feature_parts) < len(parts):
-            table[S.OOD_COMBINED_FEATURES] = combined_score(
-                [table[c].to_numpy(np.float64) for c in feature_parts], fit_rows)
-            written.append(S.OOD_COMBINED_FEATURES)
-            combined_info["features_column"] = S.OOD_COMBINED_FEATURES
-        if len(parts) < len(COMBINED_PARTS):
-            log.info("ood_combined from %s (the run allows no %s)", ", ".join(parts),
-                     ", ".join(c for c in COMBINED_PARTS if c not in parts))
-    elif combined_requested:
-        _warn(f"{S.OOD_COMBINED} needs at least {COMBINED_MIN_PARTS} of {', '.join(COMBINED_PARTS)}; "
-              f"computed: {', '.join(parts) or 'none'}. Add them to --ood-scorers.")
     for col in columns:  # keep only what could be computed from the stored inputs
         if col not in written and not (feats if O.SCORERS[col].input_kind == "features" else logits):
             table = table.drop(columns=col)
@@ -335,13 +318,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         table[S.LABEL_ISSUE], label_info = noise.refine_with_neighbors(table, pos_train, arr_train,
                                                                        label_info)
         log.info("label issues: neighbour check in %.2f s", time.perf_counter() - t0)
-    # A wrong label makes the model less sure of its own training row, so a logit part would
-    # call label issues out of scope for the very reason they are label issues: the default
-    # combination decides that from its feature parts (docs/ood.md §8).
-    issue_col = (S.OOD_COMBINED_FEATURES
-                 if diag_col == S.OOD_COMBINED and S.OOD_COMBINED_FEATURES in written else None)
-    table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds,
-                                                       issue_score_column=issue_col)
+    table[S.DIAGNOSIS], diag_info = D.diagnosis_column(table, diag_col, thresholds=thresholds)
     if label_info is not None:
         diag_info["label_issues"] = label_info
 
@@ -350,8 +327,6 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     ) if written else {"format_version": ood_eval.EVAL_FORMAT_VERSION, "metrics": {},
                        "skipped": ["no OOD scores (the run stores no features or logits)"]}
     evaluation["diagnosis"] = diag_info
-    if combined_info is not None:
-        evaluation["combined"] = combined_info
     region = getattr(options, "thresholds", None)
     if region is not None:  # the data-map thresholds the `region` column was assigned with
         evaluation["region_thresholds"] = {"confidence": float(region.confidence),
@@ -369,22 +344,19 @@ def _knn_k(value: Any) -> int | str:
 
 
 def combined_score(scores: list[NDArray[np.float64]], reference: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Fisher's combination of ``scores``, each read as a p-value against the ``reference`` rows.
+    """Mean over ``scores`` of each row's percentile rank among the ``reference`` rows.
 
-    For each score, a row's upper-tail p-value among the finite reference values is
-    ``p = (#{reference >= s} + 1) / (n + 1)`` (1/(n+1) beyond all of them), and the combined score
-    is Fisher's statistic ``-2 * sum(log p)`` (Fisher 1925; used to combine OOD tests by Haroush
-    et al. 2022). Beyond the largest reference value, ``2 * excess / range`` is added (excess in
-    units of the reference range) so far outliers still order. A row extreme under one part ranks
-    high even where another part sees nothing, which a rank average dilutes. Higher = more
-    anomalous; NaN where any part is NaN. Units: a chi-square with ``2 * len(scores)`` degrees of
-    freedom when the parts are independent and the row is drawn like the reference rows.
+    Each score is mapped through the empirical CDF of its finite reference values (the fraction
+    of reference rows scoring at most as high; 1.0 beyond all of them, with the excess over the
+    reference maximum, in reference-range units, added so far outliers still order), then
+    averaged. Rank averaging puts scores of different units on one scale. NaN where any part
+    is NaN.
 
     Examples
     --------
     >>> ref = np.array([True, True, True, True, False])
     >>> combined_score([np.array([1.0, 2, 3, 4, 2.5]), np.array([4.0, 3, 2, 1, 9])], ref).round(3)
-    array([1.833, 1.468, 1.468, 1.833, 7.574])
+    array([0.625, 0.625, 0.625, 0.625, 1.583])
     """
     total = np.zeros(len(reference), dtype=np.float64)
     for s in scores:
@@ -392,12 +364,11 @@ def combined_score(scores: list[NDArray[np.float64]], reference: NDArray[np.bool
         ref = np.sort(s[reference & np.isfinite(s)])
         if ref.size == 0:
             return np.full(len(reference), np.nan)
-        at_least = ref.size - np.searchsorted(ref, s, side="left")
-        p = (at_least + 1.0) / (ref.size + 1.0)
+        pct = np.searchsorted(ref, s, side="right") / ref.size
         span = max(float(ref[-1] - ref[0]), 1e-12)
-        total += -2.0 * np.log(p) + 2.0 * np.maximum(s - ref[-1], 0.0) / span
+        total += pct + np.maximum(s - ref[-1], 0.0) / span
         total[~np.isfinite(s)] = np.nan
-    return total
+    return total / len(scores)
 
 
 def _plain(obj: Any) -> Any:

@@ -103,12 +103,8 @@ OOD_RMD = "ood_rmd"
 OOD_KNN = "ood_knn"
 OOD_KNN_MEAN = "ood_knn_mean"
 OOD_COMBINED = "ood_combined"
-"""Fisher's combination of ``ood_rmd``, ``ood_knn_mean`` and ``ood_energy``, each read as a p-value
-among the training rows (the diagnosis' default OOD score; :func:`analysis.ood_stage.combined_score`)."""
-OOD_COMBINED_FEATURES = "ood_combined_features"
-"""Fisher's combination of the feature parts of ``ood_combined`` alone (``ood_rmd``,
-``ood_knn_mean``): the diagnosis' out-of-scope check on label issues, whose logits the wrong label
-itself makes less confident."""
+"""Mean of the percentile ranks of ``ood_rmd`` and ``ood_knn`` among the training rows (the
+diagnosis' default OOD score; :func:`analysis.ood_stage.combined_score`)."""
 OOD_PREFIX = "ood_"
 
 # ---- regions ---------------------------------------------------------------------------------------

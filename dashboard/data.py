@@ -137,14 +137,6 @@ def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.
     return (str(score) if score else None), th
 
 
-def issue_score_column(run_dir: str | os.PathLike[str]) -> str | None:
-    """The column that decided which label issues are ``suspect_ood`` (``ood_eval.json``), or None
-    when the analysis used its main OOD score for them."""
-    info = (load_ood_eval(run_dir) or {}).get("diagnosis")
-    column = info.get("issue_score_column") if isinstance(info, dict) else None
-    return str(column) if column else None
-
-
 def analysis_thresholds(run_dir: str | os.PathLike[str]) -> tuple[RegionThresholds, bool]:
     """The data-map thresholds ``datamap analyze`` assigned the ``region`` column with
     (``ood_eval.json["region_thresholds"]``), and whether the run records them; a run that does
@@ -185,10 +177,7 @@ def _diagnosis(
         frame[S.LABEL_ISSUE] = _table[S.LABEL_ISSUE]
     if score is not None:
         frame[score] = _table[score]
-    issue_col = issue_score_column(Path(key[0]).parent)
-    if issue_col is not None and issue_col in _table.columns:
-        frame[issue_col] = _table[issue_col]
-    diag, _ = DG.diagnosis_column(frame, score, thresholds=th, issue_score_column=issue_col)
+    diag, _ = DG.diagnosis_column(frame, score, thresholds=th)
     return diag
 
 

@@ -98,28 +98,3 @@ def test_categorical_and_string_regions_give_the_same_diagnosis():
     assert list(fast) == list(slow)
     assert info_fast == info_slow
     assert len(set(fast)) >= 4  # the cases are exercised
-
-
-def test_label_issues_are_called_out_of_scope_by_their_own_score():
-    """``issue_score`` decides which label issues are ``suspect_ood`` (above its own 0.995
-    quantile); the main score still decides every other row."""
-    # reference: 100 easy rows scoring 0..99 under both scores -> t_easy = 98.505, t = 94.05
-    ref_scores = np.arange(100.0)
-    reg = np.r_[[S.EASY, S.EASY, S.HARD, S.NO_DYNAMICS], [S.EASY] * 100]
-    main = np.r_[[120.0, 120.0, 120.0, 120.0], ref_scores]
-    issue_s = np.r_[[120.0, 50.0, 50.0, 50.0], ref_scores]
-    issue = np.r_[[True, True, False, False], np.zeros(100, bool)]
-    ref = np.r_[np.zeros(4, bool), np.ones(100, bool)]
-    got = D.diagnose(reg, main, ref, label_issue=issue, issue_score=issue_s)[:4].tolist()
-    # row 0: an issue beyond under its own score; row 1: an issue the main score alone would call
-    # out of scope; rows 2-3: not issues, so the main score decides
-    assert got == [D.SUSPECT_OOD, D.SUSPECT_MISLABELED, D.SUSPECT_OOD, D.SUSPECT_OOD]
-    assert D.diagnose(reg, main, ref, label_issue=issue)[:4].tolist()[1] == D.SUSPECT_OOD
-    table = pd.DataFrame({S.SPLIT: ["val"] * 4 + ["train"] * 100,  # "val" is not a reference split
-                          S.REGION: pd.Categorical(reg, categories=list(S.REGIONS)),
-                          "main": main, "feat": issue_s, S.LABEL_ISSUE: issue})
-    col, info = D.diagnosis_column(table, "main", issue_score_column="feat")
-    assert list(col[:4]) == got
-    assert info["issue_score_column"] == "feat" and info["issue_learned_threshold"] == pytest.approx(98.505)
-    with pytest.raises(ValueError, match="Expected `issue_score` to have shape"):
-        D.diagnose(reg, main, ref, label_issue=issue, issue_score=issue_s[:3])
