@@ -175,6 +175,10 @@ def analyze_run(
 ) -> pd.DataFrame:
     """Analyse a run and (by default) write ``RUN_DIR/table.parquet``.
 
+    ``write=False`` leaves ``table.parquet`` as it was; the OOD stage still writes
+    ``ood_eval.json`` and the projection cache (``cache/``), so after such a call the evaluation
+    file describes the returned table, not the stored one.
+
     Returns
     -------
     DataFrame

@@ -200,8 +200,14 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
         q = _kept_widget(show, K.W_OOD_QUANTILE, th.ood_quantile, lambda v: st.slider(
             "OOD quantile (diagnosis)", 0.5, 0.999, v, 0.001, key=K.W_OOD_QUANTILE, format="%.3f",
             help=f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
-                 "the in-distribution reference rows are suspect_ood, the other hard-to-learn ones "
-                 f"suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
+                 "the in-distribution reference rows are suspect_ood. Label issues (the run's own "
+                 "cut-off) are suspect_mislabeled unless their score is above the "
+                 f"{th.learned_ood_quantile:g} quantile; learned examples above it are suspect_ood "
+                 f"too. `datamap analyze` used {th.ood_quantile:g}."
+                 if th.learned_ood_quantile is not None else
+                 f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
+                 "the in-distribution reference rows are suspect_ood; label issues (the run's own "
+                 f"cut-off) are suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
         ))
     return float(q)
 
