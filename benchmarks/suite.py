@@ -80,6 +80,7 @@ from analysis import schema as S  # noqa: E402
 DEFAULT_OUT = ROOT / "runs" / "suite"
 DEPS_DIR = ROOT / ".suite-deps"
 FOLDS = 5
+BOOTSTRAP_ROUNDS = 1000
 
 
 @dataclass(frozen=True)
@@ -589,7 +590,43 @@ def evaluate_run(run: Path) -> dict[str, Any]:
                   verbose=False)
         p_score = -ood_p.score(pred_probs=softmax(np.concatenate([logits[s] for s in ev_splits]).astype(np.float64)))
         res["ood"]["cleanlab OOD(probs)"] = float(roc_auc_score(ev_truth, p_score))
+    # paired bootstrap of the default's AUROC gaps (the same evaluation rows, resampled together)
+    rows = np.concatenate([order[s] for s in ev_splits])
+    default_col = res["ood_default_column"]
+    if default_col in table.columns:
+        default = table[default_col].to_numpy(np.float64)[rows]
+        singles = {c: v for c, v in res["ood"].items() if c.startswith(S.OOD_PREFIX) and c != S.OOD_COMBINED}
+        best = max(singles, key=singles.__getitem__) if singles else None
+        others = {"cleanlab OOD(features)": f_score}
+        if best is not None:
+            others[f"best single ({best})"] = table[best].to_numpy(np.float64)[rows]
+        res["ood_gaps"] = {name: _paired_auroc_gap(ev_truth, default, other)
+                           for name, other in others.items()}
     return res
+
+
+def _auroc(truth: np.ndarray, score: np.ndarray) -> float:
+    """AUROC from ranks (Mann-Whitney U), ties counted half."""
+    from scipy.stats import rankdata
+
+    n1 = int(truth.sum())
+    n0 = truth.size - n1
+    return float((rankdata(score)[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _paired_auroc_gap(truth: np.ndarray, a: np.ndarray, b: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
+                      seed: int = 0) -> dict[str, float]:
+    """AUROC(a) - AUROC(b) on the same rows, with a 95 % paired bootstrap interval (rows drawn
+    with replacement within the in-distribution and the OOD rows, so each draw keeps both)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(truth), np.flatnonzero(~truth)
+    gaps = np.empty(rounds)
+    for i in range(rounds):
+        idx = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+        t = truth[idx]
+        gaps[i] = _auroc(t, a[idx]) - _auroc(t, b[idx])
+    lo, hi = np.quantile(gaps, [0.025, 0.975])
+    return {"gap": _auroc(truth, a) - _auroc(truth, b), "lo": float(lo), "hi": float(hi)}
 
 
 def _fmt(v: Any) -> str:
@@ -635,6 +672,21 @@ def print_report(results: list[dict[str, Any]]) -> None:
               f"{_fmt(r['ood'].get('cleanlab OOD(probs)'))} |")
 
 
+def print_gaps(results: list[dict[str, Any]]) -> None:
+    print("\n### Default OOD score against the bar (AUROC gap, 95 % paired bootstrap interval)\n")
+    print("| run | default − cleanlab OOD(features) | default − best single score |")
+    print("| --- | --- | --- |")
+    for r in results:
+        gaps = r.get("ood_gaps") or {}
+        cells = []
+        for prefix in ("cleanlab", "best single"):
+            g = next((v | {"name": k} for k, v in gaps.items() if k.startswith(prefix)), None)
+            cells.append("—" if g is None else
+                         f"{g['gap']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]"
+                         + (f" {g['name'][len('best single '):]}" if prefix == "best single" else ""))
+        print(f"| {r['run']} | {cells[0]} | {cells[1]} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=("build", "evaluate"))
@@ -655,6 +707,7 @@ def main() -> int:
             continue
         results.append(evaluate_run(run))
     print_report(results)
+    print_gaps(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
