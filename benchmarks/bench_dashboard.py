@@ -57,7 +57,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -248,24 +250,33 @@ def time_queue(
         page.get_by_text(re.compile(rf"^Example {k} of")).first.wait_for(timeout=120_000)  # type: ignore[attr-defined]
         wait_idle(page)
     work = Work(server_pid)
-    shown, settled, server, server_cpu, browser_busy = [], [], [], [], []
+    rows = []
     for k in range(3 + skip, 3 + skip + decisions):
         before = page.locator('[data-testid="stTable"]').first.inner_text()  # type: ignore[attr-defined]
-        log.since()
-        work.start()
-        t0 = time.perf_counter()
-        page.keyboard.press("4")  # type: ignore[attr-defined]
-        page.wait_for_function(QUEUE_SHOWN, arg=[k, before], timeout=120_000)  # type: ignore[attr-defined]
-        shown.append(time.perf_counter() - t0)
-        wait_idle(page)
-        settled.append(time.perf_counter() - t0)
-        cpu, busy = work.stop()
-        server_cpu.append(cpu)
-        browser_busy.append(busy)
-        time.sleep(0.3)  # the log line is written after the script's last delta
-        server.append(sum(log.since()))
+        rows.append(_time_action(
+            page, work, log,
+            act=lambda: page.keyboard.press("4"),  # type: ignore[attr-defined]
+            shown=lambda k=k, before=before: page.wait_for_function(  # type: ignore[attr-defined]
+                QUEUE_SHOWN, arg=[k, before], timeout=120_000)))
     page.close()  # type: ignore[attr-defined]
-    return shown, settled, server, server_cpu, browser_busy
+    return tuple(list(col) for col in zip(*rows, strict=True))
+
+
+def _time_action(page: Any, work: Work, log: ServerLog, *, act: Callable[[], object],
+                 shown: Callable[[], object]) -> tuple[float, float, float, float, float]:
+    """One timed action in ``page``: (action → ``shown`` returns, action → page settled, server
+    Python of the rerun from the server log, server CPU, browser busy time)."""
+    log.since()
+    work.start()
+    t0 = time.perf_counter()
+    act()
+    shown()
+    t_shown = time.perf_counter() - t0
+    wait_idle(page)
+    t_settled = time.perf_counter() - t0
+    cpu, busy = work.stop()
+    time.sleep(0.3)  # the log line is written after the script's last delta
+    return t_shown, t_settled, sum(log.since()), cpu, busy
 
 
 def time_gallery(
@@ -282,24 +293,16 @@ def time_gallery(
     page.get_by_role("button", name="Pick this page").wait_for(timeout=120_000)
     wait_idle(page)
     work = Work(server_pid)
-    shown, settled, server, server_cpu, browser_busy = [], [], [], [], []
+    rows = []
     for k in range(2, 2 + turns):
         before = page.locator('[data-testid="stCheckbox"]').all_inner_texts()  # type: ignore[attr-defined]
-        log.since()
-        work.start()
-        t0 = time.perf_counter()
-        page.get_by_role("button", name="Next ▶").click()  # type: ignore[attr-defined]
-        page.wait_for_function(GALLERY_SHOWN, arg=[k, before], timeout=120_000)  # type: ignore[attr-defined]
-        shown.append(time.perf_counter() - t0)
-        wait_idle(page)
-        settled.append(time.perf_counter() - t0)
-        cpu, busy = work.stop()
-        server_cpu.append(cpu)
-        browser_busy.append(busy)
-        time.sleep(0.3)
-        server.append(sum(log.since()))
+        rows.append(_time_action(
+            page, work, log,
+            act=lambda: page.get_by_role("button", name="Next ▶").click(),  # type: ignore[attr-defined]
+            shown=lambda k=k, before=before: page.wait_for_function(  # type: ignore[attr-defined]
+                GALLERY_SHOWN, arg=[k, before], timeout=120_000)))
     page.close()  # type: ignore[attr-defined]
-    return shown, settled, server, server_cpu, browser_busy
+    return tuple(list(col) for col in zip(*rows, strict=True))
 
 
 FLOOR_APP = """
