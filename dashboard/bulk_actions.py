@@ -18,11 +18,14 @@ from dashboard import data as D
 from dashboard import state as K
 
 ACTIONS = {
-    "relabel_suggested": "relabel to the suggested label",
+    "relabel_suggested": "relabel to suggested label",
     "flag": "flag as …",
     "relabel": "relabel to a class …",
     "clear": "clear flag and relabel",
 }
+ACTION_WIDTH = 200
+"""Pixels of the action select: its longest label (about 150 px in the 14 px UI font) shows whole,
+and the row still holds the flag or class select and the button at a 1024 px wide window."""
 
 
 def _digest(ids: np.ndarray) -> int:
@@ -34,18 +37,21 @@ def render_bulk_actions(ctx: D.RunContext, ids: np.ndarray, *, key: str, what: s
     assert ctx.table is not None
     pending: dict[str, Any] = st.session_state.setdefault(K.BULK_PENDING, {})
     with st.container(border=True):
-        c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-        kind = c1.selectbox(f"bulk action on {what}", list(ACTIONS), format_func=ACTIONS.__getitem__,
-                            key=f"{key}_kind")
-        flag = label = None
-        if kind == "flag":
-            flag = c2.selectbox("flag", list(FL.FLAG_VALUES), key=f"{key}_flag")
-        elif kind == "relabel":
-            n_classes = len(ctx.meta.class_names) if ctx.meta is not None else 0
-            label = c2.selectbox("class", list(range(n_classes)), format_func=ctx.class_name,
-                                 key=f"{key}_label")
-        if c3.button(f"Apply to {len(ids):,}…", key=f"{key}_prepare", width="stretch",
-                     disabled=not len(ids)):
+        # One row that wraps: the action select is wide enough for its longest label, the flag or
+        # class select takes what is left, and the button is as wide as its text.
+        row = st.container(horizontal=True, vertical_alignment="bottom")
+        with row:
+            kind = st.selectbox(f"bulk action on {what}", list(ACTIONS), format_func=ACTIONS.__getitem__,
+                                key=f"{key}_kind", width=ACTION_WIDTH)
+            flag = label = None
+            if kind == "flag":
+                flag = st.selectbox("flag", list(FL.FLAG_VALUES), key=f"{key}_flag")
+            elif kind == "relabel":
+                n_classes = len(ctx.meta.class_names) if ctx.meta is not None else 0
+                label = st.selectbox("class", list(range(n_classes)), format_func=ctx.class_name,
+                                     key=f"{key}_label")
+            prepare = st.button(f"Apply to {len(ids):,}…", key=f"{key}_prepare", disabled=not len(ids))
+        if prepare:
             try:
                 action = bulk.BulkAction(kind, flag=flag, label=label)  # type: ignore[arg-type]
                 plan = bulk.plan_bulk(ctx.table, ids, action)

@@ -23,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -702,6 +703,94 @@ def test_example_view_at_1024x768_has_no_overlap(server: Server, chromium: objec
                 assert not overlap(boxes[a], boxes[b]), (a, b, boxes[a], boxes[b])
         pg.get_by_text(re.compile(r"^Example ")).first.scroll_into_view_if_needed()
         shot(pg, "example_view_1024x768")
+    finally:
+        context.close()
+
+
+CUT_TEXT_JS = """root => {
+    // every element under root (root included) whose text does not fit its box: an ellipsis, a
+    // clipped or an overflowing text all show as scrollWidth > clientWidth; an input shows its value
+    const cut = [];
+    for (const e of [root, ...root.querySelectorAll('*')]) {
+        const text = (e.tagName === 'INPUT' ? e.value : e.innerText || '').trim();
+        if (!text || e.clientWidth === 0) continue;  // no text, or not laid out as a box
+        if (e.scrollWidth > e.clientWidth + 1) cut.push(`${text} (${e.scrollWidth} > ${e.clientWidth} px)`);
+    }
+    // and the text itself lies inside root's box
+    const range = document.createRange();
+    range.selectNodeContents(root);
+    const t = range.getBoundingClientRect(), r = root.getBoundingClientRect();
+    if (t.width && (t.left < r.left - 1 || t.right > r.right + 1)) cut.push(`${root.innerText} (outside its box)`);
+    return cut;
+}"""
+"""The texts cut in an element: an empty list when every text in it shows whole."""
+
+
+def _bulk_box(pg: object, what: str) -> object:
+    """The innermost block holding the select ``bulk action on {what}`` and its "Apply to N…" button."""
+    select = pg.get_by_role("combobox", name=f"bulk action on {what}", exact=True)  # type: ignore[attr-defined]
+    apply = pg.get_by_role("button", name=re.compile(r"^Apply to [\d,]+…$"))  # type: ignore[attr-defined]
+    blocks = pg.locator('[data-testid="stVerticalBlock"], [data-testid="stHorizontalBlock"]')  # type: ignore[attr-defined]
+    return blocks.filter(has=select).filter(has=apply).last
+
+
+def _bulk_action_labels_are_whole(pg: object, what: str) -> list[str]:
+    """Open the bulk-action select named ``bulk action on {what}``; every option's label must show
+    whole. Returns the option labels in their order."""
+    select = pg.get_by_role("combobox", name=f"bulk action on {what}", exact=True)  # type: ignore[attr-defined]
+    select.scroll_into_view_if_needed()
+    select.click()
+    options = pg.get_by_role("option")  # type: ignore[attr-defined]
+    options.first.wait_for()
+    labels = [o.inner_text().strip() for o in options.all()]
+    for option in options.all():
+        assert option.evaluate(CUT_TEXT_JS) == [], (what, option.inner_text())
+    pg.keyboard.press("Escape")  # type: ignore[attr-defined]
+    options.first.wait_for(state="detached")
+    return labels
+
+
+@pytest.mark.parametrize("viewport", [(1024, 768), (1280, 800)], ids=["1024x768", "1280x800"])
+def test_bulk_action_labels_are_whole_at_small_windows(
+    server: Server, chromium: object, viewport: tuple[int, int],
+) -> None:
+    from analysis.bulk import ActionKind
+    from dashboard.bulk_actions import ACTIONS
+
+    width, height = viewport
+    context = chromium.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(30_000)
+        open_page(pg, f"{server.url}/review")
+        # the dropdown offers every action the analysis knows, each label whole
+        labels = _bulk_action_labels_are_whole(pg, "the whole list")
+        assert set(ACTIONS) == set(get_args(ActionKind))
+        assert labels == list(ACTIONS.values())
+        # each action chosen: the box shows its label, the flag or class select and the "Apply to N…"
+        # button whole
+        select = pg.get_by_role("combobox", name="bulk action on the whole list", exact=True)
+        box = _bulk_box(pg, "the whole list")
+        for label in labels:
+            choose_option(pg, select, label)
+            wait_idle(pg)
+            assert select.input_value() == label
+            assert box.evaluate(CUT_TEXT_JS) == [], label
+            second = {ACTIONS["flag"]: "flag", ACTIONS["relabel"]: "class"}.get(label)
+            if second:
+                assert box.get_by_role("combobox", name=second, exact=True).is_visible()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        box.screenshot(path=str(SHOTS / f"bulk_actions_{width}x{height}.png"))
+        # the gallery's picks have the same box, under a longer name
+        pg.locator('[data-testid="stButtonGroup"] button', has_text="gallery").first.click()
+        pg.get_by_role("button", name="Pick this page").wait_for()
+        wait_idle(pg)
+        pg.get_by_role("button", name="Pick this page").click()
+        pg.get_by_text("24 picked", exact=True).wait_for()
+        wait_idle(pg)
+        assert _bulk_action_labels_are_whole(pg, "the gallery's picks") == labels
+        assert _bulk_box(pg, "the gallery's picks").evaluate(CUT_TEXT_JS) == []
+        no_exception(pg)
     finally:
         context.close()
 
