@@ -11,6 +11,12 @@ umap-learn compiles its numba kernels in every fresh process. Before umap is imp
 ``~/.cache/datamap/numba``) unless the variable is already set, and turn numba's disk cache on for
 umap's own kernels (umap-learn marks only one of them cacheable), so a second process loads the
 compiled code instead of recompiling it (measured in ``docs/ood.md``).
+
+UMAP's kNN graph: from 4,096 to 20,000 fitted rows (Euclidean metric, ``transform="neighbors"``)
+the fit gets the exact graph of :func:`exact_knn_graph` through umap-learn's ``precomputed_knn``
+instead of building it by NN-descent, part of which pynndescent compiles again in every fresh
+process, cache or not (``benchmarks/bench_projection.py``, ``docs/scale.md``). Below 4,096 rows
+umap-learn's own graph is already exact and nothing changes (nor does the cache key).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ __all__ = [
     "neighbor_weights",
     "place_by_neighbors",
     "cached_projection",
+    "EXACT_GRAPH_MAX_ROWS",
+    "EXACT_GRAPH_MIN_ROWS",
+    "exact_knn_graph",
     "project_features",
     "projection_params",
     "projection_cache_key",
@@ -53,6 +62,15 @@ TransformMethod = Literal["neighbors", "umap"]
 _TRANSFORMS = ("neighbors", "umap")
 _CACHE_VERSION = 1
 _TRANSFORM_CHUNK = 20_000
+EXACT_GRAPH_MIN_ROWS = 4096
+"""From this many fitted rows UMAP gets an exact kNN graph (:func:`exact_knn_graph`).
+
+umap-learn computes every pairwise distance itself below 4,096 rows (its exact "small data" path)
+and runs its approximate NN-descent (pynndescent) from there on; only the latter is replaced.
+"""
+EXACT_GRAPH_MAX_ROWS = 20_000
+"""Up to this many fitted rows (the default ``max_fit_rows`` of ``datamap analyze``): the exact
+search is quadratic in the rows, NN-descent is not."""
 
 
 def numba_cache_dir() -> Path:
@@ -142,6 +160,59 @@ def _hash_array(h: Any, arr: NDArray[Any], block_rows: int = 65_536) -> None:
         h.update(np.ascontiguousarray(arr[s : s + block_rows]).tobytes())
 
 
+def _uses_exact_graph(*, method: str, metric: str, transform: str, fit_rows: int) -> bool:
+    """Whether UMAP's fit gets :func:`exact_knn_graph` instead of running its NN-descent.
+
+    Only for the Euclidean metric (:class:`~analysis.neighbors.NeighborIndex`'s) and the
+    ``neighbors`` transform: umap-learn's own ``transform`` needs the NN-descent search index.
+    """
+    return (method == "umap" and metric == "euclidean" and transform == "neighbors"
+            and EXACT_GRAPH_MIN_ROWS <= fit_rows <= EXACT_GRAPH_MAX_ROWS)
+
+
+def exact_knn_graph(x: ArrayLike, n_neighbors: int) -> tuple[NDArray[np.int32], NDArray[np.float32]]:
+    """The exact ``n_neighbors``-nearest-neighbour graph of the rows of ``x`` (Euclidean), for UMAP.
+
+    In the form umap-learn's ``precomputed_knn`` takes (and its NN-descent returns): each row's
+    own index first, at distance 0, then its ``n_neighbors - 1`` nearest other rows, nearest
+    first (:class:`~analysis.neighbors.NeighborIndex`, exact search, leaving the row itself out).
+
+    Parameters
+    ----------
+    x : array-like, shape (n_rows, n_features)
+    n_neighbors : int
+        Neighbours per row, the row itself included (UMAP's ``n_neighbors``); at most ``n_rows``.
+
+    Returns
+    -------
+    indices : ndarray of int32, shape (n_rows, n_neighbors)
+    distances : ndarray of float32, shape (n_rows, n_neighbors)
+
+    Examples
+    --------
+    >>> idx, dist = exact_knn_graph([[0.0], [1.0], [3.0]], 2)
+    >>> idx.tolist(), dist.tolist()
+    ([[0, 1], [1, 0], [2, 1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 2.0]])
+    """
+    from analysis.neighbors import NeighborIndex
+
+    rows = np.asarray(x, dtype=np.float32)
+    if rows.ndim != 2:
+        raise ValueError(f"Expected `x` of shape (n_rows, n_features), got {rows.shape}.")
+    n = rows.shape[0]
+    if not isinstance(n_neighbors, (int, np.integer)) or not 1 <= n_neighbors <= n:
+        raise ValueError(f"Expected `n_neighbors` an integer in [1, {n}] (the rows), got {n_neighbors!r}.")
+    indices = np.empty((n, n_neighbors), np.int32)  # int32 and float32 as pynndescent's graph
+    distances = np.zeros((n, n_neighbors), np.float32)
+    indices[:, 0] = np.arange(n)
+    if n_neighbors > 1:
+        index = NeighborIndex(method="exact").fit(rows)
+        dist, idx = index.kneighbors(rows, n_neighbors - 1, exclude=np.arange(n))
+        indices[:, 1:] = idx
+        distances[:, 1:] = dist
+    return indices, distances
+
+
 def projection_cache_key(features: Mapping[str, NDArray[Any]], params: Mapping[str, Any]) -> str:
     """Content hash (BLAKE2b, 20 hex chars) of the split names, feature bytes and parameters."""
     h = hashlib.blake2b(digest_size=10)
@@ -197,6 +268,11 @@ def cached_projection(
              else sum(a.shape[0] for a in features.values()))
     if params.get("max_fit_rows") is not None and n_fit <= params["max_fit_rows"]:
         params = {**params, "max_fit_rows": None}  # no sample is drawn: the same map as None
+    sampled = params.get("max_fit_rows") is not None and fit_split in features  # as _project
+    fit_rows = min(n_fit, params["max_fit_rows"]) if sampled else n_fit
+    if _uses_exact_graph(method=params["method"], metric=params.get("metric", "euclidean"),
+                         transform=params.get("transform", "neighbors"), fit_rows=fit_rows):
+        params = {**params, "knn_graph": "exact"}  # a map fitted on NN-descent's graph is another
     key = projection_cache_key(features, params)
     path = Path(cache_dir) / f"projection-{params['method']}-{key}.npz"
     if not path.is_file():
@@ -237,6 +313,9 @@ def project_features(
         For UMAP, reduce wider features to this many principal components first. None: never.
     n_neighbors, min_dist, n_epochs, metric
         UMAP parameters (umap-learn's meaning and defaults; ``n_epochs=None`` lets umap choose).
+        With ``metric="euclidean"`` and ``transform="neighbors"``, a fit on
+        :data:`EXACT_GRAPH_MIN_ROWS` to :data:`EXACT_GRAPH_MAX_ROWS` rows uses the exact kNN
+        graph (:func:`exact_knn_graph`) instead of umap-learn's NN-descent.
     random_state : int, default 0
         Makes UMAP and PCA deterministic (UMAP then runs single-threaded).
     max_fit_rows : int or None, default None
@@ -247,7 +326,8 @@ def project_features(
         out by ``max_fit_rows``). ``neighbors``: :func:`place_by_neighbors`, each row at the
         weighted mean of the map positions of its ``n_neighbors`` nearest fitted rows (umap-learn's
         own starting point for a transform, without its optimisation epochs; many times faster,
-        measured in ``docs/scale.md``). ``umap``: umap-learn's ``transform``.
+        measured in ``docs/scale.md``). ``umap``: umap-learn's ``transform`` (which needs the
+        search index of umap-learn's NN-descent, so the fit builds its graph as umap-learn does).
     cache_dir : path, optional
         Where to cache results (``RUN_DIR/cache``); None disables caching.
     progress : callable(step, fraction), optional
@@ -393,11 +473,6 @@ def _project(
     report("loading UMAP (compiles its kernels on first use)", 0.02)
     umap = _import_umap()
     log.info("projection: fitting UMAP on %d rows (first call in a process compiles numba kernels)", n)
-    model = umap.UMAP(
-        n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs,
-        metric=metric, random_state=random_state, n_jobs=1,
-        verbose=log.isEnabledFor(logging.DEBUG),
-    )
     sample: NDArray[np.intp] | None = None
     if max_fit_rows is not None and n > max_fit_rows and fit_split in arrays:
         sample = np.sort(np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False))
@@ -405,6 +480,20 @@ def _project(
     n_other = sum(a.shape[0] for s, a in arrays.items() if s != fit_split) if fit_split in arrays else 0
     n_transform = n_other + (n - len(sample) if sample is not None else 0)
     fit_rows = n if sample is None else len(sample)
+    knn_graph: tuple[NDArray[np.int32], NDArray[np.float32]] | tuple[None, None, None] = (None, None, None)
+    if _uses_exact_graph(method=method, metric=metric, transform=transform, fit_rows=fit_rows):
+        # umap-learn's NN-descent recompiles part of pynndescent in every fresh process (most
+        # of a fit's time there); an exact search of the fitted rows replaces it
+        report(f"finding the nearest neighbours of {fit_rows:,} training rows", 0.03)
+        t_graph = time.perf_counter()
+        knn_graph = exact_knn_graph(fit_x if sample is None else fit_x[sample], n_neighbors)
+        log.info("projection: exact %d-NN graph of %d rows in %.1f s", n_neighbors, fit_rows,
+                 time.perf_counter() - t_graph)
+    model = umap.UMAP(
+        n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs,
+        metric=metric, random_state=random_state, n_jobs=1, precomputed_knn=knn_graph,
+        verbose=log.isEnabledFor(logging.DEBUG),
+    )
     fit_share = 0.05 + 0.9 * fit_rows / (fit_rows + n_transform)  # progress once the fit is done
     done = {"rows": 0}
     placer: dict[str, Any] = {}  # the neighbour index of the fitted rows, built on first use
@@ -435,6 +524,8 @@ def _project(
     report(f"fitting UMAP on {fit_rows:,} training rows", 0.05)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        # no NN-descent search index with a precomputed graph: only umap's transform needs one
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
         if sample is None:
             emb = model.fit_transform(fit_x).astype(np.float32)
         else:

@@ -240,3 +240,64 @@ def test_neighbor_transform_keeps_the_sample_runs_map_trustworthy(tmp_path):
     np.testing.assert_array_equal(out["train"][sample], other["train"][sample])
     assert not np.array_equal(out["test"], other["test"])
     assert len(list(tmp_path.glob("projection-umap-*.npz"))) == 2  # one cache entry per transform
+
+
+# ---- the exact kNN graph UMAP is fitted on (4,096 to 20,000 fitted rows) --------------------------------
+
+
+def test_exact_knn_graph_matches_a_brute_force_search():
+    from scipy.spatial.distance import cdist
+
+    x, _ = clusters(300, d=8)
+    x[7] = x[3]  # a duplicate row: the row itself still comes first, its twin next at distance 0
+    idx, dist = P.exact_knn_graph(x, 15)
+    assert idx.shape == dist.shape == (300, 15) and idx.dtype == np.int32 and dist.dtype == np.float32
+    np.testing.assert_array_equal(idx[:, 0], np.arange(300))
+    np.testing.assert_array_equal(dist[:, 0], 0.0)
+    full = cdist(x.astype(np.float64), x.astype(np.float64))
+    np.fill_diagonal(full, np.inf)
+    expected = np.sort(full, axis=1)[:, :14]
+    np.testing.assert_allclose(dist[:, 1:], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(full, idx[:, 1:].astype(np.intp), axis=1), expected,
+                               rtol=1e-5, atol=1e-5)  # the indices are at those distances
+    assert idx[3, 1] == 7 and idx[7, 1] == 3 and dist[3, 1] == 0.0
+    assert P.exact_knn_graph(x, 1)[0].tolist() == [[i] for i in range(300)]
+    with pytest.raises(ValueError, match="Expected `n_neighbors` an integer in \\[1, 300\\]"):
+        P.exact_knn_graph(x, 301)
+
+
+def test_the_exact_graph_changes_the_cache_key_only_where_it_is_used():
+    params = P.projection_params(method="umap", max_fit_rows=20_000)
+    for rows, used in ((1_000, False), (5_000, True), (25_000, True)):  # 25,000: a 20,000 sample
+        train, _ = clusters(rows, d=4)
+        key, _ = P.cached_projection({"train": train}, params, "/nonexistent")
+        plain = P.projection_cache_key({"train": train}, {**params, "max_fit_rows": None}
+                                       if rows <= 20_000 else params)
+        assert (key != plain) == used, rows
+    train, _ = clusters(5_000, d=4)
+    for other in ({"transform": "umap"}, {"metric": "cosine"}, {"max_fit_rows": 3_000}):
+        full = {**params, **other}
+        key, _ = P.cached_projection({"train": train}, full, "/nonexistent")
+        if full["max_fit_rows"] >= 5_000:  # no sample drawn: the key is that of max_fit_rows=None
+            full["max_fit_rows"] = None
+        plain = P.projection_cache_key({"train": train}, full)
+        assert key == plain, other  # umap-learn's own NN-descent graph: the key as before
+
+
+@pytest.mark.slow
+def test_umap_is_fitted_on_the_exact_graph_from_4096_rows(umap_result, monkeypatch):
+    import umap.umap_
+
+    def no_nn_descent(*args, **kwargs):
+        raise RuntimeError("NN-descent was called")
+
+    monkeypatch.setattr(umap.umap_, "nearest_neighbors", no_nn_descent)
+    train, _ = clusters(4_200, d=16)
+    test, _ = clusters(300, d=16, seed=1)
+    out = P.project_features({"train": train, "test": test}, method="umap", n_epochs=30)
+    sample = np.random.default_rng(2).choice(4_200, 1_500, replace=False)
+    assert trustworthiness(train[sample], out["train"][sample], n_neighbors=10) >= 0.9
+    assert trustworthiness(test, out["test"], n_neighbors=10) >= 0.9
+    # umap-learn's own transform needs its NN-descent search index: the fit builds it as before
+    with pytest.raises(RuntimeError, match="NN-descent was called"):
+        P.project_features({"train": train, "test": test}, method="umap", n_epochs=30, transform="umap")
