@@ -72,7 +72,7 @@ def _save_element(element: object, name: str) -> None:
 
 
 def _open_first_row(page: object) -> None:
-    grid = page.locator('[data-testid="stDataFrame"]').first  # type: ignore[attr-defined]
+    grid = page.locator('[data-testid="stDataFrame"]:visible').first  # type: ignore[attr-defined]
     grid.scroll_into_view_if_needed()
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # type: ignore[attr-defined]
