@@ -160,6 +160,12 @@ def _hash_array(h: Any, arr: NDArray[Any], block_rows: int = 65_536) -> None:
         h.update(np.ascontiguousarray(arr[s : s + block_rows]).tobytes())
 
 
+def _fit_row_count(n: int, max_fit_rows: int | None, has_fit_split: bool) -> int:
+    """Rows UMAP is fitted on: a sample of ``max_fit_rows`` of the ``n`` fit-split rows when there
+    is a fit split and more rows than that, else all ``n``."""
+    return min(n, max_fit_rows) if max_fit_rows is not None and has_fit_split else n
+
+
 def _uses_exact_graph(*, method: str, metric: str, transform: str, fit_rows: int) -> bool:
     """Whether UMAP's fit gets :func:`exact_knn_graph` instead of running its NN-descent.
 
@@ -268,8 +274,7 @@ def cached_projection(
              else sum(a.shape[0] for a in features.values()))
     if params.get("max_fit_rows") is not None and n_fit <= params["max_fit_rows"]:
         params = {**params, "max_fit_rows": None}  # no sample is drawn: the same map as None
-    sampled = params.get("max_fit_rows") is not None and fit_split in features  # as _project
-    fit_rows = min(n_fit, params["max_fit_rows"]) if sampled else n_fit
+    fit_rows = _fit_row_count(n_fit, params.get("max_fit_rows"), fit_split in features)
     if _uses_exact_graph(method=params["method"], metric=params.get("metric", "euclidean"),
                          transform=params.get("transform", "neighbors"), fit_rows=fit_rows):
         params = {**params, "knn_graph": "exact"}  # a map fitted on NN-descent's graph is another
@@ -473,13 +478,13 @@ def _project(
     report("loading UMAP (compiles its kernels on first use)", 0.02)
     umap = _import_umap()
     log.info("projection: fitting UMAP on %d rows (first call in a process compiles numba kernels)", n)
+    fit_rows = _fit_row_count(n, max_fit_rows, fit_split in arrays)
     sample: NDArray[np.intp] | None = None
-    if max_fit_rows is not None and n > max_fit_rows and fit_split in arrays:
-        sample = np.sort(np.random.default_rng(random_state).choice(n, max_fit_rows, replace=False))
-        log.info("projection: fitting UMAP on a sample of %d of the %d rows", max_fit_rows, n)
+    if fit_rows < n:
+        sample = np.sort(np.random.default_rng(random_state).choice(n, fit_rows, replace=False))
+        log.info("projection: fitting UMAP on a sample of %d of the %d rows", fit_rows, n)
     n_other = sum(a.shape[0] for s, a in arrays.items() if s != fit_split) if fit_split in arrays else 0
-    n_transform = n_other + (n - len(sample) if sample is not None else 0)
-    fit_rows = n if sample is None else len(sample)
+    n_transform = n_other + n - fit_rows
     knn_graph: tuple[NDArray[np.int32], NDArray[np.float32]] | tuple[None, None, None] = (None, None, None)
     if _uses_exact_graph(method=method, metric=metric, transform=transform, fit_rows=fit_rows):
         # umap-learn's NN-descent recompiles part of pynndescent in every fresh process (most

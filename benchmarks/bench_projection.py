@@ -39,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_time_to_map import markdown  # noqa: E402  (this folder is on sys.path when run as a script)
+
 
 def features(rows: int, dims: int = 64, classes: int = 10, seed: int = 0) -> np.ndarray:
     """Class clusters: ``classes`` Gaussian centres (spread 3) plus unit noise, float32."""
@@ -72,22 +74,11 @@ def child(path: Path, graph: str) -> dict[str, Any]:
         out = projection.project_features({"train": x}, method="umap", progress=progress)["train"]
         row[attempt] = time.perf_counter() - t0
         if attempt == "first fit":
-            row["graph"] = graph
             row["graph s"] = marks["fit"] - marks["graph"] if "graph" in marks else 0.0
             row["process s"] = time.perf_counter() - t_start
     pick = np.random.default_rng(1).choice(len(x), min(2000, len(x)), replace=False)
     row["trustworthiness"] = float(trustworthiness(x[pick], out[pick], n_neighbors=10))
     return row
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) and k == "trustworthiness"
-                                        else f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k])
-                                        for k in keys) + " |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -596,37 +596,29 @@ def evaluate_run(run: Path) -> dict[str, Any]:
     if default_col in table.columns:
         default = table[default_col].to_numpy(np.float64)[rows]
         singles = {c: v for c, v in res["ood"].items() if c.startswith(S.OOD_PREFIX) and c != S.OOD_COMBINED}
-        best = max(singles, key=singles.__getitem__) if singles else None
-        others = {"cleanlab OOD(features)": f_score}
-        if best is not None:
-            others[f"best single ({best})"] = table[best].to_numpy(np.float64)[rows]
-        res["ood_gaps"] = {name: _paired_auroc_gap(ev_truth, default, other)
-                           for name, other in others.items()}
+        res["ood_gaps"] = {"cleanlab": _paired_auroc_gap(ev_truth, default, f_score)}
+        if singles:
+            best = max(singles, key=singles.__getitem__)
+            res["ood_gaps"]["best"] = {"score": best, **_paired_auroc_gap(
+                ev_truth, default, table[best].to_numpy(np.float64)[rows])}
     return res
-
-
-def _auroc(truth: np.ndarray, score: np.ndarray) -> float:
-    """AUROC from ranks (Mann-Whitney U), ties counted half."""
-    from scipy.stats import rankdata
-
-    n1 = int(truth.sum())
-    n0 = truth.size - n1
-    return float((rankdata(score)[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _paired_auroc_gap(truth: np.ndarray, a: np.ndarray, b: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
                       seed: int = 0) -> dict[str, float]:
     """AUROC(a) - AUROC(b) on the same rows, with a 95 % paired bootstrap interval (rows drawn
     with replacement within the in-distribution and the OOD rows, so each draw keeps both)."""
+    from analysis.noise import separation_auroc as auroc
+
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(truth), np.flatnonzero(~truth)
     gaps = np.empty(rounds)
     for i in range(rounds):
         idx = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
         t = truth[idx]
-        gaps[i] = _auroc(t, a[idx]) - _auroc(t, b[idx])
+        gaps[i] = auroc(a[idx], t) - auroc(b[idx], t)
     lo, hi = np.quantile(gaps, [0.025, 0.975])
-    return {"gap": _auroc(truth, a) - _auroc(truth, b), "lo": float(lo), "hi": float(hi)}
+    return {"gap": auroc(a, truth) - auroc(b, truth), "lo": float(lo), "hi": float(hi)}
 
 
 def _fmt(v: Any) -> str:
@@ -678,12 +670,9 @@ def print_gaps(results: list[dict[str, Any]]) -> None:
     print("| --- | --- | --- |")
     for r in results:
         gaps = r.get("ood_gaps") or {}
-        cells = []
-        for prefix in ("cleanlab", "best single"):
-            g = next((v | {"name": k} for k, v in gaps.items() if k.startswith(prefix)), None)
-            cells.append("—" if g is None else
-                         f"{g['gap']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]"
-                         + (f" {g['name'][len('best single '):]}" if prefix == "best single" else ""))
+        cells = ["—" if g is None else f"{g['gap']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]"
+                 + (f" ({g['score']})" if "score" in g else "")
+                 for g in (gaps.get("cleanlab"), gaps.get("best"))]
         print(f"| {r['run']} | {cells[0]} | {cells[1]} |")
 
 

@@ -248,15 +248,19 @@ def test_feature_scores_permutation_equivariant(seed):
 # ---- kNN -------------------------------------------------------------------------------------------------
 
 
-def test_knn_matches_sklearn_nearest_neighbors():
+@pytest.mark.parametrize(("scorer", "reduce"), [
+    (O.KNNScorer, lambda d: d[:, -1]),  # the k-th distance
+    (O.KNNMeanScorer, lambda d: d.mean(axis=1)),  # the mean over the k nearest
+], ids=["knn", "knn_mean"])
+def test_knn_scores_match_sklearn_nearest_neighbors(scorer, reduce):
     x, y, q, _ = gaussian_data(seed=9)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     nn = NearestNeighbors().fit(xn)
-    knn = O.KNNScorer(k=7, block_size=13).fit(x)
-    np.testing.assert_allclose(knn.score(q), nn.kneighbors(qn, n_neighbors=7)[0][:, -1], rtol=REL)
+    knn = scorer(k=7, block_size=13).fit(x)
+    np.testing.assert_allclose(knn.score(q), reduce(nn.kneighbors(qn, n_neighbors=7)[0]), rtol=REL)
     # training rows leave themselves out (sklearn's kneighbors() without X does the same)
-    np.testing.assert_allclose(knn.score_fitted(x), nn.kneighbors(n_neighbors=7)[0][:, -1],
+    np.testing.assert_allclose(knn.score_fitted(x), reduce(nn.kneighbors(n_neighbors=7)[0]),
                                rtol=REL, atol=1e-5)
 
 
@@ -542,15 +546,7 @@ def test_knn_auto_k_scales_with_the_bank():
 # ---- kNN mean over the k nearest ----------------------------------------------------------------------
 
 
-def test_knn_mean_matches_sklearn_nearest_neighbors():
-    x, y, q, _ = gaussian_data(seed=9)
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    nn = NearestNeighbors().fit(xn)
-    knn = O.KNNMeanScorer(k=7, block_size=13).fit(x)
-    np.testing.assert_allclose(knn.score(q), nn.kneighbors(qn, n_neighbors=7)[0].mean(axis=1), rtol=REL)
-    np.testing.assert_allclose(knn.score_fitted(x), nn.kneighbors(n_neighbors=7)[0].mean(axis=1),
-                               rtol=REL, atol=1e-5)
+def test_knn_mean_is_made_by_name():
     assert O.make_scorer("knn_mean").column == S.OOD_KNN_MEAN
 
 
