@@ -31,6 +31,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.pipeline import AnalyzeOptions, analyze_run
 
     extra: dict[str, object] = {"projection": args.projection, "ood_quantile": args.ood_quantile,
+                                "ood_calibration": args.ood_calibration,
                                 "knn_k": args.knn_k, "energy_temperature": args.energy_temperature}
     if args.ood_scorer:
         extra["diagnosis_scorer"] = args.ood_scorer
@@ -137,12 +138,16 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
     else:
         lines.append(f"  suspect_mislabeled: {info.get('mislabeled_rule', 'hard-to-learn region')}")
     if info.get("score_column"):
+        from analysis.diagnosis import describe_reference
+
         t = info.get("threshold")
         lines.append(f"  suspect_ood: {info['score_column']} above its {info.get('ood_quantile')} "
-                     f"quantile over the in-distribution rows"
+                     f"quantile over {describe_reference(info)}"
                      + (f" ({t:.4g})" if isinstance(t, (int, float)) else "")
                      + f"; label issues and learned rows above the {info.get('learned_ood_quantile')}"
                      " quantile")
+        if info.get("calibration_note"):
+            lines.append(f"  note: {info['calibration_note']}")
     return lines
 
 
@@ -329,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ood-quantile", type=float, default=0.95,
                    help="quantile of in-distribution scores beyond which a hard-to-learn or eval row is"
                         " suspect_ood (default 0.95)")
+    a.add_argument("--ood-calibration", choices=("held-out", "all"), default="held-out",
+                   help="rows whose OOD scores set the diagnosis' cut-offs: held-out (default: the "
+                        "in-distribution rows of the evaluation splits, when there are at least 50; "
+                        "else all) or all (training rows included)")
     a.add_argument("--knn-k", type=_knn_k, default="auto",
                    help="k of the kNN OOD score (default auto: 0.5%% of the training rows, 1-50)")
     a.add_argument("--energy-temperature", type=float, default=1.0,

@@ -29,6 +29,8 @@ Options (``AnalyzeOptions.extra``; every key optional):
                            ``ood_mahalanobis``, ``ood_energy``, ``ood_msp``...)
 ``ood_quantile``           float, default 0.95 (:class:`analysis.diagnosis.DiagnosisThresholds`)
 ``learned_ood_quantile``   float or None, default 0.995
+``ood_calibration``        "held-out" (default) or "all": which in-distribution rows set the
+                           diagnosis' OOD cut-offs (:func:`analysis.diagnosis.reference_rows`)
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
 ``label_neighbors``        bool, default True: re-rank the label issues with the label
                            disagreement of training-feature neighbours where it agrees with the
@@ -64,7 +66,7 @@ DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_M
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
-    "fpr_definition", "knn_max_train", "label_neighbors",
+    "fpr_definition", "knn_max_train", "label_neighbors", "ood_calibration",
 })
 KNN_MAX_TRAIN = 200_000
 """Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
@@ -246,6 +248,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
     thresholds = D.DiagnosisThresholds(
         ood_quantile=float(extra.get("ood_quantile", 0.95)),
         learned_ood_quantile=extra.get("learned_ood_quantile", 0.995),
+        calibrate_on=extra.get("ood_calibration", D.HELD_OUT),
     )
     params: dict[str, dict[str, Any]] = {
         S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},

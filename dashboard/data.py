@@ -130,6 +130,8 @@ def diagnosis_settings(run_dir: str | os.PathLike[str]) -> tuple[str | None, DG.
             ood_quantile=float(info["ood_quantile"]),
             learned_ood_quantile=None if info.get("learned_ood_quantile") is None else float(info["learned_ood_quantile"]),
             reference_splits=tuple(str(v) for v in info.get("reference_splits") or (S.TRAIN_SPLIT, "test")),
+            # runs analysed before the option existed were calibrated on all reference rows
+            calibrate_on=str(info.get("calibrate_on") or DG.ALL_ROWS),
         )
     except (TypeError, ValueError):
         return None

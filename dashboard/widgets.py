@@ -195,18 +195,19 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
     if settings is None or settings[0] is None:
         return None
     score, th = settings
+    rows = DG.describe_reference((D.load_ood_eval(run_dir) or {}).get("diagnosis") or {})
     show = _is_open(container)
     with container:
         q = _kept_widget(show, K.W_OOD_QUANTILE, th.ood_quantile, lambda v: st.slider(
             "OOD quantile (diagnosis)", 0.5, 0.999, v, 0.001, key=K.W_OOD_QUANTILE, format="%.3f",
             help=f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
-                 "the in-distribution reference rows are suspect_ood. Label issues (the run's own "
+                 f"{rows} are suspect_ood. Label issues (the run's own "
                  "cut-off) are suspect_mislabeled unless their score is above the "
                  f"{th.learned_ood_quantile:g} quantile; learned examples above it are suspect_ood "
                  f"too. `datamap analyze` used {th.ood_quantile:g}."
                  if th.learned_ood_quantile is not None else
                  f"Hard-to-learn and no-dynamics examples whose {code(score)} is above this quantile of "
-                 "the in-distribution reference rows are suspect_ood; label issues (the run's own "
+                 f"{rows} are suspect_ood; label issues (the run's own "
                  f"cut-off) are suspect_mislabeled. `datamap analyze` used {th.ood_quantile:g}.",
         ))
     return float(q)

@@ -328,6 +328,8 @@ def reproduce_command(inputs: ReportInputs) -> str:
     quantile = inputs.ood_quantile if inputs.ood_quantile is not None else inputs.settings.get("ood_quantile")
     if quantile is not None:
         parts += ["--ood-quantile", f"{float(quantile):g}"]
+    if inputs.settings.get("calibrate_on", "all") == "all":  # absent: analysed before the option
+        parts += ["--ood-calibration", "all"]
     return " ".join(parts)
 
 

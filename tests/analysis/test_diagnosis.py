@@ -98,3 +98,87 @@ def test_categorical_and_string_regions_give_the_same_diagnosis():
     assert list(fast) == list(slow)
     assert info_fast == info_slow
     assert len(set(fast)) >= 4  # the cases are exercised
+
+
+def _calibration_table(n_train: int, n_test: int, *, test_split: str = "test") -> pd.DataFrame:
+    """Training rows scoring 0..n_train-1 / n_train (low: the model learned them), held-out rows
+    scoring 10 + 0..n_test-1 (higher), and ten OOD rows far beyond."""
+    return pd.DataFrame({
+        S.SPLIT: ["train"] * n_train + [test_split] * n_test + ["ood:far"] * 10,
+        S.REGION: [S.EASY] * n_train + [S.NO_DYNAMICS] * (n_test + 10),
+        "s": np.r_[np.arange(n_train) / n_train, 10.0 + np.arange(n_test), np.full(10, 1e6)],
+        S.IS_OOD: [False] * (n_train + n_test) + [True] * 10,
+    })
+
+
+def test_held_out_rows_set_the_cut_offs():
+    table = _calibration_table(900, 100)
+    col, info = D.diagnosis_column(table, "s")
+    # the 0.95 quantile of the held-out scores 10..109 (linear interpolation): 10 + 0.95 * 99
+    assert info["threshold"] == pytest.approx(10 + 0.95 * 99)
+    assert info["learned_threshold"] == pytest.approx(10 + 0.995 * 99)
+    assert info["calibrated_on"] == D.HELD_OUT and info["calibrate_on"] == D.HELD_OUT
+    assert info["reference_rows"] == 100 and info["calibration_splits"] == ["test"]
+    assert "calibration_note" not in info
+    # rows 105..109 of the held-out split (5 of 100) are beyond it
+    assert int((np.asarray(col)[900:1000] == D.SUSPECT_OOD).sum()) == 5
+    # pooled with the training rows the cut-off falls inside the held-out scores: 50 are flagged
+    col_all, info_all = D.diagnosis_column(table, "s", thresholds=D.DiagnosisThresholds(calibrate_on=D.ALL_ROWS))
+    assert info_all["calibrated_on"] == D.ALL_ROWS and info_all["reference_rows"] == 1000
+    assert info_all["threshold"] == pytest.approx(np.quantile(table["s"][:1000], 0.95))
+    assert int((np.asarray(col_all)[900:1000] == D.SUSPECT_OOD).sum()) == 50
+    assert D.describe_reference(info) == "the 100 held-out in-distribution rows (test)"
+    assert D.describe_reference(info_all) == "the 1,000 in-distribution rows (test, train), training rows included"
+
+
+def test_too_few_held_out_rows_fall_back_to_all_rows_and_say_so():
+    table = _calibration_table(900, D.MIN_HELD_OUT - 1)
+    _, info = D.diagnosis_column(table, "s")
+    assert info["calibrate_on"] == D.HELD_OUT and info["calibrated_on"] == D.ALL_ROWS
+    assert info["reference_rows"] == 900 + D.MIN_HELD_OUT - 1
+    assert f"{D.MIN_HELD_OUT - 1} held-out in-distribution rows" in info["calibration_note"]
+    assert "evaluation split" in info["calibration_note"]
+    # exactly MIN_HELD_OUT rows are enough; a split outside reference_splits is never used
+    _, info = D.diagnosis_column(_calibration_table(900, D.MIN_HELD_OUT), "s")
+    assert info["calibrated_on"] == D.HELD_OUT
+    _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s")
+    assert info["calibrated_on"] == D.ALL_ROWS and info["reference_rows"] == 900
+    th = D.DiagnosisThresholds(reference_splits=("train", "validation"))
+    _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s", thresholds=th)
+    assert info["calibrated_on"] == D.HELD_OUT and info["calibration_splits"] == ["validation"]
+    with pytest.raises(ValueError, match="calibrate_on"):
+        D.DiagnosisThresholds(calibrate_on="test")
+
+
+def test_held_out_calibration_holds_the_false_flag_rate_of_a_real_overfit_model():
+    """A real MLP on scikit-learn's digits: its training rows are more confident than new rows
+    of the same distribution, so a cut-off at the 0.95 quantile over training rows flags more
+    than 5 % of new in-distribution rows; the held-out rows' quantile flags about 5 %."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    from analysis.ood import msp_score
+
+    x, y = load_digits(return_X_y=True)
+    x = x / 16.0
+    perm = np.random.default_rng(0).permutation(len(y))
+    train, rest = perm[:900], perm[900:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: it is meant to fit the training rows
+        model = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(x[train], y[train])
+    score = msp_score(np.log(model.predict_proba(x) + 1e-12))
+    assert np.median(score[train]) < np.median(score[rest])  # the model learned its training rows
+    rates: dict[str, list[float]] = {D.HELD_OUT: [], D.ALL_ROWS: []}
+    for seed in range(20):  # random halves of the other rows: one calibrates, one is "new"
+        split = np.full(len(y), "train", dtype=object)
+        cal = np.random.default_rng(seed).random(len(rest)) < 0.5
+        split[rest[cal]], split[rest[~cal]] = "test", "new"
+        table = pd.DataFrame({S.SPLIT: split, S.REGION: np.where(split == "train", S.EASY, S.NO_DYNAMICS),
+                              "s": score})
+        for how in rates:
+            col, _ = D.diagnosis_column(table, "s", thresholds=D.DiagnosisThresholds(calibrate_on=how))
+            rates[how].append(float(np.mean(np.asarray(col)[split == "new"] == D.SUSPECT_OOD)))
+    assert abs(np.mean(rates[D.HELD_OUT]) - 0.05) < 0.015
+    assert np.mean(rates[D.ALL_ROWS]) > 1.4 * np.mean(rates[D.HELD_OUT])

@@ -157,7 +157,9 @@ def test_region_thresholds_recompute_regions(at: AppTest, run: Path) -> None:
 
 
 def _reference_quantile(table: pd.DataFrame, info: dict, score: np.ndarray, q: float) -> float:
-    ref = table[S.SPLIT].isin(info["reference_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
+    # the held-out in-distribution rows (the run's 100 evaluation rows) set the cut-offs
+    assert info["calibrated_on"] == "held-out" and "train" not in info["calibration_splits"]
+    ref = table[S.SPLIT].isin(info["calibration_splits"]).to_numpy() & ~table[S.IS_OOD].fillna(False).to_numpy(bool)
     return float(np.quantile(score[ref & np.isfinite(score)], q))
 
 
