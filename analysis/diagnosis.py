@@ -107,9 +107,10 @@ class DiagnosisThresholds:
         Splits whose rows (minus those with ``is_ood`` true) form the in-distribution reference.
     calibrate_on : {"held-out", "all"}, default "held-out"
         ``"held-out"``: when the reference holds at least :data:`MIN_HELD_OUT` rows outside the
-        training split, those rows alone set ``t`` and ``t_easy`` (split-conformal calibration);
-        otherwise all reference rows do. ``"all"``: all reference rows, training rows included
-        (the rule before this option existed).
+        training split, those rows alone set ``t`` and ``t_easy``, as conformal order statistics
+        (:func:`ood_threshold` with ``conformal=True``); otherwise all reference rows do.
+        ``"all"``: all reference rows, training rows included, with linear interpolation (the
+        rule before this option existed, so older runs re-diagnose to their stored column).
     """
 
     ood_quantile: float = 0.95
@@ -132,17 +133,29 @@ class DiagnosisThresholds:
             raise ValueError(f"Expected `calibrate_on` among {CALIBRATIONS}, got {self.calibrate_on!r}.")
 
 
-def ood_threshold(reference_scores: ArrayLike, quantile: float) -> float:
-    """The ``quantile`` of the finite reference scores (linear interpolation), NaN if none.
+def ood_threshold(reference_scores: ArrayLike, quantile: float, *, conformal: bool = False) -> float:
+    """The ``quantile`` of the finite reference scores, NaN if none.
+
+    ``conformal=False``: linear interpolation (``numpy.quantile``). ``conformal=True``: the
+    ``ceil((n + 1) * quantile)``-th smallest of the ``n`` scores (the largest when that exceeds
+    ``n``), so that a new score exchangeable with them is above it with probability at most
+    ``1 - quantile`` (split-conformal; Vovk et al. 2005). For held-out reference rows.
 
     Examples
     --------
     >>> ood_threshold([0.0, 1.0, 2.0, 3.0, 4.0], 0.5)
     2.0
+    >>> ood_threshold([0.0, 1.0, 2.0, 3.0, 4.0], 0.6), ood_threshold([0.0, 1.0, 2.0, 3.0, 4.0], 0.6, conformal=True)
+    (2.4, 3.0)
     """
     s = np.asarray(reference_scores, dtype=np.float64)
     s = s[np.isfinite(s)]
-    return float(np.quantile(s, quantile)) if s.size else float("nan")
+    if not s.size:
+        return float("nan")
+    if conformal:
+        k = min(int(np.ceil((s.size + 1) * quantile - 1e-9)), s.size)  # 1e-9: (n+1)q exact in reals
+        return float(np.partition(s, k - 1)[k - 1])
+    return float(np.quantile(s, quantile))
 
 
 def diagnose(
@@ -152,6 +165,7 @@ def diagnose(
     *,
     thresholds: DiagnosisThresholds | None = None,
     label_issue: ArrayLike | None = None,
+    conformal: bool = False,
 ) -> NDArray[np.object_]:
     """Label every example ``clean``, ``ambiguous``, ``suspect_mislabeled``, ``suspect_ood`` or ``no_dynamics``.
 
@@ -168,6 +182,8 @@ def diagnose(
         Rows whose label the run estimates to be wrong (:func:`analysis.noise.label_issues`).
         When given, these (not the hard-to-learn region) are the mislabeling suspects, and
         hard-to-learn rows that are not label issues are ``ambiguous``.
+    conformal : bool, default False
+        Cut-offs as :func:`ood_threshold` with ``conformal=True`` (for held-out reference rows).
 
     Returns
     -------
@@ -197,8 +213,8 @@ def diagnose(
     ref = np.ones(n, bool) if reference is None else np.asarray(reference, dtype=bool)
     if ref.shape != (n,):
         raise ValueError(f"Expected `reference` to have shape ({n},), got {ref.shape}.")
-    t = ood_threshold(score[ref], th.ood_quantile)
-    t_easy = (ood_threshold(score[ref], th.learned_ood_quantile)
+    t = ood_threshold(score[ref], th.ood_quantile, conformal=conformal)
+    t_easy = (ood_threshold(score[ref], th.learned_ood_quantile, conformal=conformal)
               if th.learned_ood_quantile is not None else float("nan"))
     with np.errstate(invalid="ignore"):
         beyond = score > t  # NaN compares False
@@ -316,6 +332,7 @@ def diagnosis_column(
     """
     th = thresholds or DiagnosisThresholds()
     ref, ref_info = reference_rows(table, th)
+    conformal = ref_info["calibrated_on"] == HELD_OUT
     issue = noise.label_issue_mask(table[S.LABEL_ISSUE]) if S.LABEL_ISSUE in table.columns else None
     score = None
     if score_column is not None and score_column in table.columns:
@@ -333,8 +350,8 @@ def diagnosis_column(
             return rc == cats.index(name) if name in cats else np.zeros(len(rc), bool)
 
         sc = np.full(len(rc), np.nan) if score is None else score
-        t = ood_threshold(sc[ref], th.ood_quantile)
-        t_easy = (ood_threshold(sc[ref], th.learned_ood_quantile)
+        t = ood_threshold(sc[ref], th.ood_quantile, conformal=conformal)
+        t_easy = (ood_threshold(sc[ref], th.learned_ood_quantile, conformal=conformal)
                   if th.learned_ood_quantile is not None else float("nan"))
         with np.errstate(invalid="ignore"):
             codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy,
@@ -342,7 +359,8 @@ def diagnosis_column(
         diag_cat = pd.Categorical.from_codes(codes, categories=list(DIAGNOSES))
     else:
         reg = region.astype(str).to_numpy(dtype=object)
-        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th, label_issue=issue),
+        diag_cat = pd.Categorical(diagnose(reg, score, ref, thresholds=th, label_issue=issue,
+                                           conformal=conformal),
                                   categories=list(DIAGNOSES))
     info: dict[str, Any] = {"score_column": score_column if score is not None else None,
                             "mislabeled_rule": (f"`{S.LABEL_ISSUE}` column" if issue is not None
@@ -352,9 +370,10 @@ def diagnosis_column(
                             "reference_splits": list(th.reference_splits),
                             "calibrate_on": th.calibrate_on, **ref_info}
     if score is not None:
-        info["threshold"] = ood_threshold(score[ref], th.ood_quantile)
+        info["threshold"] = ood_threshold(score[ref], th.ood_quantile, conformal=conformal)
         if th.learned_ood_quantile is not None:
-            info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile)
+            info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile,
+                                                      conformal=conformal)
     return diag_cat, info
 
 

@@ -625,8 +625,8 @@ def _cutoff_check(table: pd.DataFrame, column: str, *, rounds: int = 20) -> dict
             new[test[np.random.default_rng(seed).random(test.size) < 0.5]] = True
             frame = pd.DataFrame({S.SPLIT: np.where(new, "new", table[S.SPLIT].to_numpy(object)),
                                   S.IS_OOD: is_ood})
-            ref, _ = D.reference_rows(frame, th)
-            t = D.ood_threshold(score[ref], th.ood_quantile)
+            ref, info = D.reference_rows(frame, th)
+            t = D.ood_threshold(score[ref], th.ood_quantile, conformal=info["calibrated_on"] == D.HELD_OUT)
             id_rates.append(float(np.mean(score[new] > t)))
             ood_rates.append(float(np.mean(score[is_ood] > t)))
         out[how] = {"id_flagged": float(np.mean(id_rates)), "ood_flagged": float(np.mean(ood_rates))}

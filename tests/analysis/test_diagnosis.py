@@ -100,6 +100,20 @@ def test_categorical_and_string_regions_give_the_same_diagnosis():
     assert len(set(fast)) >= 4  # the cases are exercised
 
 
+def test_conformal_threshold_by_hand():
+    s = [3.0, 1.0, np.nan, 4.0, 2.0, 5.0]  # five finite scores
+    # ceil(6 q)-th smallest: q = 0.5 -> 3rd (3.0); q = 0.51 -> ceil(3.06) = 4th (4.0); q = 0.9 -> 6 > 5 -> largest
+    assert D.ood_threshold(s, 0.5, conformal=True) == 3.0
+    assert D.ood_threshold(s, 0.51, conformal=True) == 4.0
+    assert D.ood_threshold(s, 0.9, conformal=True) == 5.0
+    assert D.ood_threshold(s, 0.5) == 3.0 and D.ood_threshold(s, 0.9) == pytest.approx(4.6)
+    # (n + 1) q an integer in exact arithmetic: 100 * 0.95 = 95 -> the 95th smallest; and
+    # 100 * 0.55, which is 55.00000000000001 in floating point -> still the 55th, not the 56th
+    assert D.ood_threshold(np.arange(99.0), 0.95, conformal=True) == 94.0
+    assert D.ood_threshold(np.arange(99.0), 0.55, conformal=True) == 54.0
+    assert np.isnan(D.ood_threshold([np.nan], 0.5, conformal=True))
+
+
 def _calibration_table(n_train: int, n_test: int, *, test_split: str = "test") -> pd.DataFrame:
     """Training rows scoring 0..n_train-1 / n_train (low: the model learned them), held-out rows
     scoring 10 + 0..n_test-1 (higher), and ten OOD rows far beyond."""
@@ -114,14 +128,15 @@ def _calibration_table(n_train: int, n_test: int, *, test_split: str = "test") -
 def test_held_out_rows_set_the_cut_offs():
     table = _calibration_table(900, 100)
     col, info = D.diagnosis_column(table, "s")
-    # the 0.95 quantile of the held-out scores 10..109 (linear interpolation): 10 + 0.95 * 99
-    assert info["threshold"] == pytest.approx(10 + 0.95 * 99)
-    assert info["learned_threshold"] == pytest.approx(10 + 0.995 * 99)
+    # conformal order statistics of the 100 held-out scores 10..109: the ceil(101 * 0.95) = 96th
+    # smallest; for 0.995, ceil(101 * 0.995) = 101 > 100 rows, so the largest
+    assert info["threshold"] == 105.0
+    assert info["learned_threshold"] == 109.0
     assert info["calibrated_on"] == D.HELD_OUT and info["calibrate_on"] == D.HELD_OUT
     assert info["reference_rows"] == 100 and info["calibration_splits"] == ["test"]
     assert "calibration_note" not in info
-    # rows 105..109 of the held-out split (5 of 100) are beyond it
-    assert int((np.asarray(col)[900:1000] == D.SUSPECT_OOD).sum()) == 5
+    # rows 106..109 of the held-out split (4 of 100, at most 5 %) are beyond it
+    assert int((np.asarray(col)[900:1000] == D.SUSPECT_OOD).sum()) == 4
     # pooled with the training rows the cut-off falls inside the held-out scores: 50 are flagged
     col_all, info_all = D.diagnosis_column(table, "s", thresholds=D.DiagnosisThresholds(calibrate_on=D.ALL_ROWS))
     assert info_all["calibrated_on"] == D.ALL_ROWS and info_all["reference_rows"] == 1000
