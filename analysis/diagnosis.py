@@ -275,7 +275,9 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
     held-out calibration was asked for but not possible, ``calibration_note``)
     """
     th = thresholds or DiagnosisThresholds()
-    split = table[S.SPLIT].astype(str)
+    split = table[S.SPLIT]
+    if not isinstance(split.dtype, pd.CategoricalDtype):  # categories compare as strings already
+        split = split.astype(str)
     ref = split.isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)

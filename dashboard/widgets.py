@@ -213,6 +213,31 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
     return float(q)
 
 
+def render_ood_cutoff(ctx: D.RunContext, score: str) -> None:
+    """How the diagnosis sets its OOD cut-off (the rows and quantile ``datamap analyze`` used,
+    ``ood_eval.json``, at the sidebar's OOD quantile), under the histogram of ``score``; a
+    warning when no held-out rows could set it."""
+    info = (D.load_ood_eval(ctx.run_dir) or {}).get("diagnosis")
+    settings = D.diagnosis_settings(ctx.run_dir)
+    if not isinstance(info, dict) or settings is None or settings[0] is None or ctx.table is None:
+        return
+    column, th = settings
+    if column not in ctx.table.columns:
+        return
+    q = th.ood_quantile if ctx.ood_quantile is None else float(ctx.ood_quantile)
+    ref, where = DG.reference_rows(ctx.table, th)
+    held = where["calibrated_on"] == DG.HELD_OUT
+    t = DG.ood_threshold(ctx.table[column].to_numpy(np.float64, na_value=np.nan)[ref], q, conformal=held)
+    st.caption(
+        f"The diagnosis calls hard-to-learn and evaluation rows suspect_ood above {t:.4g} on "
+        f"{code(column)}" + ("" if column == score else " (not the score shown)")
+        + f": the {q:g} quantile of {DG.describe_reference(where)}"
+        + (f", so at most {1 - q:.1%} of new in-distribution data is flagged." if held else ".")
+    )
+    if where.get("calibration_note"):
+        st.warning(f"OOD cut-off: {md(str(where['calibration_note']), limit=None)}.")
+
+
 @st.cache_resource(max_entries=3, show_spinner=False)
 def _filter_options(
     key: D.RunKey, confidence: float, variability: float, ood_quantile: float | None, _table: pd.DataFrame,

@@ -38,6 +38,7 @@ score = st.selectbox(
 filtered = ctx.table.loc[ctx.mask, [S.SPLIT, score]]
 W.SVG(data=FIG.ood_histogram_svg(filtered, score), key="ood_hist")
 st.caption(f"{len(filtered):,} filtered examples; bars are fractions of each split.")
+W.render_ood_cutoff(ctx, score)
 
 # ---- evaluation against ground truth -------------------------------------------------------------
 st.subheader("Detection quality")

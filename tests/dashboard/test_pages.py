@@ -218,6 +218,47 @@ def test_diagnosis_ood_quantile_is_adjustable(at: AppTest, run: Path) -> None:
     assert not at.exception
 
 
+def test_ood_page_says_where_the_diagnosis_cut_off_comes_from(at: AppTest, run: Path) -> None:
+    import json
+
+    table = pd.read_parquet(run / S.TABLE_FILE)
+    info = json.loads((run / S.OOD_EVAL_FILE).read_text())["diagnosis"]
+    goto(at, "ood.py")
+    score = table[info["score_column"]].to_numpy(float)
+    n_test = int((table[S.SPLIT] == "test").sum())
+
+    def cutoff_caption() -> str:
+        found = [c.value for c in at.caption if "suspect_ood above" in c.value]
+        assert len(found) == 1, [c.value for c in at.caption]
+        return found[0]
+
+    text = cutoff_caption()
+    assert f"above {_reference_quantile(table, info, score, 0.95):.4g}" in text
+    assert f"the 0.95 quantile of the {n_test} held-out in-distribution rows (test)" in text
+    assert "at most 5.0% of new in-distribution data" in text
+    at.session_state[K.W_EXPAND_THRESHOLDS] = True
+    at.run()
+    at.sidebar.slider(key=K.W_OOD_QUANTILE).set_value(0.8).run()
+    text = cutoff_caption()
+    assert f"above {_reference_quantile(table, info, score, 0.8):.4g}" in text and "0.8 quantile" in text
+    assert not at.warning and not at.exception
+
+
+def test_ood_page_warns_when_no_held_out_rows_set_the_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    run = make_synthetic_run(tmp_path / "run", n_examples=300, n_eval=30)  # 30 test rows: too few
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analyze_run(run, AnalyzeOptions(extra={"projection": "pca"}))
+    at = app_for(run, monkeypatch)
+    goto(at, "ood.py")
+    assert not at.exception
+    assert any("in-distribution rows (test, train), training rows included." in c.value for c in at.caption)
+    assert len(at.warning) == 1  # the text is markdown-escaped (it comes from the run's files)
+    assert "30 held-out in-distribution rows (fewer than 50)" in at.warning[0].value.replace("\\", "")
+
+
 def test_data_map_shows_the_estimated_label_noise(at: AppTest, run: Path) -> None:
     from analysis.noise import estimate_label_noise
 
