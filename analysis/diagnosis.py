@@ -4,8 +4,8 @@ Thresholds in :class:`DiagnosisThresholds`; ``t`` = the ``ood_quantile`` quantil
 score over the reference in-distribution rows, ``t_easy`` = the ``learned_ood_quantile``
 quantile. The reference rows are the held-out in-distribution rows (an evaluation split such as
 ``test``) when the run records enough of them, else all in-distribution rows
-(:func:`reference_rows`). When the table has a ``label_issue`` column (written by ``datamap analyze``: the run's
-own cut-off, :mod:`analysis.noise`), the rules are (first match wins):
+(:func:`reference_rows`). When the table has a ``label_issue`` column (written by ``datamap
+analyze``: the run's own cut-off, :mod:`analysis.noise`), the rules are (first match wins):
 
 =========================== ====================== ==========================================
 row                         OOD score              diagnosis
@@ -255,12 +255,13 @@ def _diagnosis_codes(
 
 
 def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None = None,
+                   score: NDArray[np.floating[Any]] | None = None,
                    ) -> tuple[NDArray[np.bool_], dict[str, Any]]:
     """The rows whose OOD scores set the diagnosis' cut-offs, and how they were chosen.
 
     The in-distribution reference is the ``reference_splits`` rows whose ``is_ood`` is not true.
     With ``calibrate_on="held-out"`` and at least :data:`MIN_HELD_OUT` of them outside the
-    training split, only those held-out rows count: the scorers were fitted on the training rows
+    training split (with a finite ``score``, when given), only those held-out rows count: the scorers were fitted on the training rows
     and the model learned them, so training rows score lower than new in-distribution data
     (on the suite's text runs 20-28 % of the test rows were above the 0.95 quantile of the pooled
     reference). Held-out rows are exchangeable with new in-distribution data, so about
@@ -284,6 +285,8 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
     info: dict[str, Any] = {"calibrated_on": ALL_ROWS}
     if th.calibrate_on == HELD_OUT:
         held = ref & (split != S.TRAIN_SPLIT).to_numpy(bool)
+        if score is not None:
+            held &= np.isfinite(score)
         n_held = int(held.sum())
         if n_held >= MIN_HELD_OUT:
             ref = held
@@ -293,7 +296,7 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
                 f"{n_held} held-out in-distribution rows (fewer than {MIN_HELD_OUT}): the cut-offs "
                 "come from all reference rows, training rows included, and may flag more new "
                 "in-distribution rows than the quantile says; record an evaluation split to fix this")
-    info["reference_rows"] = int(ref.sum())
+    info["reference_rows"] = int((ref if score is None else ref & np.isfinite(score)).sum())
     info["calibration_splits"] = sorted(str(v) for v in pd.unique(split[ref]))
     return ref, info
 
@@ -333,12 +336,12 @@ def diagnosis_column(
     reference rows)
     """
     th = thresholds or DiagnosisThresholds()
-    ref, ref_info = reference_rows(table, th)
-    conformal = ref_info["calibrated_on"] == HELD_OUT
     issue = noise.label_issue_mask(table[S.LABEL_ISSUE]) if S.LABEL_ISSUE in table.columns else None
     score = None
     if score_column is not None and score_column in table.columns:
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    ref, ref_info = reference_rows(table, th, score)
+    conformal = ref_info["calibrated_on"] == HELD_OUT
     region = table[S.REGION]
     if isinstance(region.dtype, pd.CategoricalDtype) and not region.isna().any():
         # Work on category codes: no per-row strings (a second at a million rows).

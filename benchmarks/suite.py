@@ -111,6 +111,10 @@ RUNS = (
     RunSpec("cnn-s5", "cnn", 5, "uniform", 0.10, 15, "unseen"),
     RunSpec("text-sentiment-s2", "text", 2, "uniform", 0.10, 12, "unseen", "sentiment"),
     RunSpec("text-genre-s3", "text", 3, "uniform", 0.10, 12, "unseen", "genre"),
+    RunSpec("mlp-pair-short-s5", "mlp", 5, "pair", 0.20, 6, "unseen"),
+    RunSpec("cnn-s6", "cnn", 6, "uniform", 0.10, 15, "unseen"),
+    RunSpec("text-sentiment-s3", "text", 3, "uniform", 0.10, 12, "unseen", "sentiment"),
+    RunSpec("text-genre-s4", "text", 4, "uniform", 0.10, 12, "unseen", "genre"),
 )
 
 log = logging.getLogger("suite")
@@ -625,7 +629,7 @@ def _cutoff_check(table: pd.DataFrame, column: str, *, rounds: int = 20) -> dict
             new[test[np.random.default_rng(seed).random(test.size) < 0.5]] = True
             frame = pd.DataFrame({S.SPLIT: np.where(new, "new", table[S.SPLIT].to_numpy(object)),
                                   S.IS_OOD: is_ood})
-            ref, info = D.reference_rows(frame, th)
+            ref, info = D.reference_rows(frame, th, score)
             t = D.ood_threshold(score[ref], th.ood_quantile, conformal=info["calibrated_on"] == D.HELD_OUT)
             id_rates.append(float(np.mean(score[new] > t)))
             ood_rates.append(float(np.mean(score[is_ood] > t)))

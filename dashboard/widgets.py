@@ -225,9 +225,10 @@ def render_ood_cutoff(ctx: D.RunContext, score: str) -> None:
     if column not in ctx.table.columns:
         return
     q = th.ood_quantile if ctx.ood_quantile is None else float(ctx.ood_quantile)
-    ref, where = DG.reference_rows(ctx.table, th)
+    values = ctx.table[column].to_numpy(np.float64, na_value=np.nan)
+    ref, where = DG.reference_rows(ctx.table, th, values)
     held = where["calibrated_on"] == DG.HELD_OUT
-    t = DG.ood_threshold(ctx.table[column].to_numpy(np.float64, na_value=np.nan)[ref], q, conformal=held)
+    t = DG.ood_threshold(values[ref], q, conformal=held)
     st.caption(
         f"The diagnosis calls hard-to-learn and evaluation rows suspect_ood above {t:.4g} on "
         f"{code(column)}" + ("" if column == score else " (not the score shown)")

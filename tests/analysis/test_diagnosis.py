@@ -161,6 +161,14 @@ def test_too_few_held_out_rows_fall_back_to_all_rows_and_say_so():
     th = D.DiagnosisThresholds(reference_splits=("train", "validation"))
     _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s", thresholds=th)
     assert info["calibrated_on"] == D.HELD_OUT and info["calibration_splits"] == ["validation"]
+    # held-out rows without a score (no features or logits stored for them) do not count
+    table = _calibration_table(900, 500)
+    table.loc[900:1399 - D.MIN_HELD_OUT + 1, "s"] = np.nan  # 49 scored held-out rows remain
+    col, info = D.diagnosis_column(table, "s")
+    assert info["calibrated_on"] == D.ALL_ROWS and info["reference_rows"] == 900 + 49
+    pooled = np.r_[np.arange(900) / 900, 10.0 + np.arange(451, 500)]  # the finite scores
+    assert info["threshold"] == pytest.approx(np.quantile(pooled, 0.95))
+    assert (np.asarray(col)[-10:] == D.SUSPECT_OOD).all()
     with pytest.raises(ValueError, match="calibrate_on"):
         D.DiagnosisThresholds(calibrate_on="test")
 
