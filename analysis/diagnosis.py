@@ -103,10 +103,8 @@ class DiagnosisThresholds:
         are ``suspect_ood`` (0.95: 5% of reference ID rows would be flagged).
     learned_ood_quantile : float in (0, 1] or None, default 0.995
         ``t_easy`` for easy-to-learn and ambiguous rows; None never flags them.
-    reference_splits : tuple of str or None, default None
-        Splits whose rows (minus those with ``is_ood`` true) form the in-distribution reference;
-        None: every split that is not out-of-distribution (``ood:*``), so an evaluation split
-        named ``validation`` or ``dev`` counts as well as ``test``.
+    reference_splits : tuple of str, default ("train", "test")
+        Splits whose rows (minus those with ``is_ood`` true) form the in-distribution reference.
     calibrate_on : {"held-out", "all"}, default "held-out"
         ``"held-out"``: when the reference holds at least :data:`MIN_HELD_OUT` rows outside the
         training split, those rows alone set ``t`` and ``t_easy``, as conformal order statistics
@@ -117,7 +115,7 @@ class DiagnosisThresholds:
 
     ood_quantile: float = 0.95
     learned_ood_quantile: float | None = 0.995
-    reference_splits: tuple[str, ...] | None = None
+    reference_splits: tuple[str, ...] = (S.TRAIN_SPLIT, "test")
     calibrate_on: str = HELD_OUT
 
     def __post_init__(self) -> None:
@@ -126,10 +124,9 @@ class DiagnosisThresholds:
         q = self.learned_ood_quantile
         if q is not None and not 0.0 < q <= 1.0:
             raise ValueError(f"Expected `learned_ood_quantile` in (0, 1] or None, got {q!r}.")
-        if self.reference_splits is not None and (isinstance(self.reference_splits, str)
-                                                  or not self.reference_splits):
+        if isinstance(self.reference_splits, str) or not self.reference_splits:
             raise ValueError(
-                f"Expected `reference_splits` as a non-empty tuple of split names or None, got "
+                f"Expected `reference_splits` as a non-empty tuple of split names, got "
                 f"{self.reference_splits!r}."
             )
         if self.calibrate_on not in CALIBRATIONS:
@@ -262,8 +259,7 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
                    ) -> tuple[NDArray[np.bool_], dict[str, Any]]:
     """The rows whose OOD scores set the diagnosis' cut-offs, and how they were chosen.
 
-    The in-distribution reference is the ``reference_splits`` rows (default: every split but
-    ``ood:*``) whose ``is_ood`` is not true.
+    The in-distribution reference is the ``reference_splits`` rows whose ``is_ood`` is not true.
     With ``calibrate_on="held-out"`` and at least :data:`MIN_HELD_OUT` of them outside the
     training split (with a finite ``score``, when given), only those held-out rows count: the scorers were fitted on the training rows
     and the model learned them, so training rows score lower than new in-distribution data
@@ -275,23 +271,18 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
 
     Returns
     -------
-    (bool mask over the table's rows, dict with ``reference_splits`` (the in-distribution
-    splits, resolved), ``calibrated_on`` ("held-out" or "all"), ``reference_rows`` (count),
-    ``calibration_splits`` (the splits the rows come from) and, when held-out calibration was
-    asked for but not possible, ``calibration_note``)
+    (bool mask over the table's rows, dict with ``calibrated_on`` ("held-out" or "all"),
+    ``reference_rows`` (count), ``calibration_splits`` (the splits the rows come from) and, when
+    held-out calibration was asked for but not possible, ``calibration_note``)
     """
     th = thresholds or DiagnosisThresholds()
     split = table[S.SPLIT]
     if not isinstance(split.dtype, pd.CategoricalDtype):  # categories compare as strings already
         split = split.astype(str)
-    if th.reference_splits is None:
-        wanted = sorted(n for n in (str(v) for v in pd.unique(split)) if not S.is_ood_split(n))
-    else:
-        wanted = list(th.reference_splits)
-    ref = split.isin(wanted).to_numpy(bool).copy()
+    ref = split.isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
-    info: dict[str, Any] = {"reference_splits": wanted, "calibrated_on": ALL_ROWS}
+    info: dict[str, Any] = {"calibrated_on": ALL_ROWS}
     if th.calibrate_on == HELD_OUT:
         held = ref & (split != S.TRAIN_SPLIT).to_numpy(bool)
         if score is not None:
@@ -381,6 +372,7 @@ def diagnosis_column(
                                                 else "hard-to-learn region"),
                             "ood_quantile": th.ood_quantile,
                             "learned_ood_quantile": th.learned_ood_quantile,
+                            "reference_splits": list(th.reference_splits),
                             "calibrate_on": th.calibrate_on, **ref_info}
     if score is not None:
         info["threshold"] = ood_threshold(score[ref], th.ood_quantile, conformal=conformal)

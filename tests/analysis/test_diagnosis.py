@@ -156,10 +156,11 @@ def test_too_few_held_out_rows_fall_back_to_all_rows_and_say_so():
     # exactly MIN_HELD_OUT rows are enough; a split outside reference_splits is never used
     _, info = D.diagnosis_column(_calibration_table(900, D.MIN_HELD_OUT), "s")
     assert info["calibrated_on"] == D.HELD_OUT
-    th = D.DiagnosisThresholds(reference_splits=("train", "test"))
-    _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s", thresholds=th)
+    _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s")
     assert info["calibrated_on"] == D.ALL_ROWS and info["reference_rows"] == 900
-    assert info["reference_splits"] == ["train", "test"]
+    th = D.DiagnosisThresholds(reference_splits=("train", "validation"))
+    _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s", thresholds=th)
+    assert info["calibrated_on"] == D.HELD_OUT and info["calibration_splits"] == ["validation"]
     # held-out rows without a score (no features or logits stored for them) do not count
     table = _calibration_table(900, 500)
     table.loc[900:1399 - D.MIN_HELD_OUT + 1, "s"] = np.nan  # 49 scored held-out rows remain
@@ -204,16 +205,3 @@ def test_held_out_calibration_holds_the_false_flag_rate_of_a_real_overfit_model(
             rates[how].append(float(np.mean(np.asarray(col)[split == "new"] == D.SUSPECT_OOD)))
     assert abs(np.mean(rates[D.HELD_OUT]) - 0.05) < 0.015
     assert np.mean(rates[D.ALL_ROWS]) > 1.4 * np.mean(rates[D.HELD_OUT])
-
-
-def test_any_in_distribution_evaluation_split_is_held_out():
-    """The reference is every split but ``ood:*`` unless ``reference_splits`` names them."""
-    table = _calibration_table(900, 100, test_split="validation")
-    _, info = D.diagnosis_column(table, "s")
-    assert info["reference_splits"] == ["train", "validation"]
-    assert info["calibrated_on"] == D.HELD_OUT and info["calibration_splits"] == ["validation"]
-    assert info["threshold"] == 105.0  # as with a split named "test"
-    # an `is_ood` row outside an ood:* split stays out of the reference
-    table.loc[950, S.IS_OOD] = True
-    _, info = D.diagnosis_column(table, "s")
-    assert info["reference_rows"] == 99
