@@ -292,10 +292,17 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
             ref = held
             info["calibrated_on"] = HELD_OUT
         else:
+            others = sorted(n for n in (str(v) for v in pd.unique(split))
+                            if n not in th.reference_splits and not S.is_ood_split(n))
             info["calibration_note"] = (
                 f"{n_held} held-out in-distribution rows (fewer than {MIN_HELD_OUT}): the cut-offs "
                 "come from all reference rows, training rows included, and may flag more new "
-                "in-distribution rows than the quantile says; record an evaluation split to fix this")
+                "in-distribution rows than the quantile says; record an in-distribution evaluation "
+                "split named test to fix this"
+                + (f"; the split{'s' if len(others) > 1 else ''} {', '.join(others)} "
+                   f"{'are' if len(others) > 1 else 'is'} not among the reference splits "
+                   f"{list(th.reference_splits)}: only those are known to be in-distribution"
+                   if others else ""))
     info["reference_rows"] = int((ref if score is None else ref & np.isfinite(score)).sum())
     info["calibration_splits"] = sorted(str(v) for v in pd.unique(split[ref]))
     return ref, info

@@ -31,6 +31,7 @@ Options (``AnalyzeOptions.extra``; every key optional):
 ``learned_ood_quantile``   float or None, default 0.995
 ``ood_calibration``        "held-out" (default) or "all": which in-distribution rows set the
                            diagnosis' OOD cut-offs (:func:`analysis.diagnosis.reference_rows`)
+``reference_splits``       splits known to be in-distribution, default ("train", "test")
 ``fpr_definition``         "ood_accepted_at_95_id" (default) or "id_rejected_at_95_ood"
 ``label_neighbors``        bool, default True: re-rank the label issues with the label
                            disagreement of training-feature neighbours where it agrees with the
@@ -66,7 +67,7 @@ DIAGNOSIS_PREFERENCE = (S.OOD_COMBINED, S.OOD_MAHALANOBIS, S.OOD_ENERGY, S.OOD_M
 OPTION_KEYS = frozenset({
     "ood_scorers", "energy_temperature", "mahalanobis_shrinkage", "knn_k", "projection",
     "projection_params", "diagnosis_scorer", "ood_quantile", "learned_ood_quantile",
-    "fpr_definition", "knn_max_train", "label_neighbors", "ood_calibration",
+    "fpr_definition", "knn_max_train", "label_neighbors", "ood_calibration", "reference_splits",
 })
 KNN_MAX_TRAIN = 200_000
 """Default cap on the kNN neighbour bank (random training rows): its k-means index and memory."""
@@ -79,6 +80,12 @@ def _warn(message: str) -> None:
     """A user-facing warning (the CLI prints it as one line), also in the INFO log."""
     log.info("warning: %s", message)
     warnings.warn(message, stacklevel=3)
+
+
+def _split_names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"Expected `reference_splits` as a list of split names, got {value!r}.")
+    return tuple(value)
 
 
 def _resolve_columns(names: Any) -> list[str]:
@@ -249,6 +256,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         ood_quantile=float(extra.get("ood_quantile", 0.95)),
         learned_ood_quantile=extra.get("learned_ood_quantile", 0.995),
         calibrate_on=extra.get("ood_calibration", D.HELD_OUT),
+        reference_splits=_split_names(extra.get("reference_splits", (S.TRAIN_SPLIT, "test"))),
     )
     params: dict[str, dict[str, Any]] = {
         S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},

@@ -152,12 +152,13 @@ def test_too_few_held_out_rows_fall_back_to_all_rows_and_say_so():
     assert info["calibrate_on"] == D.HELD_OUT and info["calibrated_on"] == D.ALL_ROWS
     assert info["reference_rows"] == 900 + D.MIN_HELD_OUT - 1
     assert f"{D.MIN_HELD_OUT - 1} held-out in-distribution rows" in info["calibration_note"]
-    assert "evaluation split" in info["calibration_note"]
+    assert "evaluation split named test" in info["calibration_note"] and "reference splits" not in info["calibration_note"]
     # exactly MIN_HELD_OUT rows are enough; a split outside reference_splits is never used
     _, info = D.diagnosis_column(_calibration_table(900, D.MIN_HELD_OUT), "s")
     assert info["calibrated_on"] == D.HELD_OUT
     _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s")
     assert info["calibrated_on"] == D.ALL_ROWS and info["reference_rows"] == 900
+    assert "; the split validation is not among the reference splits ['train', 'test']" in info["calibration_note"]
     th = D.DiagnosisThresholds(reference_splits=("train", "validation"))
     _, info = D.diagnosis_column(_calibration_table(900, 500, test_split="validation"), "s", thresholds=th)
     assert info["calibrated_on"] == D.HELD_OUT and info["calibration_splits"] == ["validation"]

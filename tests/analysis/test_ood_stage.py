@@ -180,6 +180,34 @@ def test_options_are_checked(run_with_features):
         analyze_run(run_with_features, AnalyzeOptions(extra={"projection": "tsne"}), write=False)
     with pytest.raises(ValueError, match="Expected OOD scorers among"):
         analyze_run(run_with_features, AnalyzeOptions(extra={"ood_scorers": ["odin"]}), write=False)
+    with pytest.raises(ValueError, match="Expected `reference_splits` as a list of split names"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"reference_splits": "train"}), write=False)
+    with pytest.raises(ValueError, match="Expected `calibrate_on` among"):
+        analyze_run(run_with_features, AnalyzeOptions(extra={"ood_calibration": "test"}), write=False)
+
+
+def test_the_calibration_options_reach_the_diagnosis(run_with_features):
+    """Default: the 200 test rows set the cut-off; `reference_splits` without test, or
+    `ood_calibration: all`, pool the training rows (the recorded thresholds say which)."""
+    runs = {}
+    for name, extra in {"default": {}, "train only": {"reference_splits": ["train"]},
+                        "all": {"ood_calibration": "all"}}.items():
+        table = analyze_run(run_with_features, AnalyzeOptions(extra={"projection": "none", **extra}),
+                            write=False)
+        runs[name] = table, json.loads((run_with_features / S.OOD_EVAL_FILE).read_text())["diagnosis"]
+    table, info = runs["default"]
+    assert info["calibrated_on"] == "held-out" and info["reference_rows"] == N_EVAL
+    test = np.sort(table.loc[table[S.SPLIT] == "test", info["score_column"]].to_numpy(float))
+    assert info["threshold"] == test[int(np.ceil((N_EVAL + 1) * 0.95)) - 1]  # by hand
+    table, info = runs["train only"]
+    assert info["calibrated_on"] == "all" and info["reference_splits"] == ["train"]
+    assert "the split test is not among the reference splits ['train']" in info["calibration_note"]
+    train = table.loc[table[S.SPLIT] == S.TRAIN_SPLIT, info["score_column"]].to_numpy(float)
+    assert info["threshold"] == pytest.approx(np.quantile(train, 0.95))
+    table, info = runs["all"]
+    assert info["calibrate_on"] == "all" and "calibration_note" not in info
+    pooled = table.loc[table[S.SPLIT].isin(["train", "test"]), info["score_column"]].to_numpy(float)
+    assert info["threshold"] == pytest.approx(np.quantile(pooled, 0.95))
 
 
 def test_cli_flags(tmp_path, run_with_features, capsys):
