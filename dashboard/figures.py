@@ -189,11 +189,14 @@ def ood_histogram_svg(
     bins: int = 60,
     width: int = 980,
     height: int = 340,
+    cutoff: float | None = None,
 ) -> str:
     """Distribution of one OOD score per split (higher = more anomalous), bars overlaid.
 
     The bins are shared by every split and counted on the server, so the figure stays small at
-    any table size; each split's bars are fractions of that split (its bars sum to 1).
+    any table size; each split's bars are fractions of that split (its bars sum to 1). ``cutoff``
+    (the diagnosis' ``suspect_ood`` threshold on this score) is drawn as a dashed vertical line
+    when it lies inside the range (up to the tallest bar, below the legend).
     """
     edges, split_counts = split_histograms(table, score, by=by, bins=bins)
     lo, hi = float(edges[0]), float(edges[-1])
@@ -215,6 +218,12 @@ def ood_histogram_svg(
                 f'height="{frame.sy(0.0) - y:.1f}"><title>{escape(name)}: {escape(score)} '
                 f'{edges[b]:.3g} to {edges[b + 1]:.3g}: {f:.2%} of {total:,}</title></rect>')
         frame.parts.append("</g>")
+    if cutoff is not None and np.isfinite(cutoff) and lo <= cutoff <= hi:
+        x = frame.sx(float(cutoff))
+        frame.parts.append(
+            f'<line class="cutoff" x1="{x:.1f}" y1="{frame.sy(top * 1.02):.1f}" x2="{x:.1f}" '
+            f'y2="{frame.sy(0.0):.1f}" stroke="#333333" stroke-width="1.5" stroke-dasharray="5 4">'
+            f"<title>suspect_ood cut-off: {escape(score)} above {cutoff:.4g}</title></line>")
     frame.legend([(f"{name} ({total:,})", CATEGORICAL_PALETTE[k % len(CATEGORICAL_PALETTE)])
                   for k, (name, _, total) in enumerate(groups)])
     return frame.svg()

@@ -213,30 +213,37 @@ def render_ood_quantile(container: Any, run_dir: Path) -> float | None:
     return float(q)
 
 
-def render_ood_cutoff(ctx: D.RunContext, score: str) -> None:
-    """How the diagnosis sets its OOD cut-off (the rows and quantile ``datamap analyze`` used,
-    ``ood_eval.json``, at the sidebar's OOD quantile), under the histogram of ``score``; a
-    warning when no held-out rows could set it."""
-    info = (D.load_ood_eval(ctx.run_dir) or {}).get("diagnosis")
+def diagnosis_cutoff(ctx: D.RunContext) -> dict[str, Any] | None:
+    """The diagnosis' ``suspect_ood`` cut-off at the sidebar's OOD quantile: ``column``,
+    ``threshold``, ``quantile``, ``held_out`` and :func:`analysis.diagnosis.reference_rows`'
+    description (``where``); None when the run does not record its diagnosis."""
     settings = D.diagnosis_settings(ctx.run_dir)
-    if not isinstance(info, dict) or settings is None or settings[0] is None or ctx.table is None:
-        return
+    if settings is None or settings[0] is None or ctx.table is None or settings[0] not in ctx.table.columns:
+        return None
     column, th = settings
-    if column not in ctx.table.columns:
-        return
     q = th.ood_quantile if ctx.ood_quantile is None else float(ctx.ood_quantile)
     values = ctx.table[column].to_numpy(np.float64, na_value=np.nan)
     ref, where = DG.reference_rows(ctx.table, th, values)
     held = where["calibrated_on"] == DG.HELD_OUT
-    t = DG.ood_threshold(values[ref], q, conformal=held)
+    return {"column": column, "threshold": DG.ood_threshold(values[ref], q, conformal=held),
+            "quantile": q, "held_out": held, "where": where}
+
+
+def render_ood_cutoff(cut: dict[str, Any] | None, score: str) -> None:
+    """Under the OOD histogram of ``score``: where the diagnosis' cut-off lies (the dashed line
+    when ``score`` is the diagnosis' score) and which rows set it; a warning when no held-out
+    rows could set it."""
+    if cut is None:
+        return
+    column, q = cut["column"], cut["quantile"]
     st.caption(
-        f"The diagnosis calls hard-to-learn and evaluation rows suspect_ood above {t:.4g} on "
-        f"{code(column)}" + ("" if column == score else " (not the score shown)")
-        + f": the {q:g} quantile of {DG.describe_reference(where)}"
-        + (f", so at most {1 - q:.1%} of new in-distribution data is flagged." if held else ".")
+        f"The diagnosis calls hard-to-learn and evaluation rows suspect_ood above {cut['threshold']:.4g} "
+        f"on {code(column)}" + (" (the dashed line)" if column == score else " (not the score shown)")
+        + f": the {q:g} quantile of {DG.describe_reference(cut['where'])}"
+        + (f", so at most {1 - q:.1%} of new in-distribution data is flagged." if cut["held_out"] else ".")
     )
-    if where.get("calibration_note"):
-        st.warning(f"OOD cut-off: {md(str(where['calibration_note']), limit=None)}.")
+    if cut["where"].get("calibration_note"):
+        st.warning(f"OOD cut-off: {md(str(cut['where']['calibration_note']), limit=None)}.")
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)

@@ -36,9 +36,11 @@ score = st.selectbox(
          "class-conditional distance; rmd: relative Mahalanobis; knn: k-th neighbour distance.",
 )
 filtered = ctx.table.loc[ctx.mask, [S.SPLIT, score]]
-W.SVG(data=FIG.ood_histogram_svg(filtered, score), key="ood_hist")
+cut = W.diagnosis_cutoff(ctx)
+W.SVG(data=FIG.ood_histogram_svg(filtered, score, cutoff=cut["threshold"] if cut and cut["column"] == score else None),
+      key="ood_hist")
 st.caption(f"{len(filtered):,} filtered examples; bars are fractions of each split.")
-W.render_ood_cutoff(ctx, score)
+W.render_ood_cutoff(cut, score)
 
 # ---- evaluation against ground truth -------------------------------------------------------------
 st.subheader("Detection quality")

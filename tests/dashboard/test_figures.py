@@ -194,6 +194,27 @@ def test_ood_histogram_shares_bins_and_normalises_per_split() -> None:
         FIG.ood_histogram_svg(t, "ood_missing")
 
 
+def test_ood_histogram_draws_the_cut_off_where_it_lies() -> None:
+    t = _table(300)
+    values = t[S.OOD_ENERGY].to_numpy(float)
+    lo, hi = values.min(), values.max()
+
+    def line(cutoff: float | None) -> list:
+        return [e for e in _svg(FIG.ood_histogram_svg(t, S.OOD_ENERGY, cutoff=cutoff)).iter(f"{{{SVG_NS['s']}}}line")
+                if e.get("class") == "cutoff"]
+
+    xs = [float(line(lo + f * (hi - lo))[0].get("x1")) for f in (0.25, 0.5, 0.75)]
+    assert xs[0] < xs[1] < xs[2] and xs[1] == pytest.approx((xs[0] + xs[2]) / 2, abs=0.15)  # linear in the score
+    left = float(line(lo)[0].get("x1"))
+    bars = _svg(FIG.ood_histogram_svg(t, S.OOD_ENERGY)).findall("s:g/s:rect", SVG_NS)
+    assert left == pytest.approx(min(float(r.get("x")) for r in bars), abs=0.15)  # the first bin's edge
+    (cut,) = line(lo + 0.5 * (hi - lo))
+    assert "suspect_ood cut-off" in cut.find("s:title", SVG_NS).text
+    bottom = max(float(r.get("y")) + float(r.get("height")) for r in bars)
+    assert float(cut.get("y2")) == pytest.approx(bottom, abs=0.15)
+    assert line(None) == [] and line(hi + (hi - lo)) == [] and line(float("nan")) == []
+
+
 def test_roc_and_pr_svgs_plot_the_given_points() -> None:
     curves = {"ood:far": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1], "auroc": 0.95,
                           "precision": [1, 0.9, 0.5], "recall": [0, 0.8, 1], "aupr_out": 0.9}}

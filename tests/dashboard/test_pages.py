@@ -233,7 +233,11 @@ def test_ood_page_says_where_the_diagnosis_cut_off_comes_from(at: AppTest, run: 
         return found[0]
 
     text = cutoff_caption()
-    assert f"above {_reference_quantile(table, info, score, 0.95):.4g}" in text
+    assert f"above {_reference_quantile(table, info, score, 0.95):.4g} on" in text
+    at.selectbox(key=K.W_OOD_SCORER).set_value(info["score_column"]).run()
+    assert "(the dashed line)" in cutoff_caption()
+    at.selectbox(key=K.W_OOD_SCORER).set_value(S.OOD_MSP).run()
+    assert "(not the score shown)" in cutoff_caption()
     assert f"the 0.95 quantile of the {n_test} held-out in-distribution rows (test)" in text
     assert "at most 5.0% of new in-distribution data" in text
     at.session_state[K.W_EXPAND_THRESHOLDS] = True
