@@ -126,9 +126,18 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
     issues = info.get("label_issues")
     if isinstance(issues, dict):
         cut = issues.get("cutoff")
-        lines.append(f"  suspect_mislabeled: {issues.get('method')} on {issues.get('score')}"
+        reranked = isinstance(issues.get("neighbors"), dict) and issues["neighbors"].get("used")
+        lines.append(f"  suspect_mislabeled: {issues.get('method')}"
+                     + ("" if reranked else f" on {issues.get('score')}")  # the method names both
                      + (f" (cut-off {cut:.4g})" if isinstance(cut, (int, float)) else "")
                      + f": {issues.get('n_issues')} of {issues.get('n_scored')} training rows")
+        again = issues.get("resampled")
+        if isinstance(again, dict) and isinstance(again.get("low"), (int, float)) and again["low"] == again["low"]:
+            lines.append(f"  the mixture refitted on {again.get('rounds')} resamples of {again.get('rows'):,} rows "
+                         f"flags {again['low']:.1%}-{again['high']:.1%} (10th-90th percentile): "
+                         + ("stable" if again.get("stable") else
+                            "UNSTABLE: the losses do not split into clean and wrong labels clearly, so the "
+                            "count is uncertain; review by rank (loss_mean) beyond the flagged rows"))
         neighbours = issues.get("neighbors")
         if isinstance(neighbours, dict) and isinstance(neighbours.get("agreement_auroc"), (int, float)):
             lines.append(f"  neighbour label check (k={neighbours.get('k')}): agreement AUROC "

@@ -40,11 +40,23 @@ def render_label_noise() -> None:
         info = ((data.load_ood_eval(ctx.run_dir) or {}).get("diagnosis") or {}).get("label_issues")
         if isinstance(info, dict):
             cut = info.get("cutoff")
+            again = info.get("resampled") if isinstance(info.get("resampled"), dict) else {}
+            low, high = again.get("low"), again.get("high")
+            spread = (f" Refitted on {again.get('rounds')} resamples, the mixture flags {low:.1%}-{high:.1%} "
+                      "of the rows (10th-90th percentile)."
+                      if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == low else "")
             st.caption(
                 f"`suspect_mislabeled` cut-off chosen from this run: {info.get('method')} on "
                 f"`{info.get('score')}`" + (f" (at {cut:.4g})" if isinstance(cut, (int, float)) else "")
-                + f"; `{S.SUGGESTED_LABEL}` is the class the model predicted most often."
+                + f"; `{S.SUGGESTED_LABEL}` is the class the model predicted most often." + spread
             )
+            if again.get("stable") is False:
+                st.warning(
+                    f"The estimated noise rate is unstable on this run ({low:.1%}-{high:.1%} across "
+                    "resamples): its losses do not split into clean and wrong labels clearly, so the "
+                    "number of suspects is uncertain. Review by rank (sort by `loss_mean`) beyond "
+                    "the flagged rows."
+                )
         left, right = st.columns(2)
         left.dataframe(
             {"class": list(est.per_class), "estimated noise": [f"{v:.1%}" for v in est.per_class.values()],

@@ -257,3 +257,37 @@ def test_refine_with_neighbors_on_a_sample_then_the_rest_gives_the_same(monkeypa
     sampled, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.0)
     assert out["neighbors"]["used"] is True
     assert sampled.tolist() == whole.tolist()
+
+
+def _draw_log_losses(means, stds, weights, n, seed=0):
+    rng = np.random.default_rng(seed)
+    k = rng.choice(len(weights), n, p=np.asarray(weights) / sum(weights))
+    return rng.normal(np.asarray(means)[k], np.asarray(stds)[k])
+
+
+# The mixtures fitted to log(loss_mean) of two real suite runs (ood_eval.json): the sample MLP on
+# digits (10 % flips, two clear groups) and a from-scratch text sentiment run (10 % flips, four
+# modes, one a narrow spike of uncertain rows; the mixture flagged 2 % there).
+DIGITS_RUN = ([-1.534, 1.282], [0.569, 0.285], [0.898, 0.102])
+SENTIMENT_RUN = ([-1.938, -0.219, 0.902, -0.601], [0.258, 0.300, 0.277, 0.0624], [0.274, 0.249, 0.020, 0.457])
+
+
+def test_resampled_rates_tell_a_clear_split_from_an_unclear_one():
+    clear = noise.resampled_rates(_draw_log_losses(*DIGITS_RUN, 1154))
+    assert clear["stable"] is True and clear["rounds"] == noise.RESAMPLE_ROUNDS and clear["rows"] == 1154
+    assert 0.07 < clear["low"] <= clear["high"] < 0.14  # around the true 10.2 %
+    unclear = noise.resampled_rates(_draw_log_losses(*SENTIMENT_RUN, 1454))
+    assert unclear["stable"] is False and unclear["high"] > 2 * unclear["low"]
+    # rows per refit are capped; too few rows or no spread give no verdict
+    assert noise.resampled_rates(_draw_log_losses(*DIGITS_RUN, 3000), max_rows=500, rounds=4)["rows"] == 500
+    for x in (np.zeros(100), np.arange(5.0), [np.nan] * 50):
+        r = noise.resampled_rates(x)
+        assert r["stable"] is None and np.isnan(r["low"]) and np.isnan(r["high"])
+
+
+def test_label_issues_record_how_stable_their_count_is():
+    _, info = noise.label_issues(_table(np.exp(_draw_log_losses(*SENTIMENT_RUN, 1454))))
+    assert info["resampled"]["stable"] is False
+    _, info = noise.label_issues(_table(np.exp(_draw_log_losses(*DIGITS_RUN, 1154))))
+    again = info["resampled"]
+    assert again["stable"] is True and again["low"] <= info["rate"] * 1.3 and again["high"] >= info["rate"] / 1.3

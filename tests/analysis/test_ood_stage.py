@@ -315,3 +315,7 @@ def test_summary_says_how_the_diagnosis_chose_its_cut_offs():
     assert f"suspect_ood: {S.OOD_COMBINED} above its 0.95 quantile" in text
     assert f"({ev['diagnosis']['threshold']:.4g})" in text
     assert f": {int(table[S.LABEL_ISSUE].sum())} of {int((table[S.SPLIT] == S.TRAIN_SPLIT).sum())} training rows" in text
+    again = ev["diagnosis"]["label_issues"]["resampled"]
+    assert (f"refitted on {again['rounds']} resamples of {again['rows']:,} rows flags "
+            f"{again['low']:.1%}-{again['high']:.1%} (10th-90th percentile): stable") in text
+    assert "neighbours on loss_mean" not in text  # the re-ranked method is named once
