@@ -138,6 +138,8 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
                          + ("stable" if again.get("stable") else
                             "UNSTABLE: the losses do not split into clean and wrong labels clearly, so the "
                             "count is uncertain; review by rank (loss_mean) beyond the flagged rows"))
+        if issues.get("count_rule"):
+            lines.append(f"  the count is {issues['count_rule']}")
         neighbours = issues.get("neighbors")
         if isinstance(neighbours, dict) and isinstance(neighbours.get("agreement_auroc"), (int, float)):
             lines.append(f"  neighbour label check (k={neighbours.get('k')}): agreement AUROC "

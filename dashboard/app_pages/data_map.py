@@ -54,8 +54,9 @@ def render_label_noise() -> None:
                 st.warning(
                     f"The estimated noise rate is unstable on this run ({low:.1%}-{high:.1%} across "
                     "resamples): its losses do not split into clean and wrong labels clearly, so the "
-                    "number of suspects is uncertain. Review by rank (sort by `loss_mean`) beyond "
-                    "the flagged rows."
+                    "number of suspects is uncertain"
+                    + (f"; it is {info['count_rule']}" if isinstance(info.get("count_rule"), str) else "")
+                    + ". Review by rank (sort by `loss_mean`) beyond the flagged rows."
                 )
         left, right = st.columns(2)
         left.dataframe(

@@ -286,8 +286,15 @@ def test_resampled_rates_tell_a_clear_split_from_an_unclear_one():
 
 
 def test_label_issues_record_how_stable_their_count_is():
-    _, info = noise.label_issues(_table(np.exp(_draw_log_losses(*SENTIMENT_RUN, 1454))))
-    assert info["resampled"]["stable"] is False
+    x = _draw_log_losses(*SENTIMENT_RUN, 1454)
+    issue, info = noise.label_issues(_table(np.exp(x)))
+    again = info["resampled"]
+    assert again["stable"] is False and again["low"] <= again["median"] <= again["high"]
+    # unstable: the count is the median of the resampled rates, taken from the top of the losses
+    k = round(again["median"] * 1454)
+    assert info["n_issues"] == int(issue.sum()) == k and "median of the resampled rates" in info["count_rule"]
+    assert set(np.flatnonzero(issue)) == set(np.argsort(-x)[:k])
     _, info = noise.label_issues(_table(np.exp(_draw_log_losses(*DIGITS_RUN, 1154))))
     again = info["resampled"]
     assert again["stable"] is True and again["low"] <= info["rate"] * 1.3 and again["high"] >= info["rate"] / 1.3
+    assert "count_rule" not in info  # stable: the mixture's own cut-off

@@ -286,10 +286,12 @@ def test_data_map_warns_when_the_noise_rate_is_unstable(fresh_run: Path, monkeyp
     assert any(caption in c.value for c in at.caption) and not at.warning  # this run's split is clear
     # the same run recorded as unstable (as on the suite's sentiment runs): the page says so
     again.update(low=0.02, high=0.24, stable=False)
+    ev["diagnosis"]["label_issues"]["count_rule"] = "the median of the resampled rates, 16.8%"
     path.write_text(json.dumps(ev))
     at = app_for(fresh_run, monkeypatch)
     goto(at, "data_map.py")
     assert len(at.warning) == 1 and "unstable on this run (2.0%-24.0% across resamples)" in at.warning[0].value
+    assert "; it is the median of the resampled rates, 16.8%." in at.warning[0].value
     assert not at.exception
 
 
