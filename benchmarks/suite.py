@@ -115,6 +115,9 @@ RUNS = (
     RunSpec("cnn-s6", "cnn", 6, "uniform", 0.10, 15, "unseen"),
     RunSpec("text-sentiment-s3", "text", 3, "uniform", 0.10, 12, "unseen", "sentiment"),
     RunSpec("text-genre-s4", "text", 4, "uniform", 0.10, 12, "unseen", "genre"),
+    RunSpec("cnn-pair-short-s7", "cnn", 7, "pair", 0.20, 6, "unseen"),
+    RunSpec("text-sentiment-s4", "text", 4, "uniform", 0.10, 12, "unseen", "sentiment"),
+    RunSpec("text-genre-s5", "text", 5, "uniform", 0.10, 12, "unseen", "genre"),
 )
 
 log = logging.getLogger("suite")
