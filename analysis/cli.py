@@ -132,9 +132,13 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
                      + (f" (cut-off {cut:.4g})" if isinstance(cut, (int, float)) else "")
                      + f": {issues.get('n_issues')} of {issues.get('n_scored')} training rows")
         again = issues.get("resampled")
-        if isinstance(again, dict) and isinstance(again.get("low"), (int, float)) and again["low"] == again["low"]:
-            lines.append(f"  the mixture refitted on {again.get('rounds')} resamples of {again.get('rows'):,} rows "
-                         f"flags {again['low']:.1%}-{again['high']:.1%} (10th-90th percentile): "
+        low, high = (again.get("low"), again.get("high")) if isinstance(again, dict) else (None, None)
+        if isinstance(again, dict) and isinstance(low, (int, float)) and isinstance(high, (int, float)) \
+                and low == low:
+            rows = again.get("rows")
+            lines.append(f"  the mixture refitted on {again.get('rounds')} resamples of "
+                         + (f"{rows:,} rows " if isinstance(rows, int) else "the rows ")
+                         + f"flags {low:.1%}-{high:.1%} (10th-90th percentile): "
                          + ("stable" if again.get("stable") else
                             "UNSTABLE: the losses do not split into clean and wrong labels clearly, so the "
                             "count is uncertain; review by rank (loss_mean) beyond the flagged rows"))

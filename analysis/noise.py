@@ -248,10 +248,10 @@ def resampled_rates(x: ArrayLike, *, rounds: int = RESAMPLE_ROUNDS,
     Each round draws ``min(n, max_rows)`` of the scores ``x`` with replacement and refits the
     mixture of :func:`label_issues` (component count included). Returns the 10th and 90th
     percentiles of the rates (``low``, ``high``), their ``median``, the rounds, the rows per
-    round and ``stable``:
-    False when ``high`` exceeds twice ``low`` (on the suite's nineteen runs: 2.0-13x on the four
-    sentiment runs, whose losses have no clear two-group split and whose flagged counts were
-    0.2-2x the true one, and at most 1.4x on the fifteen others; docs/metrics.md). Without enough rows or spread: NaN rates, ``stable`` None.
+    round and ``stable``: False when ``high`` exceeds twice ``low`` (on the suite's nineteen
+    runs: 2.0-13x on the four sentiment runs, whose losses have no clear two-group split and
+    whose flagged counts were 0.2-2x the true one, and at most 1.4x on the fifteen others;
+    docs/metrics.md). Without enough rows or spread: NaN rates, ``stable`` None.
 
     Examples
     --------
@@ -277,7 +277,7 @@ def resampled_rates(x: ArrayLike, *, rounds: int = RESAMPLE_ROUNDS,
         _, _, posterior = _fit_mixture(sample, sample)
         rates.append(float(np.mean(posterior > 0.5)))
     if rates:
-        low, median, high = (float(v) for v in np.quantile(rates, [0.1, 0.5, 0.9]))
+        low, median, high = (float(q) for q in np.quantile(rates, [0.1, 0.5, 0.9]))
         out.update(low=low, high=high, median=median, stable=bool(high <= 2.0 * low))
     return out
 

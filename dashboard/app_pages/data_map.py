@@ -50,7 +50,7 @@ def render_label_noise() -> None:
                 f"`{info.get('score')}`" + (f" (at {cut:.4g})" if isinstance(cut, (int, float)) else "")
                 + f"; `{S.SUGGESTED_LABEL}` is the class the model predicted most often." + spread
             )
-            if again.get("stable") is False:
+            if again.get("stable") is False and spread:
                 st.warning(
                     f"The estimated noise rate is unstable on this run ({low:.1%}-{high:.1%} across "
                     "resamples): its losses do not split into clean and wrong labels clearly, so the "

@@ -111,6 +111,32 @@ def test_malformed_ood_eval_is_ignored_with_a_warning(tmp_path, monkeypatch, pay
     assert any("ood\\_eval\\.json" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
+@pytest.mark.parametrize("resampled", [
+    {"stable": False, "low": "x", "high": None, "rounds": "<b>"},
+    {"stable": False},
+    "oops",
+])
+def test_malformed_cut_off_records_leave_every_page_working(tmp_path, monkeypatch, resampled):
+    """The diagnosis section as a tampered file may hold it: wrong types in the label-issue
+    stability record and the OOD calibration keys."""
+    run = copy_sample_run(tmp_path / "run")
+    ev = json.loads((run / S.OOD_EVAL_FILE).read_text())
+    ev["diagnosis"]["label_issues"]["resampled"] = resampled
+    ev["diagnosis"]["label_issues"]["count_rule"] = ["not", "text"]
+    ev["diagnosis"].update(calibrate_on="sideways", calibrated_on=7, reference_rows="many",
+                           calibration_splits="test")
+    (run / S.OOD_EVAL_FILE).write_text(json.dumps(ev))
+    at = _app(run, monkeypatch)
+    for page in PAGE_FILES:
+        at.switch_page(str(PAGES / page)).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    from analysis.cli import _cutoff_lines
+
+    ev["diagnosis"]["label_issues"]["resampled"] = {"low": 0.1, "high": "x", "rows": "<b>"}
+    (run / S.OOD_EVAL_FILE).write_text(json.dumps(ev))
+    assert any("suspect_ood" in line for line in _cutoff_lines(run))  # `datamap summary` still prints
+
+
 def test_ood_eval_not_utf8_or_too_deep(tmp_path, monkeypatch):
     run = copy_sample_run(tmp_path / "run")
     (run / S.OOD_EVAL_FILE).write_bytes(b"\xff\xfe" + b"[" * 100000)
