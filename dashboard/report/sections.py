@@ -105,18 +105,21 @@ def findings_section(inputs: ReportInputs) -> str:
         out += ["<div><h3>Diagnosis</h3>", table_html(("diagnosis", "examples"), rows), "</div>"]
     out.append(ood_metrics_section(inputs.evaluation, source=inputs.evaluation_source))
     out.append("</div>")
-    out.append(label_noise_section(inputs.noise))
+    issues = inputs.settings.get("label_issues")
+    out.append(label_noise_section(inputs.noise,
+                                   resampled=issues.get("resampled") if isinstance(issues, Mapping) else None))
     out.append("</section>")
     return "".join(out)
 
 
-def label_noise_section(estimate: Any, *, max_pairs: int = 10) -> str:
+def label_noise_section(estimate: Any, *, max_pairs: int = 10, resampled: Any = None) -> str:
     """The estimated label-noise rate overall and per class and the most confused pairs.
 
     ``estimate`` has ``rate``, ``per_class`` (class name -> rate), ``n_per_class`` (class name ->
     examples) and ``confused_pairs`` (``(given, suggested, count)``), as
     ``analysis.noise.estimate_label_noise`` returns; None gives an empty string (the section is
-    left out).
+    left out). ``resampled``: ``ood_eval.json``'s ``label_issues.resampled`` (how stable the
+    count is, ``analysis.noise.resampled_rates``), shown when its numbers are there.
     """
     if estimate is None:
         return ""
@@ -128,6 +131,16 @@ def label_noise_section(estimate: Any, *, max_pairs: int = 10) -> str:
     if rate is not None and not is_missing(rate):
         out.append(f"<p>Estimated rate of wrong labels: <span class='num' data-key='noise:rate'>"
                    f"{float(rate):.1%}</span>.</p>")
+    low, high = (resampled.get("low"), resampled.get("high")) if isinstance(resampled, Mapping) else (None, None)
+    if isinstance(low, int | float) and isinstance(high, int | float) and not is_missing(low) \
+            and not is_missing(high):
+        out.append(f"<p class='note'>Refitted on bootstrap resamples, the mixture flags "
+                   f"<span data-key='noise:resampled'>{float(low):.1%}-{float(high):.1%}</span> of the "
+                   "training rows (10th-90th percentile)"
+                   + ("." if resampled.get("stable") is not False else
+                      ": <b>unstable</b>. The losses do not split into clean and wrong labels "
+                      "clearly, so the number of suspects is uncertain; the count is the median of "
+                      "the resampled rates.") + "</p>")
     if per_class:
         rows = [(escape_html(name), f"<span class='num' data-key='noise:class:{escape_html(name)}'>"
                              f"{float(r):.1%}</span>",

@@ -120,6 +120,13 @@ def test_label_noise_section_shows_rates_and_pairs_escaped() -> None:
     pairs = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td><span[^>]*>(\d+)</span>", text)
     assert pairs == [("cat", "&lt;dog&gt;", "7"), ("&lt;dog&gt;", "cat", "3")]
     assert report.label_noise_section(None) == ""
+    # how stable the count is, from ood_eval.json's label_issues.resampled
+    shaky = report.label_noise_section(estimate, resampled={"low": 0.02, "high": 0.24, "stable": False})
+    assert "2.0%-24.0%" in shaky and "<b>unstable</b>" in shaky
+    steady = report.label_noise_section(estimate, resampled={"low": 0.09, "high": 0.11, "stable": True})
+    assert "9.0%-11.0%" in steady and "unstable" not in steady
+    for bad in ({"low": "x", "high": 0.1}, {"low": None, "high": None}, "oops", {"low": float("nan"), "high": 1.0}):
+        assert "resampled" not in report.label_noise_section(estimate, resampled=bad)
 
 
 def test_noise_section_follows_the_noise_module(evil_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,6 +144,8 @@ def test_noise_section_follows_the_noise_module(evil_run: Path, monkeypatch: pyt
     html_text = report.build_report(evil_run)
     assert seen == [len(runstore.load_table(evil_run))]
     assert "id='label-noise'" in html_text and "3.1%" in html_text
+    again = json.loads((evil_run / S.OOD_EVAL_FILE).read_text())["diagnosis"]["label_issues"]["resampled"]
+    assert f"<span data-key='noise:resampled'>{again['low']:.1%}-{again['high']:.1%}</span>" in html_text
 
 
 def test_hover_shows_the_suggested_label_when_the_column_exists(
