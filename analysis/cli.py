@@ -148,7 +148,8 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
         if isinstance(neighbours, dict) and isinstance(neighbours.get("agreement_auroc"), (int, float)):
             lines.append(f"  neighbour label check (k={neighbours.get('k')}): agreement AUROC "
                          f"{neighbours['agreement_auroc']:.3f} with the loss mixture, "
-                         + ("used to re-rank" if neighbours.get("used")
+                         + (f"used to re-rank; {neighbours.get('not_confirmed', 0)} dropped where most "
+                            "neighbours share the given label" if neighbours.get("used")
                             else f"not used (below {neighbours.get('gate_auroc')})"))
     else:
         lines.append(f"  suspect_mislabeled: {info.get('mislabeled_rule', 'hard-to-learn region')}")

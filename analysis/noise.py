@@ -72,7 +72,8 @@ RESAMPLE_ROUNDS = 16
 RESAMPLE_MAX_ROWS = 10_000
 """Rows drawn per refit (all of them when fewer): about 0.1 s a refit."""
 NEIGHBOR_METHOD = ("top n_issues (the mixture's count) by mean percentile rank of log(loss_mean) "
-                   "and the label disagreement of the nearest training neighbours")
+                   "and the label disagreement of the nearest training neighbours, kept where most "
+                   "neighbours disagree")
 """How ``label_issue`` is chosen when the feature-space neighbours are used."""
 NEIGHBOR_K = 10
 """Training neighbours whose labels are compared with a row's (10, 25 and 50 tied on the suite's
@@ -80,6 +81,8 @@ choose runs; 5 was lower)."""
 NEIGHBOR_GATE = 0.9
 """The neighbours are used only when their disagreement separates the mixture's label issues
 from the other training rows at least this well (AUROC)."""
+NEIGHBOR_MAJORITY = 0.5
+"""A re-ranked label issue is kept only when more than this fraction of its neighbours disagree."""
 NEIGHBOR_GATE_SAMPLE = 20_000
 """The check above is made on at most this many training rows (a seeded sample): when the
 neighbours are not used, the full search over every training row is skipped."""
@@ -464,9 +467,14 @@ def refine_with_neighbors(
         full[np.searchsorted(scored, rest)] = _disagreement(index, unit, labels, rest, k)
         dis = full
     chosen = rank_combined_issues(score[pos[scored]], dis, n_issues)
+    # Two witnesses: a chosen row stays a label issue only when most of its neighbours carry
+    # another label (Deep k-NN's filter). The mixture's count runs high where clean rows are
+    # also slow to learn (pair flips, short runs); the neighbours do not share that bias.
+    confirmed = chosen & (dis > NEIGHBOR_MAJORITY)
     new = np.zeros(len(table), dtype=bool)
-    new[pos[scored][chosen]] = True
+    new[pos[scored][confirmed]] = True
     record["used"] = True
+    record["not_confirmed"] = int(chosen.sum() - confirmed.sum())
     record["changed"] = int((new != issue).sum())
     out.update(method=NEIGHBOR_METHOD, mixture_cutoff=info.get("cutoff"), cutoff=None,
                score=f"{info.get('score')} and neighbour label disagreement")

@@ -118,6 +118,10 @@ RUNS = (
     RunSpec("cnn-pair-short-s7", "cnn", 7, "pair", 0.20, 6, "unseen"),
     RunSpec("text-sentiment-s4", "text", 4, "uniform", 0.10, 12, "unseen", "sentiment"),
     RunSpec("text-genre-s5", "text", 5, "uniform", 0.10, 12, "unseen", "genre"),
+    RunSpec("mlp-s8", "mlp", 8, "uniform", 0.10, 20, "unseen"),
+    RunSpec("cnn-s9", "cnn", 9, "uniform", 0.10, 15, "unseen"),
+    RunSpec("mlp-pair-short-s10", "mlp", 10, "pair", 0.20, 6, "unseen"),
+    RunSpec("cnn-pair-short-s11", "cnn", 11, "pair", 0.20, 6, "unseen"),
 )
 
 log = logging.getLogger("suite")

@@ -236,6 +236,7 @@ def test_refine_with_neighbors_swaps_a_memorised_flip_in_by_hand():
     want_auc = roc_auc_score(table[S.LABEL_ISSUE], _brute_disagreement(angle, label, 10))
     assert out["neighbors"]["agreement_auroc"] == pytest.approx(want_auc)
     assert out["neighbors"]["used"] is True and out["neighbors"]["changed"] == 2
+    assert out["neighbors"]["not_confirmed"] == 0  # all four have 9 of 10 neighbours disagreeing
     assert out["method"] == noise.NEIGHBOR_METHOD and out["mixture_cutoff"] == 2.7
     assert info["method"] == noise.METHOD  # the caller's record is not modified
     # below the gate: the loss cut-off stands, and the record says why
@@ -246,6 +247,20 @@ def test_refine_with_neighbors_swaps_a_memorised_flip_in_by_hand():
     # a scored row without features: not re-ranked
     issue, out = noise.refine_with_neighbors(table, np.arange(39), x[:39], info, k=10, gate=0.6)
     assert np.flatnonzero(issue).tolist() == [0, 1, 20, 30] and out["neighbors"]["used"] is False
+
+
+def test_refine_with_neighbors_keeps_only_rows_most_neighbours_dispute_by_hand():
+    """A count one too high (a clean, slow row among the loss cut-off's five): the top five by
+    mean rank hold the four flips (disagreement 0.9) and one row whose neighbours mostly share
+    its label (at most 0.2, by hand in the test above), which is dropped."""
+    _, x, label = _circle_run()
+    table = _neighbor_table(label)
+    table.loc[[0, 1, 20, 21, 30], S.LOSS_MEAN] = [3.0, 2.9, 2.8, 2.75, 2.7]
+    table[S.LABEL_ISSUE] = table.index.isin([0, 1, 20, 21, 30])
+    info = {"method": noise.METHOD, "cutoff": 2.7, "score": S.LOSS_MEAN}
+    issue, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.6)
+    assert np.flatnonzero(issue).tolist() == [0, 1, 20, 21]
+    assert out["neighbors"]["not_confirmed"] == 1 and out["neighbors"]["changed"] == 1
 
 
 def test_refine_with_neighbors_on_a_sample_then_the_rest_gives_the_same(monkeypatch):
