@@ -251,9 +251,9 @@ def resampled_rates(x: ArrayLike, *, rounds: int = RESAMPLE_ROUNDS,
     Each round draws ``min(n, max_rows)`` of the scores ``x`` with replacement and refits the
     mixture of :func:`label_issues` (component count included). Returns the 10th and 90th
     percentiles of the rates (``low``, ``high``), their ``median``, the rounds, the rows per
-    round and ``stable``: False when ``high`` exceeds twice ``low`` (on the suite's nineteen
-    runs: 2.0-13x on the four sentiment runs, whose losses have no clear two-group split and
-    whose flagged counts were 0.2-2x the true one, and at most 1.4x on the fifteen others;
+    round and ``stable``: False when ``high`` exceeds twice ``low`` (on the suite's twenty-six
+    runs: 2.0-13x on four of the five sentiment runs, whose losses have no clear two-group split
+    and whose flagged counts were 0.2-2x the true one, and at most 1.4x on the others;
     docs/metrics.md). Without enough rows or spread: NaN rates, ``stable`` None.
 
     Examples
