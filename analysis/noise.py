@@ -477,7 +477,9 @@ def refine_with_neighbors(
     record["not_confirmed"] = int(chosen.sum() - confirmed.sum())
     record["changed"] = int((new != issue).sum())
     out.update(method=NEIGHBOR_METHOD, mixture_cutoff=info.get("cutoff"), cutoff=None,
-               score=f"{info.get('score')} and neighbour label disagreement")
+               score=f"{info.get('score')} and neighbour label disagreement",
+               n_issues=int(new.sum()), rate=float(new.sum() / rows.sum()),
+               mixture_n_issues=n_issues, mixture_rate=info.get("rate"))
     return new, out
 
 

@@ -261,6 +261,7 @@ def test_refine_with_neighbors_keeps_only_rows_most_neighbours_dispute_by_hand()
     issue, out = noise.refine_with_neighbors(table, np.arange(40), x, info, k=10, gate=0.6)
     assert np.flatnonzero(issue).tolist() == [0, 1, 20, 21]
     assert out["neighbors"]["not_confirmed"] == 1 and out["neighbors"]["changed"] == 1
+    assert out["n_issues"] == 4 and out["rate"] == 4 / 40 and out["mixture_n_issues"] == 5  # the record follows
 
 
 def test_refine_with_neighbors_on_a_sample_then_the_rest_gives_the_same(monkeypatch):
