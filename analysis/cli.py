@@ -131,14 +131,14 @@ def _cutoff_lines(run_dir: Path | None) -> list[str]:
                      + ("" if reranked else f" on {issues.get('score')}")  # the method names both
                      + (f" (cut-off {cut:.4g})" if isinstance(cut, (int, float)) else "")
                      + f": {issues.get('n_issues')} of {issues.get('n_scored')} training rows")
-        again = issues.get("resampled")
-        low, high = (again.get("low"), again.get("high")) if isinstance(again, dict) else (None, None)
-        if isinstance(again, dict) and isinstance(low, (int, float)) and isinstance(high, (int, float)) \
-                and low == low:
-            rows = again.get("rows")
-            lines.append(f"  the mixture refitted on {again.get('rounds')} resamples of "
+        from analysis.noise import resampled_range
+
+        again = resampled_range(issues.get("resampled"))
+        if again is not None:
+            rows = again["rows"]
+            lines.append(f"  the mixture refitted on {again['rounds']} resamples of "
                          + (f"{rows:,} rows " if isinstance(rows, int) else "the rows ")
-                         + f"flags {low:.1%}-{high:.1%} (10th-90th percentile): "
+                         + f"flags {again['low']:.1%}-{again['high']:.1%} (10th-90th percentile): "
                          + ("stable" if again.get("stable") else
                             "UNSTABLE: the losses do not split into clean and wrong labels clearly, so the "
                             "count is uncertain; review by rank (loss_mean) beyond the flagged rows"))

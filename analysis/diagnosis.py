@@ -69,6 +69,7 @@ __all__ = [
     "MIN_HELD_OUT",
     "ood_threshold",
     "reference_rows",
+    "calibrated_threshold",
     "describe_reference",
     "diagnose",
     "diagnosis_column",
@@ -213,9 +214,7 @@ def diagnose(
     ref = np.ones(n, bool) if reference is None else np.asarray(reference, dtype=bool)
     if ref.shape != (n,):
         raise ValueError(f"Expected `reference` to have shape ({n},), got {ref.shape}.")
-    t = ood_threshold(score[ref], th.ood_quantile, conformal=conformal)
-    t_easy = (ood_threshold(score[ref], th.learned_ood_quantile, conformal=conformal)
-              if th.learned_ood_quantile is not None else float("nan"))
+    t, t_easy = _cutoffs(score[ref], th, conformal)
     with np.errstate(invalid="ignore"):
         beyond = score > t  # NaN compares False
         beyond_easy = score > t_easy
@@ -227,6 +226,15 @@ def diagnose(
             raise ValueError(f"Expected `label_issue` to have shape ({n},), got {issue.shape}.")
     codes = _diagnosis_codes(hard, easy, amb, beyond, beyond_easy, issue)
     return np.asarray(DIAGNOSES, dtype=object)[codes]
+
+
+def _cutoffs(reference_scores: NDArray[np.float64], th: DiagnosisThresholds, conformal: bool,
+             ) -> tuple[float, float]:
+    """``t`` and ``t_easy`` (NaN when ``learned_ood_quantile`` is None) over the reference scores."""
+    t = ood_threshold(reference_scores, th.ood_quantile, conformal=conformal)
+    t_easy = (ood_threshold(reference_scores, th.learned_ood_quantile, conformal=conformal)
+              if th.learned_ood_quantile is not None else float("nan"))
+    return t, t_easy
 
 
 def _diagnosis_codes(
@@ -282,11 +290,10 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
     ref = split.isin(list(th.reference_splits)).to_numpy(bool).copy()
     if S.IS_OOD in table.columns:
         ref &= ~table[S.IS_OOD].astype("boolean").fillna(False).to_numpy(bool)
+    scored = np.ones(len(table), dtype=bool) if score is None else np.isfinite(score)
     info: dict[str, Any] = {"calibrated_on": ALL_ROWS}
     if th.calibrate_on == HELD_OUT:
-        held = ref & (split != S.TRAIN_SPLIT).to_numpy(bool)
-        if score is not None:
-            held &= np.isfinite(score)
+        held = ref & (split != S.TRAIN_SPLIT).to_numpy(bool) & scored
         n_held = int(held.sum())
         if n_held >= MIN_HELD_OUT:
             ref = held
@@ -303,9 +310,15 @@ def reference_rows(table: pd.DataFrame, thresholds: DiagnosisThresholds | None =
                    f"{'are' if len(others) > 1 else 'is'} not among the reference splits "
                    f"{list(th.reference_splits)}: only those are known to be in-distribution"
                    if others else ""))
-    info["reference_rows"] = int((ref if score is None else ref & np.isfinite(score)).sum())
+    info["reference_rows"] = int((ref & scored).sum())
     info["calibration_splits"] = sorted(str(v) for v in pd.unique(split[ref]))
     return ref, info
+
+
+def calibrated_threshold(reference_scores: ArrayLike, quantile: float, calibration: dict[str, Any]) -> float:
+    """:func:`ood_threshold` of the rows :func:`reference_rows` chose, as its ``calibration``
+    record asks: the conformal order statistic over held-out rows, else linear interpolation."""
+    return ood_threshold(reference_scores, quantile, conformal=calibration["calibrated_on"] == HELD_OUT)
 
 
 def describe_reference(info: dict[str, Any]) -> str:
@@ -349,6 +362,7 @@ def diagnosis_column(
         score = pd.to_numeric(table[score_column], errors="coerce").to_numpy(np.float64, na_value=np.nan)
     ref, ref_info = reference_rows(table, th, score)
     conformal = ref_info["calibrated_on"] == HELD_OUT
+    t, t_easy = _cutoffs((np.full(len(table), np.nan) if score is None else score)[ref], th, conformal)
     region = table[S.REGION]
     if isinstance(region.dtype, pd.CategoricalDtype) and not region.isna().any():
         # Work on category codes: no per-row strings (a second at a million rows).
@@ -362,9 +376,6 @@ def diagnosis_column(
             return rc == cats.index(name) if name in cats else np.zeros(len(rc), bool)
 
         sc = np.full(len(rc), np.nan) if score is None else score
-        t = ood_threshold(sc[ref], th.ood_quantile, conformal=conformal)
-        t_easy = (ood_threshold(sc[ref], th.learned_ood_quantile, conformal=conformal)
-                  if th.learned_ood_quantile is not None else float("nan"))
         with np.errstate(invalid="ignore"):
             codes = _diagnosis_codes(is_(S.HARD), is_(S.EASY), is_(S.AMBIGUOUS), sc > t, sc > t_easy,
                                      issue)
@@ -382,10 +393,9 @@ def diagnosis_column(
                             "reference_splits": list(th.reference_splits),
                             "calibrate_on": th.calibrate_on, **ref_info}
     if score is not None:
-        info["threshold"] = ood_threshold(score[ref], th.ood_quantile, conformal=conformal)
+        info["threshold"] = t
         if th.learned_ood_quantile is not None:
-            info["learned_threshold"] = ood_threshold(score[ref], th.learned_ood_quantile,
-                                                      conformal=conformal)
+            info["learned_threshold"] = t_easy
     return diag_cat, info
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "separation_auroc",
     "refine_with_neighbors",
     "resampled_rates",
+    "resampled_range",
     "METHOD",
     "NEIGHBOR_METHOD",
 ]
@@ -283,6 +284,27 @@ def resampled_rates(x: ArrayLike, *, rounds: int = RESAMPLE_ROUNDS,
         low, median, high = (float(q) for q in np.quantile(rates, [0.1, 0.5, 0.9]))
         out.update(low=low, high=high, median=median, stable=bool(high <= 2.0 * low))
     return out
+
+
+def resampled_range(record: Any) -> dict[str, Any] | None:
+    """A ``resampled`` record read back from ``ood_eval.json`` (:func:`resampled_rates`) when its
+    rates are numbers: ``low`` and ``high`` as floats, ``stable``, ``rounds`` and ``rows`` as
+    stored; None when it is absent, has no rates (NaN) or is malformed (a tampered file).
+
+    Examples
+    --------
+    >>> resampled_range({"low": 0.1, "high": 0.12, "stable": True, "rounds": 16, "rows": 900})["high"]
+    0.12
+    >>> resampled_range({"low": None, "high": None}) is None, resampled_range("oops") is None
+    (True, True)
+    """
+    if not isinstance(record, dict):
+        return None
+    low, high = record.get("low"), record.get("high")
+    if not isinstance(low, int | float) or not isinstance(high, int | float) or low != low or high != high:
+        return None
+    return {"low": float(low), "high": float(high), "stable": record.get("stable"),
+            "rounds": record.get("rounds"), "rows": record.get("rows")}
 
 
 def _issue_score(table: pd.DataFrame) -> tuple[NDArray[np.bool_], NDArray[np.float64], str]:

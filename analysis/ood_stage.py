@@ -256,7 +256,7 @@ def add_ood_columns(run_dir: Path, table: pd.DataFrame, meta: Any, options: Any)
         ood_quantile=float(extra.get("ood_quantile", 0.95)),
         learned_ood_quantile=extra.get("learned_ood_quantile", 0.995),
         calibrate_on=extra.get("ood_calibration", D.HELD_OUT),
-        reference_splits=_split_names(extra.get("reference_splits", (S.TRAIN_SPLIT, "test"))),
+        reference_splits=_split_names(extra.get("reference_splits", D.DiagnosisThresholds.reference_splits)),
     )
     params: dict[str, dict[str, Any]] = {
         S.OOD_ENERGY: {"temperature": float(extra.get("energy_temperature", 1.0))},

@@ -637,7 +637,7 @@ def _cutoff_check(table: pd.DataFrame, column: str, *, rounds: int = 20) -> dict
             frame = pd.DataFrame({S.SPLIT: np.where(new, "new", table[S.SPLIT].to_numpy(object)),
                                   S.IS_OOD: is_ood})
             ref, info = D.reference_rows(frame, th, score)
-            t = D.ood_threshold(score[ref], th.ood_quantile, conformal=info["calibrated_on"] == D.HELD_OUT)
+            t = D.calibrated_threshold(score[ref], th.ood_quantile, info)
             id_rates.append(float(np.mean(score[new] > t)))
             ood_rates.append(float(np.mean(score[is_ood] > t)))
         out[how] = {"id_flagged": float(np.mean(id_rates)), "ood_flagged": float(np.mean(ood_rates))}

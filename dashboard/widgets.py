@@ -224,9 +224,8 @@ def diagnosis_cutoff(ctx: D.RunContext) -> dict[str, Any] | None:
     q = th.ood_quantile if ctx.ood_quantile is None else float(ctx.ood_quantile)
     values = ctx.table[column].to_numpy(np.float64, na_value=np.nan)
     ref, where = DG.reference_rows(ctx.table, th, values)
-    held = where["calibrated_on"] == DG.HELD_OUT
-    return {"column": column, "threshold": DG.ood_threshold(values[ref], q, conformal=held),
-            "quantile": q, "held_out": held, "where": where}
+    return {"column": column, "threshold": DG.calibrated_threshold(values[ref], q, where),
+            "quantile": q, "held_out": where["calibrated_on"] == DG.HELD_OUT, "where": where}
 
 
 def render_ood_cutoff(cut: dict[str, Any] | None, score: str) -> None:

@@ -40,19 +40,17 @@ def render_label_noise() -> None:
         info = ((data.load_ood_eval(ctx.run_dir) or {}).get("diagnosis") or {}).get("label_issues")
         if isinstance(info, dict):
             cut = info.get("cutoff")
-            again = info.get("resampled") if isinstance(info.get("resampled"), dict) else {}
-            low, high = again.get("low"), again.get("high")
-            spread = (f" Refitted on {again.get('rounds')} resamples, the mixture flags {low:.1%}-{high:.1%} "
-                      "of the rows (10th-90th percentile)."
-                      if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == low else "")
+            again = noise.resampled_range(info.get("resampled"))
+            spread = (f" Refitted on {again['rounds']} resamples, the mixture flags {again['low']:.1%}-"
+                      f"{again['high']:.1%} of the rows (10th-90th percentile)." if again else "")
             st.caption(
                 f"`suspect_mislabeled` cut-off chosen from this run: {info.get('method')} on "
                 f"`{info.get('score')}`" + (f" (at {cut:.4g})" if isinstance(cut, (int, float)) else "")
                 + f"; `{S.SUGGESTED_LABEL}` is the class the model predicted most often." + spread
             )
-            if again.get("stable") is False and spread:
+            if again and again["stable"] is False:
                 st.warning(
-                    f"The estimated noise rate is unstable on this run ({low:.1%}-{high:.1%} across "
+                    f"The estimated noise rate is unstable on this run ({again['low']:.1%}-{again['high']:.1%} across "
                     "resamples): its losses do not split into clean and wrong labels clearly, so the "
                     "number of suspects is uncertain"
                     + (f"; it is {info['count_rule']}" if isinstance(info.get("count_rule"), str) else "")
